@@ -1,0 +1,36 @@
+//! `GET /healthz` (the store answers) and `POST /noop` (the HTTP ceiling, for benchmarks).
+
+use super::error::{ApiError, respond};
+use super::input::Input;
+use crate::app::App;
+use myqueue_wire::{Status, StatusResponse};
+use serde::Serialize;
+use warp::reply::Response;
+
+#[derive(Serialize)]
+struct Health {
+    status: Status,
+    store: &'static str,
+}
+
+/// 200 when the store can serve requests, 503 `storage_unavailable` when it cannot.
+pub async fn healthz(app: App) -> Response {
+    respond(
+        async {
+            app.store.ping().await?;
+            Ok::<_, ApiError>(Health {
+                status: Status::Success,
+                store: app.store.kind(),
+            })
+        }
+        .await,
+    )
+}
+
+/// Reads the request like any endpoint and answers success without touching the store: the
+/// ceiling that benchmarks compare the real endpoints against.
+pub async fn noop(_app: App, _input: Input) -> Response {
+    respond(Ok::<_, ApiError>(StatusResponse {
+        status: Status::Success,
+    }))
+}

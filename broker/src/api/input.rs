@@ -1,0 +1,94 @@
+//! Request parameters, read liberally: clients of the assignment's API were written many
+//! ways. Parameters may come as a JSON body (any content type, even on GET), as a form body,
+//! or in the query string. The body is read up to the configured limit and no further.
+
+use super::error::ApiError;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use myqueue_wire::ErrorCode;
+use serde::de::DeserializeOwned;
+use warp::{Filter, Rejection};
+
+/// A request's raw parameters, before they are parsed into the endpoint's type.
+pub struct Input {
+    query: String,
+    body: Bytes,
+    form: bool,
+}
+
+impl Input {
+    /// Parses the parameters into `T`: the body when there is one, else the query string.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let body = self.body.trim_ascii();
+        if !body.is_empty() {
+            if self.form && !body.starts_with(b"{") {
+                return serde_urlencoded::from_bytes(body)
+                    .map_err(|err| ApiError::invalid(format!("invalid form body: {err}")));
+            }
+            return serde_json::from_slice(body)
+                .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")));
+        }
+        if !self.query.is_empty() {
+            return serde_urlencoded::from_str(&self.query)
+                .map_err(|err| ApiError::invalid(format!("invalid query string: {err}")));
+        }
+        serde_json::from_str("{}").map_err(|err| {
+            ApiError::invalid(format!(
+                "no parameters: send them as a JSON body or in the query string ({err})"
+            ))
+        })
+    }
+}
+
+/// Extracts [`Input`], refusing bodies over `max_body` bytes with `payload_too_large` (also
+/// when the body is chunked and has no Content-Length).
+pub fn input(max_body: usize) -> impl Filter<Extract = (Input,), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("content-length"))
+        .and(warp::body::stream())
+        .and_then(
+            move |query: String, content_type: Option<String>, length: Option<String>, body| async move {
+                if let Some(length) = length.and_then(|l| l.trim().parse::<u64>().ok()) {
+                    if length > max_body as u64 {
+                        return Err(warp::reject::custom(too_large(max_body)));
+                    }
+                }
+                let body = read_body(body, max_body).await.map_err(warp::reject::custom)?;
+                let form = content_type
+                    .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+                Ok::<_, Rejection>(Input { query, body, form })
+            },
+        )
+}
+
+fn too_large(max_body: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the request body is over the limit of {max_body} bytes"),
+    )
+}
+
+async fn read_body<B: Buf>(
+    body: impl Stream<Item = Result<B, warp::Error>>,
+    max_body: usize,
+) -> Result<Bytes, ApiError> {
+    let mut body = std::pin::pin!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|err| ApiError::invalid(format!("cannot read the body: {err}")))?;
+        if collected.len() + chunk.remaining() > max_body {
+            return Err(too_large(max_body));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}

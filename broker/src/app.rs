@@ -1,0 +1,59 @@
+//! [`App`]: what every request handler needs, cheap to clone.
+
+use crate::store::{Fetched, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Limits checked before anything reaches the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub limits: Limits,
+    /// Cancelled at shutdown: long polls return at once instead of holding it up.
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    /// Reads like [`Store::fetch`]; when nothing is there, waits up to `wait` for an append
+    /// to the topic (long poll) and reads again. Waiting costs no CPU: it sleeps on the
+    /// topic's signal.
+    pub async fn fetch_waiting(
+        &self,
+        consumer_id: u64,
+        topic: &str,
+        from: Option<u64>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Fetched, StoreError> {
+        let fetched = self.store.fetch(consumer_id, topic, from, max).await?;
+        if !fetched.messages.is_empty() || wait.is_zero() {
+            return Ok(fetched);
+        }
+        // Subscribe only now that the consumer and topic are known to exist, then read again:
+        // an append between the first read and the subscription is not missed.
+        let mut appended = self.store.signals().subscribe(topic);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let fetched = self.store.fetch(consumer_id, topic, from, max).await?;
+            if !fetched.messages.is_empty() {
+                return Ok(fetched);
+            }
+            tokio::select! {
+                changed = appended.changed() => {
+                    if changed.is_err() {
+                        return Ok(fetched);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Ok(fetched),
+                _ = self.shutdown.cancelled() => return Ok(fetched),
+            }
+        }
+    }
+}

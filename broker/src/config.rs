@@ -1,0 +1,108 @@
+//! The command line: every option also reads an environment variable.
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+
+/// Where the broker keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// In memory: fast, and everything is lost when the broker stops.
+    Memory,
+    /// Embedded SQLite in --data-dir: durable, nothing to set up.
+    Sqlite,
+    /// PostgreSQL at --database-url: durable, many brokers may share one database.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "myqueue-broker",
+    version,
+    about = "A durable logging queue: producers append messages to topics over HTTP, \
+             consumers read each topic in order, each at its own position.",
+    after_help = "Examples:\n  \
+        myqueue-broker                                   # SQLite in ./myqueue-data, port 9092\n  \
+        myqueue-broker --store memory                    # nothing is kept across restarts\n  \
+        myqueue-broker --database-url postgres://user:pw@127.0.0.1/myqueue\n  \
+        myqueue-broker --listen 127.0.0.1:0              # a free port, printed at start"
+)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port; the address is printed at start as
+    /// `myqueue-broker listening on http://ADDR`.
+    #[arg(long, env = "MYQUEUE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: String,
+
+    /// Storage: `sqlite` (the default), `memory`, or `postgres` (the default when a
+    /// database URL is given).
+    #[arg(long, env = "MYQUEUE_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+
+    /// Directory of the SQLite database (created if missing).
+    #[arg(long, env = "MYQUEUE_DATA_DIR", default_value = "myqueue-data")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL connection URL; selects the PostgreSQL store. The schema is created or
+    /// migrated at start.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Most connections this broker opens to PostgreSQL.
+    #[arg(long, env = "MYQUEUE_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+
+    /// Largest message accepted, in bytes of UTF-8.
+    #[arg(long, env = "MYQUEUE_MAX_MESSAGE_BYTES", default_value_t = myqueue_wire::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Largest request body accepted, in bytes (a batch of messages travels in one body).
+    #[arg(long, env = "MYQUEUE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Log filter, e.g. `info`, `debug` (one line per request), `broker=debug,sqlx=warn`.
+    #[arg(long, env = "MYQUEUE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// The store to open: `--store` if given, else PostgreSQL when a database URL is set,
+    /// else SQLite.
+    pub fn store_kind(&self) -> StoreKind {
+        match (self.store, &self.database_url) {
+            (Some(kind), _) => kind,
+            (None, Some(_)) => StoreKind::Postgres,
+            (None, None) => StoreKind::Sqlite,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_sqlite_on_port_9092() {
+        let config = Config::try_parse_from(["myqueue-broker"]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9092");
+        assert_eq!(config.max_message_bytes, 1024 * 1024);
+        // DATABASE_URL may be set in the environment of whoever runs the tests.
+        if config.database_url.is_none() {
+            assert_eq!(config.store_kind(), StoreKind::Sqlite);
+        }
+    }
+
+    #[test]
+    fn a_database_url_selects_postgres_unless_a_store_is_named() {
+        let config =
+            Config::try_parse_from(["myqueue-broker", "--database-url", "postgres://x"]).unwrap();
+        assert_eq!(config.store_kind(), StoreKind::Postgres);
+        let config = Config::try_parse_from([
+            "myqueue-broker",
+            "--database-url",
+            "postgres://x",
+            "--store",
+            "memory",
+        ])
+        .unwrap();
+        assert_eq!(config.store_kind(), StoreKind::Memory);
+    }
+}

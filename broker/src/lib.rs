@@ -1,0 +1,11 @@
+//! myqueue-broker: a durable logging queue over HTTP.
+//!
+//! A request's path: [`api`] parses and validates it, [`app::App`] holds the shared pieces,
+//! and a [`store::Store`] keeps the data: in memory, in SQLite, or in PostgreSQL.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod server;
+pub mod shutdown;
+pub mod store;

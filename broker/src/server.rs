@@ -1,0 +1,124 @@
+//! Opening the configured store and serving the API until shutdown.
+
+use crate::api;
+use crate::app::{App, Limits};
+use crate::config::{Config, StoreKind};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Opens the store the configuration names. PostgreSQL may not be up yet when the broker
+/// starts (both started by one script): it is retried until `shutdown`.
+pub async fn open_store(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn Store>, String> {
+    match config.store_kind() {
+        StoreKind::Memory => {
+            tracing::warn!("store: memory; NOTHING IS KEPT when the broker stops");
+            Ok(Arc::new(MemoryStore::new()))
+        }
+        StoreKind::Sqlite => {
+            let dir = &config.data_dir;
+            tracing::info!(data_dir = %dir.display(), "store: sqlite");
+            SqliteStore::open(dir)
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn Store>)
+                .map_err(|err| {
+                    format!(
+                        "cannot open the SQLite database in {}: {err}",
+                        dir.display()
+                    )
+                })
+        }
+        StoreKind::Postgres => {
+            let url = config
+                .database_url
+                .as_deref()
+                .ok_or("--store postgres needs --database-url or DATABASE_URL")?;
+            tracing::info!(url = %redact(url), "store: postgres");
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match PostgresStore::open(url, config.db_connections).await {
+                    Ok(store) => return Ok(Arc::new(store)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot open PostgreSQL yet; retrying in {delay:?}");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Err("stopped before PostgreSQL was reachable".into()),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Serves `store` on `listener` until `shutdown` is cancelled, then closes the store.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let app = App {
+        store: store.clone(),
+        limits,
+        shutdown: shutdown.clone(),
+    };
+    warp::serve(api::routes(app))
+        .incoming(listener)
+        .graceful(shutdown.cancelled_owned())
+        .run()
+        .await;
+    store.close().await;
+}
+
+/// Resolves `--listen` (e.g. `127.0.0.1:9092`, `localhost:9092`) and binds it.
+pub async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|err| format!("cannot listen on {listen}: {err}"))?;
+    let addr = listener.local_addr().map_err(|err| err.to_string())?;
+    Ok((listener, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_logged() {
+        assert_eq!(
+            super::redact("postgres://me:secret@127.0.0.1:5432/db"),
+            "postgres://me:***@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            super::redact("postgres://127.0.0.1/db"),
+            "postgres://127.0.0.1/db"
+        );
+    }
+}

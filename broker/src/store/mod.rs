@@ -1,0 +1,147 @@
+//! Storage: the one [`Store`] trait and its three implementations.
+//!
+//! A topic is an append-only log with offsets 0, 1, 2, … Each consumer has a position (the
+//! next offset it will consume), each producer a sequence number for idempotent batches.
+//! Every store gives the same guarantees, checked by the conformance suite in
+//! `broker/tests/store_conformance.rs`:
+//! - offsets are gap-free and become visible in order (a reader never sees offset k+1
+//!   before k);
+//! - an append is acknowledged only once it is durable (for the durable stores);
+//! - `consume` reads and advances a position in one atomic step;
+//! - a producer or consumer id works only with the topic it was registered to.
+
+mod batcher;
+mod catalog;
+mod error;
+pub mod memory;
+mod plan;
+pub mod postgres;
+mod sequence;
+mod signals;
+pub mod sqlite;
+
+pub use error::StoreError;
+pub use signals::TopicSignals;
+
+use async_trait::async_trait;
+use myqueue_wire::NamedOffset;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A batch of messages for one topic from one producer.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub producer_id: u64,
+    pub topic: String,
+    pub messages: Vec<String>,
+    /// The producer's sequence number of the first message, for idempotent retries.
+    pub sequence: Option<u64>,
+}
+
+/// Where an [`Append`] landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub count: u64,
+    /// The batch had been stored before (a retry): nothing was stored this time.
+    pub duplicate: bool,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub offset: u64,
+    pub payload: String,
+    /// Milliseconds since the Unix epoch, set by the broker when it stored the message.
+    pub timestamp_ms: u64,
+}
+
+/// What a read-only fetch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub messages: Vec<StoredMessage>,
+    /// Where the next fetch should start.
+    pub next_offset: u64,
+    /// The topic's end: the offset the next appended message will get.
+    pub end_offset: u64,
+}
+
+/// A consumer position to move to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    Offset(u64),
+    Beginning,
+    End,
+}
+
+impl From<myqueue_wire::OffsetSpec> for SeekTo {
+    fn from(spec: myqueue_wire::OffsetSpec) -> Self {
+        match spec {
+            myqueue_wire::OffsetSpec::At(n) => SeekTo::Offset(n.0),
+            myqueue_wire::OffsetSpec::Named(NamedOffset::Beginning) => SeekTo::Beginning,
+            myqueue_wire::OffsetSpec::Named(NamedOffset::End) => SeekTo::End,
+        }
+    }
+}
+
+/// The storage behind the broker. Inputs are validated by the API layer (names, sizes)
+/// before they reach a store; a store checks what only it can know (existence, ownership,
+/// sequence numbers).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `memory`, `sqlite` or `postgres`, for logs.
+    fn kind(&self) -> &'static str;
+
+    /// Succeeds when the store can serve requests now (`GET /healthz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates an empty topic; [`StoreError::TopicExists`] if it exists.
+    async fn create_topic(&self, name: &str) -> Result<()>;
+
+    /// All topic names, sorted.
+    async fn list_topics(&self) -> Result<Vec<String>>;
+
+    /// Registers a producer for `topic`, creating the topic if it is missing.
+    async fn register_producer(&self, topic: &str) -> Result<u64>;
+
+    /// Registers a consumer at the beginning of `topic`. With a `group`, the same
+    /// `(topic, group)` always gets the same id and keeps its position.
+    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64>;
+
+    /// Appends messages; answers once they are durable.
+    async fn append(&self, append: Append) -> Result<Appended>;
+
+    /// The assignment's dequeue: returns the message at the consumer's position and advances
+    /// the position past it, atomically. `None` when there is nothing after the position.
+    async fn consume(&self, consumer_id: u64, topic: &str) -> Result<Option<StoredMessage>>;
+
+    /// Reads up to `max` messages from `from` (the consumer's position when `None`) without
+    /// moving the position.
+    async fn fetch(
+        &self,
+        consumer_id: u64,
+        topic: &str,
+        from: Option<u64>,
+        max: usize,
+    ) -> Result<Fetched>;
+
+    /// Sets the consumer's position; returns it.
+    async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64>;
+
+    /// Number of messages after the consumer's position, in O(1).
+    async fn size(&self, consumer_id: u64, topic: &str) -> Result<u64>;
+
+    /// Wakes long-polling fetches when a topic gets new messages.
+    fn signals(&self) -> &TopicSignals;
+
+    /// Finishes pending writes and closes connections.
+    async fn close(&self);
+}
+
+/// Milliseconds since the Unix epoch: the timestamp stored with each message.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

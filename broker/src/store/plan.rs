@@ -1,0 +1,332 @@
+//! The arithmetic of a group commit, kept apart from SQL so that every store runs the same
+//! rules: which batches are new, duplicate or refused (sequence numbers), which offsets each
+//! new batch gets, and where each consumer's position moves.
+
+use super::sequence::{ProducerSequence, Verdict};
+use super::{Appended, Result, SeekTo, StoreError, StoredMessage};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One validated append in a group.
+pub struct AppendJob {
+    pub topic_id: i64,
+    /// The topic's name, to wake its long polls after the commit.
+    pub topic: Arc<str>,
+    pub producer_id: u64,
+    pub messages: Vec<String>,
+    pub sequence: Option<u64>,
+}
+
+/// Messages to insert: `messages[i]` gets offset `base_offset + i`.
+pub struct Segment {
+    pub topic_id: i64,
+    pub producer_id: u64,
+    pub base_offset: u64,
+    pub messages: Vec<String>,
+}
+
+pub struct AppendPlan {
+    /// One answer per job, in the order of the jobs.
+    pub outcomes: Vec<Result<Appended>>,
+    /// What to insert, in offset order per topic.
+    pub segments: Vec<Segment>,
+    /// The new end offset of every topic that got messages.
+    pub topic_ends: Vec<(i64, u64)>,
+    /// The new state of every producer that appended with a sequence number.
+    pub producers: Vec<(u64, ProducerSequence)>,
+}
+
+/// Plans a group of appends. `topic_ends` holds the current end offset of every topic the jobs
+/// name, `producers` the state of every producer that sent a sequence number; the store must
+/// hold both locked until it commits.
+pub fn plan_appends(
+    jobs: Vec<AppendJob>,
+    mut topic_ends: HashMap<i64, u64>,
+    mut producers: HashMap<u64, ProducerSequence>,
+) -> AppendPlan {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut segments = Vec::with_capacity(jobs.len());
+    let mut touched_topics = Vec::new();
+    let mut touched_producers = Vec::new();
+    for job in jobs {
+        let count = job.messages.len() as u64;
+        if let Some(sequence) = job.sequence {
+            let state = producers.entry(job.producer_id).or_default();
+            match state.judge(sequence, count) {
+                Verdict::Append => {}
+                Verdict::Duplicate(appended) => {
+                    outcomes.push(Ok(appended));
+                    continue;
+                }
+                Verdict::Mismatch { expected } => {
+                    outcomes.push(Err(StoreError::SequenceMismatch {
+                        producer_id: job.producer_id,
+                        expected,
+                        got: sequence,
+                    }));
+                    continue;
+                }
+            }
+        }
+        let end = topic_ends.entry(job.topic_id).or_default();
+        let base_offset = *end;
+        *end += count;
+        if !touched_topics.contains(&job.topic_id) {
+            touched_topics.push(job.topic_id);
+        }
+        if job.sequence.is_some() {
+            if let Some(state) = producers.get_mut(&job.producer_id) {
+                state.record(count, base_offset);
+            }
+            if !touched_producers.contains(&job.producer_id) {
+                touched_producers.push(job.producer_id);
+            }
+        }
+        outcomes.push(Ok(Appended {
+            base_offset,
+            count,
+            duplicate: false,
+        }));
+        if count > 0 {
+            segments.push(Segment {
+                topic_id: job.topic_id,
+                producer_id: job.producer_id,
+                base_offset,
+                messages: job.messages,
+            });
+        }
+    }
+    AppendPlan {
+        outcomes,
+        segments,
+        topic_ends: touched_topics
+            .into_iter()
+            .map(|id| (id, topic_ends[&id]))
+            .collect(),
+        producers: touched_producers
+            .into_iter()
+            .map(|id| (id, producers[&id]))
+            .collect(),
+    }
+}
+
+/// A consumer's state as a position group reads it (locked until commit).
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor {
+    pub topic_id: i64,
+    pub position: u64,
+    pub end: u64,
+}
+
+/// A change to one consumer's position.
+#[derive(Debug, Clone, Copy)]
+pub enum PositionOp {
+    /// The assignment's dequeue: take the message at the position and move past it.
+    Take,
+    /// Move the position (commit or seek).
+    Seek(SeekTo),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionOutcome {
+    /// `Take` got the message at this (topic id, offset), or nothing was left.
+    Took(Option<(i64, u64)>),
+    /// `Seek` moved the position here.
+    Moved(u64),
+    /// `Seek` named an offset past the topic's end.
+    OutOfRange { offset: u64, end: u64 },
+}
+
+/// A [`PositionOutcome`] with the taken message read: what a store answers per op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Positioned {
+    Took(Option<StoredMessage>),
+    Moved(u64),
+    OutOfRange { offset: u64, end: u64 },
+}
+
+impl Positioned {
+    /// The answer to a `Take`.
+    pub fn into_taken(self) -> Option<StoredMessage> {
+        match self {
+            Positioned::Took(message) => message,
+            _ => None,
+        }
+    }
+
+    /// The answer to a `Seek` on `topic`.
+    pub fn into_position(self, topic: &str) -> Result<u64> {
+        match self {
+            Positioned::Moved(position) => Ok(position),
+            Positioned::OutOfRange { offset, end } => Err(StoreError::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                offset,
+                end,
+            }),
+            Positioned::Took(_) => unreachable!("a seek moves, it does not take"),
+        }
+    }
+}
+
+pub struct PositionPlan {
+    /// One outcome per op, in the order of the ops.
+    pub outcomes: Vec<PositionOutcome>,
+    /// New positions of the consumers that moved.
+    pub positions: Vec<(u64, u64)>,
+}
+
+/// Plans a group of position changes, applied in order: two `Take`s with one consumer id
+/// get consecutive offsets, never the same one. `cursors` holds every consumer named.
+pub fn plan_positions(
+    ops: &[(u64, PositionOp)],
+    mut cursors: HashMap<u64, Cursor>,
+) -> PositionPlan {
+    let mut moved = Vec::new();
+    let outcomes = ops
+        .iter()
+        .map(|&(id, op)| {
+            let cursor = cursors.get_mut(&id).expect("a cursor for every consumer");
+            let outcome = match op {
+                PositionOp::Take if cursor.position < cursor.end => {
+                    cursor.position += 1;
+                    PositionOutcome::Took(Some((cursor.topic_id, cursor.position - 1)))
+                }
+                PositionOp::Take => return PositionOutcome::Took(None),
+                PositionOp::Seek(to) => {
+                    let target = match to {
+                        SeekTo::Beginning => 0,
+                        SeekTo::End => cursor.end,
+                        SeekTo::Offset(offset) if offset <= cursor.end => offset,
+                        SeekTo::Offset(offset) => {
+                            return PositionOutcome::OutOfRange {
+                                offset,
+                                end: cursor.end,
+                            };
+                        }
+                    };
+                    cursor.position = target;
+                    PositionOutcome::Moved(target)
+                }
+            };
+            if !moved.contains(&id) {
+                moved.push(id);
+            }
+            outcome
+        })
+        .collect();
+    PositionPlan {
+        outcomes,
+        positions: moved
+            .into_iter()
+            .map(|id| (id, cursors[&id].position))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(topic_id: i64, producer_id: u64, n: usize, sequence: Option<u64>) -> AppendJob {
+        AppendJob {
+            topic_id,
+            topic: format!("t{topic_id}").into(),
+            producer_id,
+            messages: (0..n).map(|i| format!("m{i}")).collect(),
+            sequence,
+        }
+    }
+
+    #[test]
+    fn appends_in_one_group_get_consecutive_offsets_per_topic() {
+        let plan = plan_appends(
+            vec![job(1, 7, 2, None), job(2, 8, 1, None), job(1, 9, 3, None)],
+            HashMap::from([(1, 10), (2, 0)]),
+            HashMap::new(),
+        );
+        let bases: Vec<u64> = plan
+            .outcomes
+            .iter()
+            .map(|o| o.as_ref().unwrap().base_offset)
+            .collect();
+        assert_eq!(bases, [10, 0, 12]);
+        assert_eq!(plan.topic_ends, [(1, 15), (2, 1)]);
+        assert_eq!(plan.segments.len(), 3);
+    }
+
+    #[test]
+    fn a_retried_batch_in_the_same_group_is_a_duplicate() {
+        let plan = plan_appends(
+            vec![
+                job(1, 7, 2, Some(0)),
+                job(1, 7, 2, Some(0)),
+                job(1, 7, 1, Some(5)),
+            ],
+            HashMap::from([(1, 0)]),
+            HashMap::from([(7, ProducerSequence::default())]),
+        );
+        assert_eq!(plan.outcomes[0].as_ref().unwrap().duplicate, false);
+        assert_eq!(
+            plan.outcomes[1].as_ref().unwrap(),
+            &Appended {
+                base_offset: 0,
+                count: 2,
+                duplicate: true
+            }
+        );
+        assert!(matches!(
+            plan.outcomes[2],
+            Err(StoreError::SequenceMismatch { expected: 2, .. })
+        ));
+        assert_eq!(plan.topic_ends, [(1, 2)]);
+        assert_eq!(plan.producers[0].1.next, 2);
+    }
+
+    #[test]
+    fn takes_with_one_id_never_get_the_same_offset_and_seeks_apply_in_order() {
+        use PositionOp::*;
+        use PositionOutcome::*;
+        let plan = plan_positions(
+            &[
+                (1, Take),
+                (1, Take),
+                (1, Take),
+                (2, Take),
+                (1, Seek(SeekTo::Offset(9))),
+                (1, Seek(SeekTo::Beginning)),
+                (1, Take),
+            ],
+            HashMap::from([
+                (
+                    1,
+                    Cursor {
+                        topic_id: 5,
+                        position: 3,
+                        end: 5,
+                    },
+                ),
+                (
+                    2,
+                    Cursor {
+                        topic_id: 6,
+                        position: 0,
+                        end: 0,
+                    },
+                ),
+            ]),
+        );
+        assert_eq!(
+            plan.outcomes,
+            [
+                Took(Some((5, 3))),
+                Took(Some((5, 4))),
+                Took(None),
+                Took(None),
+                OutOfRange { offset: 9, end: 5 },
+                Moved(0),
+                Took(Some((5, 0)))
+            ]
+        );
+        assert_eq!(plan.positions, [(1, 1)]);
+    }
+}

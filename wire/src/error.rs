@@ -1,0 +1,169 @@
+//! The error shape every failure answers with, and the stable machine-readable codes.
+
+use crate::Status;
+use serde::{Deserialize, Serialize};
+
+/// A failure's stable, machine-readable reason. The HTTP status follows from it, so a code
+/// always comes with the same status.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed JSON, a missing or mistyped field, a bad query string.
+    InvalidRequest,
+    /// A topic (or group) name outside 1..=249 characters of `[A-Za-z0-9._-]`.
+    InvalidTopicName,
+    /// `POST /topics` for a name that exists.
+    TopicExists,
+    TopicNotFound,
+    ProducerNotFound,
+    ConsumerNotFound,
+    /// A producer or consumer id used with a topic it is not registered to.
+    WrongTopic,
+    /// `consume` found no message after the consumer's position (404, see the README).
+    QueueEmpty,
+    /// A message, batch or request body over its limit.
+    PayloadTooLarge,
+    /// A `produce_batch` whose `sequence` is neither the next one expected nor a retry of the
+    /// last stored batch: the producer lost track, and should register again.
+    SequenceMismatch,
+    /// A commit to an offset past the topic's end.
+    OffsetOutOfRange,
+    /// No such endpoint.
+    NotFound,
+    /// The endpoint exists but not with this HTTP method.
+    MethodNotAllowed,
+    /// A JSON endpoint called without a JSON content type.
+    UnsupportedMediaType,
+    /// The database cannot be reached or failed; retry later.
+    StorageUnavailable,
+    /// The broker is shutting down; retry against it (or another broker) shortly.
+    ShuttingDown,
+    /// A bug in the broker. Never expected; reported so that nothing answers with HTML.
+    Internal,
+    /// A code this client does not know (a newer broker).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is answered with.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest | InvalidTopicName | OffsetOutOfRange => 400,
+            WrongTopic => 403,
+            TopicNotFound | ProducerNotFound | ConsumerNotFound | QueueEmpty | NotFound => 404,
+            MethodNotAllowed => 405,
+            TopicExists | SequenceMismatch => 409,
+            PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
+            Internal | Unknown => 500,
+            StorageUnavailable | ShuttingDown => 503,
+        }
+    }
+
+    /// The code as it appears on the wire, e.g. `"topic_not_found"`.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => "invalid_request",
+            InvalidTopicName => "invalid_topic_name",
+            TopicExists => "topic_exists",
+            TopicNotFound => "topic_not_found",
+            ProducerNotFound => "producer_not_found",
+            ConsumerNotFound => "consumer_not_found",
+            WrongTopic => "wrong_topic",
+            QueueEmpty => "queue_empty",
+            PayloadTooLarge => "payload_too_large",
+            SequenceMismatch => "sequence_mismatch",
+            OffsetOutOfRange => "offset_out_of_range",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            UnsupportedMediaType => "unsupported_media_type",
+            StorageUnavailable => "storage_unavailable",
+            ShuttingDown => "shutting_down",
+            Internal => "internal",
+            Unknown => "unknown",
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::StorageUnavailable | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every failure: `{"status": "failure", "message": ..., "code": ...}`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ErrorResponse {
+    pub status: Status,
+    /// For people: says what was wrong and names the topic or id.
+    pub message: String,
+    /// For programs: stable across versions.
+    pub code: ErrorCode,
+}
+
+impl ErrorResponse {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorResponse {
+            status: Status::Failure,
+            message: message.into(),
+            code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialise_as_their_names() {
+        for code in [
+            ErrorCode::InvalidRequest,
+            ErrorCode::QueueEmpty,
+            ErrorCode::StorageUnavailable,
+            ErrorCode::SequenceMismatch,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        assert_eq!(
+            serde_json::from_str::<ErrorCode>("\"from_the_future\"").unwrap(),
+            ErrorCode::Unknown
+        );
+    }
+
+    #[test]
+    fn bad_input_is_never_a_server_error() {
+        use ErrorCode::*;
+        for code in [
+            InvalidRequest,
+            InvalidTopicName,
+            TopicExists,
+            TopicNotFound,
+            ProducerNotFound,
+            ConsumerNotFound,
+            WrongTopic,
+            QueueEmpty,
+            PayloadTooLarge,
+            SequenceMismatch,
+            OffsetOutOfRange,
+            NotFound,
+            MethodNotAllowed,
+            UnsupportedMediaType,
+        ] {
+            assert!((400..500).contains(&code.http_status()), "{code}");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The wire of myqueue: every request and response body of the broker's HTTP API, the error
+//! codes, and the limits both sides agree on. The broker and the client both use these types,
+//! so a field renamed here is renamed everywhere at once.
+//!
+//! Requests are deserialised liberally (clients of the assignment's API were written many
+//! ways): ids and offsets may be JSON numbers or numeric strings, and `POST /topics` takes
+//! `name` or `topic_name`. Responses are strict: exactly the fields the assignment names, plus
+//! the documented additions of the batch endpoints.
+
+mod error;
+mod number;
+
+pub use error::{ErrorCode, ErrorResponse};
+pub use number::Num;
+
+use serde::{Deserialize, Serialize};
+
+/// The port the assignment's examples talk to (`localhost:9092`).
+pub const DEFAULT_PORT: u16 = 9092;
+/// Kafka's limit on topic names; longer names are rejected with `invalid_topic_name`.
+pub const MAX_TOPIC_NAME_CHARS: usize = 249;
+/// Longest consumer group name.
+pub const MAX_GROUP_NAME_CHARS: usize = 249;
+/// Default limit on one message's UTF-8 size (the broker's `--max-message-bytes`).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Most messages one `produce_batch` request may carry.
+pub const MAX_BATCH_MESSAGES: usize = 100_000;
+/// Most messages one `fetch` answers with.
+pub const MAX_FETCH_MESSAGES: u32 = 10_000;
+/// Longest a `fetch` may wait for new messages (`wait_ms`).
+pub const MAX_FETCH_WAIT_MS: u64 = 30_000;
+
+/// The `status` field of every response.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Failure,
+}
+
+/// Checks a topic name against Kafka's rule: 1 to 249 characters of `[A-Za-z0-9._-]`.
+/// Returns the reason it is refused.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    check_name("topic", name, MAX_TOPIC_NAME_CHARS)
+}
+
+/// Checks a consumer group name by the same rule as topic names.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    check_name("group", name, MAX_GROUP_NAME_CHARS)
+}
+
+fn check_name(what: &str, name: &str, max_chars: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name must not be empty"));
+    }
+    if name.len() > max_chars {
+        return Err(format!(
+            "{what} name is {} characters long; the limit is {max_chars}",
+            name.chars().count()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} name '{name}' contains {bad:?}; only letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The assignment's endpoints
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /topics`
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CreateTopicRequest {
+    /// The assignment's parameter list says `name`, its example body says `topic_name`.
+    #[serde(alias = "topic_name")]
+    pub name: String,
+}
+
+/// `POST /topics` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CreateTopicResponse {
+    pub status: Status,
+    pub message: String,
+}
+
+/// `GET /topics` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ListTopicsResponse {
+    pub status: Status,
+    pub topics: Vec<String>,
+}
+
+/// `POST /producer/register`
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct RegisterProducerRequest {
+    pub topic: String,
+}
+
+/// `POST /producer/register` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct RegisterProducerResponse {
+    pub status: Status,
+    pub producer_id: u64,
+}
+
+/// `POST /consumer/register`
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct RegisterConsumerRequest {
+    pub topic: String,
+    /// Addition: a durable name. Registering the same `(topic, group)` again returns the same
+    /// consumer id, so a restarted consumer continues from its committed position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// `POST /consumer/register` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct RegisterConsumerResponse {
+    pub status: Status,
+    pub consumer_id: u64,
+}
+
+/// `POST /producer/produce`
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProduceRequest {
+    pub topic: String,
+    pub producer_id: Num,
+    pub message: String,
+}
+
+/// A response that carries nothing but `"status": "success"` (produce).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct StatusResponse {
+    pub status: Status,
+}
+
+/// `GET /consumer/consume` and `GET /size` (query string, or a JSON body).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ConsumerRequest {
+    pub topic: String,
+    pub consumer_id: Num,
+}
+
+/// `GET /consumer/consume` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ConsumeResponse {
+    pub status: Status,
+    pub message: String,
+}
+
+/// `GET /size` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SizeResponse {
+    pub status: Status,
+    pub size: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Additions for the client library: batches, read-only fetch with long polling, commits
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /producer/produce_batch`: many messages in one request, stored in one transaction.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProduceBatchRequest {
+    pub topic: String,
+    pub producer_id: Num,
+    pub messages: Vec<String>,
+    /// Idempotence: the producer's sequence number of the batch's first message. The broker
+    /// stores a batch once even when it is retried after a lost response. Omit it to append
+    /// without the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<Num>,
+}
+
+/// `POST /producer/produce_batch` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProduceBatchResponse {
+    pub status: Status,
+    /// Offset of the batch's first message; the others follow without gaps.
+    pub base_offset: u64,
+    pub count: u64,
+    /// True when this batch had been stored before (a retry) and was not stored again.
+    pub duplicate: bool,
+}
+
+/// `GET /consumer/fetch`: read messages without moving the consumer's position.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct FetchRequest {
+    pub topic: String,
+    pub consumer_id: Num,
+    /// First offset to read; the consumer's committed position when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<Num>,
+    /// At most this many messages (default 1000, at most [`MAX_FETCH_MESSAGES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<Num>,
+    /// When nothing is there yet, wait up to this long for a message (long poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<Num>,
+}
+
+/// One message as `fetch` returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FetchedMessage {
+    pub offset: u64,
+    pub message: String,
+    /// Milliseconds since the Unix epoch, when the broker stored the message.
+    pub timestamp: u64,
+}
+
+/// `GET /consumer/fetch` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct FetchResponse {
+    pub status: Status,
+    pub messages: Vec<FetchedMessage>,
+    /// The offset to fetch from next.
+    pub next_offset: u64,
+    /// The topic's end: the offset the next produced message will get.
+    pub end_offset: u64,
+}
+
+/// Where to move a consumer's position: an offset, or `"beginning"` / `"end"`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OffsetSpec {
+    At(Num),
+    Named(NamedOffset),
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NamedOffset {
+    Beginning,
+    End,
+}
+
+/// `POST /consumer/commit`: set the consumer's position (the next offset it will consume).
+/// Used to acknowledge what was taken, and to seek.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CommitRequest {
+    pub topic: String,
+    pub consumer_id: Num,
+    pub offset: OffsetSpec,
+}
+
+/// `POST /consumer/commit` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CommitResponse {
+    pub status: Status,
+    pub position: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        assert!(check_topic_name("user_signup-v1.2").is_ok());
+        assert!(check_topic_name(&"a".repeat(249)).is_ok());
+        assert!(check_topic_name(&"a".repeat(250)).is_err());
+        assert!(check_topic_name("").is_err());
+        assert!(check_topic_name("has space").is_err());
+        assert!(check_topic_name("slash/").is_err());
+        assert!(check_topic_name("é").is_err());
+    }
+
+    #[test]
+    fn create_topic_takes_name_or_topic_name() {
+        let a: CreateTopicRequest = serde_json::from_str(r#"{"name":"t"}"#).unwrap();
+        let b: CreateTopicRequest = serde_json::from_str(r#"{"topic_name":"t"}"#).unwrap();
+        assert_eq!(a.name, "t");
+        assert_eq!(b.name, "t");
+    }
+
+    #[test]
+    fn offsets_are_numbers_or_names() {
+        let r: CommitRequest =
+            serde_json::from_str(r#"{"topic":"t","consumer_id":"3","offset":"end"}"#).unwrap();
+        assert_eq!(r.consumer_id, Num(3));
+        assert_eq!(r.offset, OffsetSpec::Named(NamedOffset::End));
+        let r: CommitRequest =
+            serde_json::from_str(r#"{"topic":"t","consumer_id":3,"offset":"17"}"#).unwrap();
+        assert_eq!(r.offset, OffsetSpec::At(Num(17)));
+    }
+}
