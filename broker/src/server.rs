@@ -7,7 +7,9 @@ use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -42,9 +44,11 @@ pub async fn open_store(
                 .as_deref()
                 .ok_or("--store postgres needs --database-url or DATABASE_URL")?;
             tracing::info!(url = %redact(url), "store: postgres");
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|err| format!("invalid database URL {}: {err}", redact(url)))?;
             let mut delay = Duration::from_millis(200);
             loop {
-                match PostgresStore::open(url, config.db_connections).await {
+                match PostgresStore::open(options.clone(), config.db_connections).await {
                     Ok(store) => return Ok(Arc::new(store)),
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot open PostgreSQL yet; retrying in {delay:?}");

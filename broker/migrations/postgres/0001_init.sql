@@ -35,6 +35,8 @@ CREATE TABLE messages (
     log_offset  BIGINT NOT NULL,
     producer_id BIGINT NOT NULL,
     stored_ms   BIGINT NOT NULL,
-    payload     TEXT   NOT NULL,
+    -- UTF-8 text, kept as bytes: PostgreSQL's text type cannot hold U+0000, which is valid
+    -- in a message.
+    payload     BYTEA  NOT NULL,
     PRIMARY KEY (topic_id, log_offset)
 );

@@ -24,7 +24,7 @@ use super::{
     now_ms,
 };
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,14 +54,17 @@ struct Shared {
 impl PostgresStore {
     /// Connects, applies migrations (under PostgreSQL's advisory lock, so brokers starting
     /// together do not race) and starts listening for other brokers' appends.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+    pub async fn open(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // A broken connection (database restarted) fails one request with a 503 and is
             // dropped; pinging before every use would cost a round trip per request.
             .test_before_acquire(false)
-            .connect(url)
+            .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let shared = Arc::new(Shared {
@@ -343,7 +346,7 @@ impl Shared {
                     let offset = row.get::<i64, _>(1) as u64;
                     let message = StoredMessage {
                         offset,
-                        payload: row.get(2),
+                        payload: payload_text(row.get(2)),
                         timestamp_ms: row.get::<i64, _>(3) as u64,
                     };
                     messages.insert((row.get::<i64, _>(0), offset), message);
@@ -385,12 +388,12 @@ async fn insert_segments(
         topic_ids.extend(std::iter::repeat_n(segment.topic_id, count));
         offsets.extend((0..count as i64).map(|i| segment.base_offset as i64 + i));
         producer_ids.extend(std::iter::repeat_n(segment.producer_id as i64, count));
-        payloads.extend(segment.messages);
+        payloads.extend(segment.messages.into_iter().map(String::into_bytes));
     }
     sqlx::query(
         "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
          SELECT u.topic_id, u.log_offset, u.producer_id, $4, u.payload \
-         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $5::text[]) \
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $5::bytea[]) \
          AS u(topic_id, log_offset, producer_id, payload)",
     )
     .bind(&topic_ids)
@@ -401,6 +404,13 @@ async fn insert_segments(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A stored payload as text. The broker wrote it from a `String`, so it is UTF-8; a row
+/// written by hand with invalid bytes is shown with replacement characters, not dropped.
+fn payload_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -567,7 +577,7 @@ impl Store for PostgresStore {
             .filter_map(|row| {
                 Some(StoredMessage {
                     offset: row.get::<Option<i64>, _>(2)? as u64,
-                    payload: row.get::<Option<String>, _>(3)?,
+                    payload: payload_text(row.get::<Option<Vec<u8>>, _>(3)?),
                     timestamp_ms: row.get::<Option<i64>, _>(4)? as u64,
                 })
             })
