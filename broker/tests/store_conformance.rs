@@ -27,7 +27,7 @@ struct Harness {
 enum Reopen {
     Never,
     Sqlite(std::path::PathBuf),
-    Postgres(PgConnectOptions),
+    Postgres(Box<PgConnectOptions>),
 }
 
 impl Harness {
@@ -60,7 +60,7 @@ impl Harness {
         let options = fresh_database(&url).await;
         Some(Harness {
             store: Arc::new(PostgresStore::open(options.clone(), 8).await.unwrap()),
-            reopen: Reopen::Postgres(options),
+            reopen: Reopen::Postgres(Box::new(options)),
             _dir: None,
         })
     }
@@ -75,7 +75,7 @@ impl Harness {
             }
             Reopen::Postgres(options) => {
                 self.store.close().await;
-                Arc::new(PostgresStore::open(options.clone(), 8).await.unwrap())
+                Arc::new(PostgresStore::open((**options).clone(), 8).await.unwrap())
             }
         };
         self.store = store;

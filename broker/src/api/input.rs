@@ -51,10 +51,10 @@ pub fn input(max_body: usize) -> impl Filter<Extract = (Input,), Error = Rejecti
         .and(warp::body::stream())
         .and_then(
             move |query: String, content_type: Option<String>, length: Option<String>, body| async move {
-                if let Some(length) = length.and_then(|l| l.trim().parse::<u64>().ok()) {
-                    if length > max_body as u64 {
-                        return Err(warp::reject::custom(too_large(max_body)));
-                    }
+                if let Some(length) = length.and_then(|l| l.trim().parse::<u64>().ok())
+                    && length > max_body as u64
+                {
+                    return Err(warp::reject::custom(too_large(max_body)));
                 }
                 let body = read_body(body, max_body).await.map_err(warp::reject::custom)?;
                 let form = content_type

@@ -265,7 +265,7 @@ mod tests {
             HashMap::from([(1, 0)]),
             HashMap::from([(7, ProducerSequence::default())]),
         );
-        assert_eq!(plan.outcomes[0].as_ref().unwrap().duplicate, false);
+        assert!(!plan.outcomes[0].as_ref().unwrap().duplicate);
         assert_eq!(
             plan.outcomes[1].as_ref().unwrap(),
             &Appended {

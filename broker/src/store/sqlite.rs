@@ -22,6 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,13 +156,13 @@ impl Shared {
             let mut topic_ends = HashMap::new();
             let mut producers = HashMap::new();
             for job in &jobs {
-                if !topic_ends.contains_key(&job.topic_id) {
+                if let Entry::Vacant(slot) = topic_ends.entry(job.topic_id) {
                     let end: i64 =
                         sqlx::query_scalar("SELECT next_offset FROM topics WHERE id = ?")
                             .bind(job.topic_id)
                             .fetch_one(&mut *tx)
                             .await?;
-                    topic_ends.insert(job.topic_id, end as u64);
+                    slot.insert(end as u64);
                 }
                 if job.sequence.is_some() && !producers.contains_key(&job.producer_id) {
                     let row = sqlx::query(
@@ -227,8 +228,8 @@ impl Shared {
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let mut cursors = HashMap::new();
             for &(id, _) in &ops {
-                if !cursors.contains_key(&id) {
-                    cursors.insert(id, read_cursor(&mut tx, id).await?);
+                if let Entry::Vacant(slot) = cursors.entry(id) {
+                    slot.insert(read_cursor(&mut tx, id).await?);
                 }
             }
             let plan = plan_positions(&ops, cursors);

@@ -1,0 +1,431 @@
+//! The consumer: one background task per topic prefetches messages (`fetch` with a long poll,
+//! so waiting costs neither client nor broker anything), and `poll()` hands them out one at a
+//! time, taking the topics in turn.
+//!
+//! What counts as consumed: a message handed out by `poll()` is consumed when `poll()` is
+//! called again (the program asked for the next one) or the consumer stops. A background
+//! task commits consumed positions to the broker every `auto_commit_interval`, and `stop()`
+//! commits the last one. A program that crashes while handling a message therefore gets it
+//! again when it restarts with the same group: at least once, never silently lost.
+
+use super::error::{ClientError, Result};
+use super::http::BrokerClient;
+use super::runtime;
+use myqueue_wire::{ErrorCode, OffsetSpec};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// A durable name: the same group continues where it stopped.
+    pub group: Option<String>,
+    /// Messages per fetch request at most.
+    pub fetch_max_messages: u32,
+    /// How long one fetch waits on the broker for a message.
+    pub long_poll: Duration,
+    /// Messages prefetched per topic at most.
+    pub buffer_messages: usize,
+    /// How often consumed positions are committed.
+    pub auto_commit_interval: Duration,
+    /// Timeout of one HTTP request (on top of the long poll).
+    pub request_timeout: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group: None,
+            fetch_max_messages: 5000,
+            long_poll: Duration::from_secs(10),
+            buffer_messages: 10_000,
+            auto_commit_interval: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A consumed message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: Arc<str>,
+    pub value: String,
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch, when the broker stored it.
+    pub timestamp: u64,
+}
+
+/// One subscribed topic.
+struct Topic {
+    name: Arc<str>,
+    consumer_id: u64,
+    /// Serialises commits and seeks of this topic, so an older commit never lands after a seek.
+    commit_lock: tokio::sync::Mutex<()>,
+    /// Wakes the fetcher when its buffer has room again.
+    space: Notify,
+    /// Wakes the fetcher when a seek made its request in flight obsolete.
+    reset: Notify,
+}
+
+#[derive(Default)]
+struct Buffer {
+    messages: VecDeque<Message>,
+    /// Next offset to fetch; `None`: the broker's committed position.
+    fetch_from: Option<u64>,
+    /// Bumped by every seek; fetches started before it are dropped.
+    generation: u64,
+    /// Position to commit: after the last consumed message.
+    consumed: Option<u64>,
+    /// Position the broker has.
+    committed: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    buffers: Vec<Buffer>,
+    /// The last message handed out: (topic index, offset). Consumed at the next poll.
+    held: Option<(usize, u64)>,
+    /// Round robin: the topic to look at first.
+    next_topic: usize,
+    stopped: bool,
+    /// A fetch failure that retrying cannot fix (e.g. the consumer id is gone).
+    failure: Option<ClientError>,
+}
+
+/// What `poll()` found.
+pub enum Polled {
+    Message(Message),
+    /// Nothing buffered now: wait with [`ConsumerCore::wait_arrival`].
+    Empty,
+    Stopped,
+}
+
+pub struct ConsumerCore {
+    http: BrokerClient,
+    config: ConsumerConfig,
+    topics: Vec<Topic>,
+    state: Mutex<State>,
+    /// Signalled when messages arrive or the consumer stops.
+    arrived: Condvar,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ConsumerCore {
+    /// Registers one consumer per topic (all before anything starts: a missing topic fails the
+    /// whole consumer) and starts prefetching.
+    pub async fn open(
+        http: BrokerClient,
+        config: ConsumerConfig,
+        topics: &[String],
+    ) -> Result<Arc<ConsumerCore>> {
+        let mut registered = Vec::with_capacity(topics.len());
+        for topic in topics {
+            if let Err(why) = myqueue_wire::check_topic_name(topic) {
+                return Err(ClientError::Invalid(why));
+            }
+            let id = http
+                .register_consumer(topic, config.group.as_deref())
+                .await?;
+            registered.push((topic.clone(), id));
+        }
+        Ok(Self::start(http, config, registered))
+    }
+
+    fn start(
+        http: BrokerClient,
+        config: ConsumerConfig,
+        registered: Vec<(String, u64)>,
+    ) -> Arc<Self> {
+        let topics: Vec<Topic> = registered
+            .into_iter()
+            .map(|(name, consumer_id)| Topic {
+                name: name.into(),
+                consumer_id,
+                commit_lock: tokio::sync::Mutex::new(()),
+                space: Notify::new(),
+                reset: Notify::new(),
+            })
+            .collect();
+        let core = Arc::new(ConsumerCore {
+            http,
+            config,
+            state: Mutex::new(State {
+                buffers: topics.iter().map(|_| Buffer::default()).collect(),
+                ..State::default()
+            }),
+            topics,
+            arrived: Condvar::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let runtime = runtime::handle();
+        let mut tasks: Vec<JoinHandle<()>> = (0..core.topics.len())
+            .map(|index| runtime.spawn(prefetch(core.clone(), index)))
+            .collect();
+        tasks.push(runtime.spawn(auto_commit(Arc::downgrade(&core))));
+        *core.tasks.lock().expect("tasks lock") = tasks;
+        core
+    }
+
+    /// The same consumer in a forked child: the same consumer ids, reading on from the
+    /// broker's committed position.
+    pub fn for_child(&self) -> Arc<ConsumerCore> {
+        let http = BrokerClient::new(self.http.base(), self.config.request_timeout)
+            .expect("the parent built the same client");
+        let registered = self
+            .topics
+            .iter()
+            .map(|t| (t.name.to_string(), t.consumer_id))
+            .collect();
+        Self::start(http, self.config.clone(), registered)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics.iter().map(|t| t.name.to_string()).collect()
+    }
+
+    fn index(&self, topic: &str) -> Result<usize> {
+        self.topics
+            .iter()
+            .position(|t| &*t.name == topic)
+            .ok_or_else(|| {
+                ClientError::Invalid(format!("this consumer is not subscribed to '{topic}'"))
+            })
+    }
+
+    /// Marks the message handed out last as consumed.
+    fn release_held(state: &mut State) {
+        if let Some((index, offset)) = state.held.take() {
+            state.buffers[index].consumed = Some(offset + 1);
+        }
+    }
+
+    /// The next message, taking the topics in turn; never waits.
+    pub fn poll(&self) -> Result<Polled> {
+        let mut state = self.lock();
+        Self::release_held(&mut state);
+        if state.stopped {
+            return Ok(Polled::Stopped);
+        }
+        if let Some(err) = state.failure.clone() {
+            return Err(err);
+        }
+        let n = state.buffers.len();
+        for step in 0..n {
+            let index = (state.next_topic + step) % n;
+            let buffer = &mut state.buffers[index];
+            if let Some(message) = buffer.messages.pop_front() {
+                if buffer.messages.len() == self.config.buffer_messages / 2 {
+                    self.topics[index].space.notify_one();
+                }
+                state.next_topic = (index + 1) % n;
+                state.held = Some((index, message.offset));
+                return Ok(Polled::Message(message));
+            }
+        }
+        Ok(Polled::Empty)
+    }
+
+    /// Waits up to `slice` for messages to arrive (or the consumer to stop).
+    pub fn wait_arrival(&self, slice: Duration) {
+        let state = self.lock();
+        let _ = self.arrived.wait_timeout_while(state, slice, |s| {
+            !s.stopped && s.failure.is_none() && s.buffers.iter().all(|b| b.messages.is_empty())
+        });
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.lock().stopped
+    }
+
+    /// Stops prefetching and ends `poll()`; the message handed out last counts as consumed.
+    /// Call [`ConsumerCore::commit`] afterwards to store the final positions.
+    pub fn stop(&self) {
+        let mut state = self.lock();
+        Self::release_held(&mut state);
+        state.stopped = true;
+        drop(state);
+        self.arrived.notify_all();
+        for task in self.tasks.lock().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Commits the consumed positions of every topic now.
+    pub async fn commit(&self) -> Result<()> {
+        for index in 0..self.topics.len() {
+            self.commit_topic(index).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_topic(&self, index: usize) -> Result<()> {
+        let topic = &self.topics[index];
+        let _serialised = topic.commit_lock.lock().await;
+        let target = {
+            let state = self.lock();
+            let buffer = &state.buffers[index];
+            match buffer.consumed {
+                Some(consumed) if buffer.committed != Some(consumed) => consumed,
+                _ => return Ok(()),
+            }
+        };
+        let position = self
+            .http
+            .commit(
+                &topic.name,
+                topic.consumer_id,
+                OffsetSpec::At(myqueue_wire::Num(target)),
+            )
+            .await?;
+        self.lock().buffers[index].committed = Some(position);
+        Ok(())
+    }
+
+    /// Messages in `topic` after this consumer's position (consumed positions are committed
+    /// first, so the answer counts what the program has not taken yet).
+    pub async fn size(&self, topic: &str) -> Result<u64> {
+        let index = self.index(topic)?;
+        self.commit_topic(index).await?;
+        let topic = &self.topics[index];
+        self.http.size(&topic.name, topic.consumer_id).await
+    }
+
+    /// Moves the position in `topic`: the next message comes from `to`. Prefetched messages
+    /// are dropped.
+    pub async fn seek(&self, topic: &str, to: OffsetSpec) -> Result<u64> {
+        let index = self.index(topic)?;
+        let topic = &self.topics[index];
+        let _serialised = topic.commit_lock.lock().await;
+        let position = self.http.commit(&topic.name, topic.consumer_id, to).await?;
+        let mut state = self.lock();
+        if matches!(state.held, Some((held, _)) if held == index) {
+            state.held = None;
+        }
+        let buffer = &mut state.buffers[index];
+        buffer.messages.clear();
+        buffer.generation += 1;
+        buffer.fetch_from = Some(position);
+        buffer.consumed = None;
+        buffer.committed = Some(position);
+        drop(state);
+        topic.reset.notify_one();
+        topic.space.notify_one();
+        Ok(position)
+    }
+}
+
+/// The prefetch loop of one topic.
+async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
+    let topic = &core.topics[index];
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let (from, generation) = {
+            let state = core.lock();
+            if state.stopped {
+                return;
+            }
+            let buffer = &state.buffers[index];
+            if buffer.messages.len() >= core.config.buffer_messages {
+                None
+            } else {
+                Some((buffer.fetch_from, buffer.generation))
+            }
+        }
+        .unzip();
+        let Some(generation) = generation else {
+            topic.space.notified().await;
+            continue;
+        };
+        let from = from.flatten();
+        let fetched = tokio::select! {
+            fetched = core.http.fetch(
+                &topic.name,
+                topic.consumer_id,
+                from,
+                core.config.fetch_max_messages,
+                core.config.long_poll,
+            ) => fetched,
+            _ = topic.reset.notified() => continue,
+        };
+        match fetched {
+            Ok(fetched) => {
+                backoff = Duration::from_millis(50);
+                let mut state = core.lock();
+                let buffer = &mut state.buffers[index];
+                if buffer.generation != generation {
+                    continue; // a seek happened meanwhile
+                }
+                let start = fetched.next_offset - fetched.messages.len() as u64;
+                if buffer.committed.is_none() {
+                    buffer.committed = Some(start);
+                }
+                buffer.fetch_from = Some(fetched.next_offset);
+                if fetched.messages.is_empty() {
+                    continue;
+                }
+                buffer
+                    .messages
+                    .extend(fetched.messages.into_iter().map(|m| Message {
+                        topic: topic.name.clone(),
+                        value: m.message,
+                        offset: m.offset,
+                        timestamp: m.timestamp,
+                    }));
+                drop(state);
+                core.arrived.notify_all();
+            }
+            Err(err) if err.is_retriable() => {
+                tracing::debug!(topic = %topic.name, error = %err, "fetch failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(ClientError::Rejected {
+                code: ErrorCode::OffsetOutOfRange,
+                ..
+            }) => {
+                // The topic is shorter than our position (e.g. its database was restored
+                // from an older backup): go on from the broker's committed position.
+                {
+                    let mut state = core.lock();
+                    let buffer = &mut state.buffers[index];
+                    if buffer.generation == generation {
+                        buffer.fetch_from = None;
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+            }
+            Err(err) => {
+                core.lock().failure.get_or_insert(err);
+                core.arrived.notify_all();
+                return;
+            }
+        }
+    }
+}
+
+/// Commits consumed positions every `auto_commit_interval` until the consumer is dropped or
+/// stopped.
+async fn auto_commit(core: std::sync::Weak<ConsumerCore>) {
+    loop {
+        let interval = match core.upgrade() {
+            Some(core) => core.config.auto_commit_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let Some(core) = core.upgrade() else { return };
+        if core.is_stopped() {
+            return;
+        }
+        if let Err(err) = core.commit().await {
+            tracing::debug!(error = %err, "auto-commit failed; retrying later");
+        }
+    }
+}

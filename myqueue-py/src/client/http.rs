@@ -1,0 +1,248 @@
+//! Typed calls to the broker's HTTP API.
+
+use super::error::{ClientError, Result};
+use myqueue_wire::{
+    CommitRequest, CommitResponse, CreateTopicRequest, ErrorCode, ErrorResponse, FetchResponse,
+    ListTopicsResponse, Num, OffsetSpec, RegisterConsumerRequest, RegisterConsumerResponse,
+    RegisterProducerRequest, RegisterProducerResponse, SizeResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// How long a connection attempt may take: an unreachable broker is reported quickly.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection pool to one broker.
+#[derive(Clone)]
+pub struct BrokerClient {
+    http: reqwest::Client,
+    base: String,
+    request_timeout: Duration,
+}
+
+/// `localhost:9092`, `127.0.0.1:9092` or `http://host:port` → `http://host:port`.
+/// `localhost` becomes 127.0.0.1: the broker listens on IPv4 by default, and trying `::1`
+/// first would cost every new connection a refused attempt.
+pub fn base_url(broker: &str) -> Result<String> {
+    let broker = broker.trim().trim_end_matches('/');
+    let address = broker.strip_prefix("http://").unwrap_or(broker);
+    if address.is_empty() || address.contains("://") || address.contains('/') {
+        return Err(ClientError::Invalid(format!(
+            "broker must look like 'host:port' or 'http://host:port', not {broker:?}"
+        )));
+    }
+    let address = match address.strip_prefix("localhost") {
+        Some(rest) if rest.is_empty() || rest.starts_with(':') => format!("127.0.0.1{rest}"),
+        _ => address.to_owned(),
+    };
+    let address = if address.contains(':') {
+        address
+    } else {
+        format!("{address}:{}", myqueue_wire::DEFAULT_PORT)
+    };
+    Ok(format!("http://{address}"))
+}
+
+impl BrokerClient {
+    pub fn new(broker: &str, request_timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|err| ClientError::Invalid(format!("cannot build the HTTP client: {err}")))?;
+        Ok(BrokerClient {
+            http,
+            base: base_url(broker)?,
+            request_timeout,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T> {
+        let response = request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|err| unavailable(&self.base, err))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| unavailable(&self.base, err))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|err| {
+                ClientError::Unavailable(format!("unexpected answer from {}: {err}", self.base))
+            });
+        }
+        match serde_json::from_slice::<ErrorResponse>(&body) {
+            Ok(error) if error.code.is_retriable() => Err(ClientError::Unavailable(error.message)),
+            Ok(error) => Err(ClientError::Rejected {
+                code: error.code,
+                message: error.message,
+            }),
+            Err(_) if status.is_server_error() => Err(ClientError::Unavailable(format!(
+                "{} answered HTTP {status}",
+                self.base
+            ))),
+            Err(_) => Err(ClientError::Rejected {
+                code: ErrorCode::Unknown,
+                message: format!(
+                    "{} answered HTTP {status}: {}",
+                    self.base,
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                ),
+            }),
+        }
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send(request, self.request_timeout).await
+    }
+
+    pub async fn create_topic(&self, topic: &str) -> Result<()> {
+        let _: serde_json::Value = self
+            .post(
+                "/topics",
+                &CreateTopicRequest {
+                    name: topic.to_owned(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<String>> {
+        let request = self.http.get(format!("{}/topics", self.base));
+        let response: ListTopicsResponse = self.send(request, self.request_timeout).await?;
+        Ok(response.topics)
+    }
+
+    pub async fn register_producer(&self, topic: &str) -> Result<u64> {
+        let response: RegisterProducerResponse = self
+            .post(
+                "/producer/register",
+                &RegisterProducerRequest {
+                    topic: topic.to_owned(),
+                },
+            )
+            .await?;
+        Ok(response.producer_id)
+    }
+
+    pub async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+        let response: RegisterConsumerResponse = self
+            .post(
+                "/consumer/register",
+                &RegisterConsumerRequest {
+                    topic: topic.to_owned(),
+                    group: group.map(str::to_owned),
+                },
+            )
+            .await?;
+        Ok(response.consumer_id)
+    }
+
+    /// Sends a `produce_batch` body serialised once by the caller (it is resent as is on retry).
+    pub async fn produce_batch<T: DeserializeOwned>(&self, body: bytes::Bytes) -> Result<T> {
+        let request = self
+            .http
+            .post(format!("{}/producer/produce_batch", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(request, self.request_timeout).await
+    }
+
+    /// Reads up to `max` messages from `offset` (the committed position when `None`), waiting
+    /// up to `wait` for the first one.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        consumer_id: u64,
+        offset: Option<u64>,
+        max: u32,
+        wait: Duration,
+    ) -> Result<FetchResponse> {
+        // Topic names are [A-Za-z0-9._-]: nothing in this query string needs escaping.
+        let mut url = format!(
+            "{}/consumer/fetch?topic={topic}&consumer_id={consumer_id}&max_messages={max}&wait_ms={}",
+            self.base,
+            wait.as_millis()
+        );
+        if let Some(offset) = offset {
+            url.push_str(&format!("&offset={offset}"));
+        }
+        self.send(self.http.get(url), self.request_timeout + wait)
+            .await
+    }
+
+    pub async fn commit(&self, topic: &str, consumer_id: u64, offset: OffsetSpec) -> Result<u64> {
+        let response: CommitResponse = self
+            .post(
+                "/consumer/commit",
+                &CommitRequest {
+                    topic: topic.to_owned(),
+                    consumer_id: Num(consumer_id),
+                    offset,
+                },
+            )
+            .await?;
+        Ok(response.position)
+    }
+
+    pub async fn size(&self, topic: &str, consumer_id: u64) -> Result<u64> {
+        let url = format!("{}/size?topic={topic}&consumer_id={consumer_id}", self.base);
+        let response: SizeResponse = self.send(self.http.get(url), self.request_timeout).await?;
+        Ok(response.size)
+    }
+}
+
+fn unavailable(base: &str, err: reqwest::Error) -> ClientError {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display hides the cause (e.g. "connection refused"); walk the chain.
+    let mut detail = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        detail = format!("{detail}: {cause}");
+        source = cause.source();
+    }
+    ClientError::Unavailable(format!("{what} ({base}): {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_addresses_are_normalised() {
+        assert_eq!(base_url("localhost:9092").unwrap(), "http://127.0.0.1:9092");
+        assert_eq!(
+            base_url("http://10.0.0.5:80/").unwrap(),
+            "http://10.0.0.5:80"
+        );
+        assert_eq!(base_url("localhost").unwrap(), "http://127.0.0.1:9092");
+        assert_eq!(base_url("localhostx:1").unwrap(), "http://localhostx:1");
+        assert!(base_url("https://x:1").is_err());
+        assert!(base_url("").is_err());
+    }
+}

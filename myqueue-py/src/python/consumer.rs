@@ -1,0 +1,336 @@
+//! `MyConsumer`, the iterator `get_next()` returns, and `Message`.
+
+use super::errors::IntoPyResult;
+use super::producer::topic_list;
+use super::wait::{self, wait_for};
+use crate::client::runtime::Forkable;
+use crate::client::{BrokerClient, ConsumerConfig, ConsumerCore, Message, Polled};
+use myqueue_wire::{NamedOffset, Num, OffsetSpec};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Reads topics in order. See the `.pyi` stub for the full documentation.
+#[pyclass(name = "MyConsumer", module = "myqueue", frozen)]
+pub struct PyConsumer {
+    core: Forkable<ConsumerCore>,
+    broker: String,
+    group: Option<String>,
+}
+
+impl PyConsumer {
+    fn core(&self) -> Arc<ConsumerCore> {
+        self.core.get(|parent| parent.for_child())
+    }
+
+    /// The next message within `deadline`, `None` when it passes or the consumer stops.
+    fn next_message(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
+        let core = self.core();
+        // Fast path: a prefetched message is handed out without releasing the GIL.
+        if let Polled::Message(message) = core.poll().py(py)? {
+            return Ok(Some(PyMessage::from(message)));
+        }
+        let deadline = wait::deadline(timeout)?;
+        let polled = wait_for(
+            py,
+            deadline,
+            |py| match core.poll().py(py)? {
+                Polled::Message(message) => Ok(Some(Some(message))),
+                Polled::Stopped => Ok(Some(None)),
+                Polled::Empty => Ok(None),
+            },
+            |slice| core.wait_arrival(slice),
+        )?;
+        Ok(polled.flatten().map(PyMessage::from))
+    }
+
+    fn seek_to(&self, py: Python<'_>, topic: &str, to: OffsetSpec) -> PyResult<u64> {
+        let core = self.core();
+        let topic = topic.to_owned();
+        wait::run(py, async move { core.seek(&topic, to).await })?.py(py)
+    }
+}
+
+#[pymethods]
+impl PyConsumer {
+    #[new]
+    #[pyo3(signature = (
+        topics,
+        broker = "localhost:9092",
+        *,
+        group = None,
+        fetch_max_messages = 5000,
+        buffer_messages = 10_000,
+        auto_commit_interval = 0.5,
+        request_timeout = 30.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        topics: &Bound<'_, PyAny>,
+        broker: &str,
+        group: Option<String>,
+        fetch_max_messages: u32,
+        buffer_messages: usize,
+        auto_commit_interval: f64,
+        request_timeout: f64,
+    ) -> PyResult<Self> {
+        let topics = topic_list(Some(topics))?;
+        if topics.is_empty() {
+            return Err(PyValueError::new_err("a consumer needs at least one topic"));
+        }
+        if let Some(group) = &group {
+            myqueue_wire::check_group_name(group).map_err(PyValueError::new_err)?;
+        }
+        if fetch_max_messages == 0 || fetch_max_messages > myqueue_wire::MAX_FETCH_MESSAGES {
+            return Err(PyValueError::new_err(format!(
+                "fetch_max_messages must be between 1 and {}",
+                myqueue_wire::MAX_FETCH_MESSAGES
+            )));
+        }
+        if buffer_messages == 0 {
+            return Err(PyValueError::new_err("buffer_messages must be positive"));
+        }
+        for (name, value) in [
+            ("auto_commit_interval", auto_commit_interval),
+            ("request_timeout", request_timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(PyValueError::new_err(format!(
+                    "{name} must be a positive number of seconds"
+                )));
+            }
+        }
+        let config = ConsumerConfig {
+            group: group.clone(),
+            fetch_max_messages,
+            buffer_messages,
+            auto_commit_interval: Duration::from_secs_f64(auto_commit_interval),
+            request_timeout: Duration::from_secs_f64(request_timeout),
+            ..ConsumerConfig::default()
+        };
+        let http = BrokerClient::new(broker, config.request_timeout).py(py)?;
+        let base = http.base().to_owned();
+        let core = wait::run(py, async move {
+            ConsumerCore::open(http, config, &topics).await
+        })?
+        .py(py)?;
+        Ok(PyConsumer {
+            core: Forkable::new(core),
+            broker: base,
+            group,
+        })
+    }
+
+    /// An iterator of messages from all topics; it waits for new ones. With `timeout`, it
+    /// ends after that many seconds without a message. It ends when the consumer stops.
+    #[pyo3(signature = (timeout = None))]
+    fn get_next(slf: Py<Self>, timeout: Option<f64>) -> PyResult<PyMessageIterator> {
+        wait::deadline(timeout)?;
+        Ok(PyMessageIterator {
+            consumer: slf,
+            timeout,
+        })
+    }
+
+    fn __iter__(slf: Py<Self>) -> PyMessageIterator {
+        PyMessageIterator {
+            consumer: slf,
+            timeout: None,
+        }
+    }
+
+    /// The next message, or None after `timeout` seconds without one (or once stopped).
+    #[pyo3(signature = (timeout = None))]
+    fn poll(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
+        self.next_message(py, timeout)
+    }
+
+    /// Number of messages in `topic` that this consumer has not taken yet.
+    fn size(&self, py: Python<'_>, topic: &str) -> PyResult<u64> {
+        let core = self.core();
+        let topic = topic.to_owned();
+        wait::run(py, async move { core.size(&topic).await })?.py(py)
+    }
+
+    /// Stores the consumed positions on the broker now (it is also done every
+    /// `auto_commit_interval` seconds, and by `stop()`).
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        let core = self.core();
+        wait::run(py, async move { core.commit().await })?.py(py)
+    }
+
+    /// Continues `topic` from `offset` (the next message will be the one at `offset`).
+    fn seek(&self, py: Python<'_>, topic: &str, offset: i64) -> PyResult<u64> {
+        let offset =
+            u64::try_from(offset).map_err(|_| PyValueError::new_err("offset must be >= 0"))?;
+        self.seek_to(py, topic, OffsetSpec::At(Num(offset)))
+    }
+
+    /// Replays `topic` from its first message.
+    fn seek_to_beginning(&self, py: Python<'_>, topic: &str) -> PyResult<u64> {
+        self.seek_to(py, topic, OffsetSpec::Named(NamedOffset::Beginning))
+    }
+
+    /// Skips what `topic` holds now: only messages produced from here on will come.
+    fn seek_to_end(&self, py: Python<'_>, topic: &str) -> PyResult<u64> {
+        self.seek_to(py, topic, OffsetSpec::Named(NamedOffset::End))
+    }
+
+    /// Ends `get_next()` (also from another thread) and stores the final positions.
+    #[pyo3(signature = (timeout = 10.0))]
+    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let core = self.core();
+        core.stop();
+        let limit = timeout.map(Duration::from_secs_f64);
+        let result = wait::run(py, async move {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, core.commit())
+                    .await
+                    .unwrap_or(Err(crate::client::ClientError::Timeout(limit))),
+                None => core.commit().await,
+            }
+        })?;
+        result.py(py)
+    }
+
+    /// Alias of `stop()`, as in kafka-python.
+    #[pyo3(signature = (timeout = 10.0))]
+    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        self.stop(py, timeout)
+    }
+
+    #[getter]
+    fn topics(&self) -> Vec<String> {
+        self.core().topic_names()
+    }
+
+    #[getter]
+    fn group(&self) -> Option<String> {
+        self.group.clone()
+    }
+
+    #[getter]
+    fn broker(&self) -> &str {
+        &self.broker
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.stop(py, Some(10.0))?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "MyConsumer(topics={:?}, broker='{}', group={:?})",
+            self.core().topic_names(),
+            self.broker,
+            self.group
+        )
+    }
+}
+
+impl Drop for PyConsumer {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.current() {
+            core.stop();
+        }
+    }
+}
+
+/// What `get_next()` returns: `for msg in consumer.get_next(): ...`
+#[pyclass(name = "MessageIterator", module = "myqueue")]
+pub struct PyMessageIterator {
+    consumer: Py<PyConsumer>,
+    timeout: Option<f64>,
+}
+
+#[pymethods]
+impl PyMessageIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyMessage>> {
+        self.consumer.get().next_message(py, self.timeout)
+    }
+}
+
+/// A consumed message.
+#[pyclass(name = "Message", module = "myqueue", frozen)]
+pub struct PyMessage {
+    message: Message,
+}
+
+impl From<Message> for PyMessage {
+    fn from(message: Message) -> Self {
+        PyMessage { message }
+    }
+}
+
+#[pymethods]
+impl PyMessage {
+    /// The topic it was read from.
+    #[getter]
+    fn topic(&self) -> &str {
+        &self.message.topic
+    }
+
+    /// The message as bytes (UTF-8).
+    #[getter]
+    fn value<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.message.value.as_bytes())
+    }
+
+    /// Its offset in the topic: 0 for the first message, then 1, 2, …
+    #[getter]
+    fn offset(&self) -> u64 {
+        self.message.offset
+    }
+
+    /// When the broker stored it, in milliseconds since the Unix epoch.
+    #[getter]
+    fn timestamp(&self) -> u64 {
+        self.message.timestamp
+    }
+
+    /// The message as text.
+    fn __str__(&self) -> &str {
+        &self.message.value
+    }
+
+    fn __repr__(&self) -> String {
+        let mut preview: String = self.message.value.chars().take(60).collect();
+        if preview.len() < self.message.value.len() {
+            preview.push('…');
+        }
+        format!(
+            "Message(topic='{}', offset={}, value={:?})",
+            self.message.topic, self.message.offset, preview
+        )
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<PyMessage>().is_ok_and(|other| {
+            let other = &other.get().message;
+            other.topic == self.message.topic
+                && other.offset == self.message.offset
+                && other.value == self.message.value
+        })
+    }
+
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.message.topic.hash(&mut hasher);
+        self.message.offset.hash(&mut hasher);
+        hasher.finish()
+    }
+}

@@ -1,0 +1,19 @@
+//! The Python face of the client core: classes, exceptions, and the waiting rules.
+
+mod consumer;
+mod errors;
+mod producer;
+mod wait;
+
+use pyo3::prelude::*;
+
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<producer::PyProducer>()?;
+    module.add_class::<producer::PySendFuture>()?;
+    module.add_class::<consumer::PyConsumer>()?;
+    module.add_class::<consumer::PyMessage>()?;
+    module.add_class::<consumer::PyMessageIterator>()?;
+    errors::register(module)?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,227 @@
+"""Type stubs and documentation of myqueue's compiled core."""
+
+from types import TracebackType
+from typing import Iterator, Optional, Sequence, Type, Union
+
+__version__: str
+
+class MyQueueError(Exception):
+    """Base class of every myqueue error.
+
+    ``code`` is the broker's machine-readable error code (e.g. ``"topic_not_found"``) when the
+    broker answered with one, else ``None``.
+    """
+
+    code: Optional[str]
+
+class BrokerUnavailable(MyQueueError):
+    """The broker cannot be reached, or cannot serve now (it answered 503)."""
+
+class TopicNotFound(MyQueueError):
+    """The topic does not exist (consumers need an existing topic)."""
+
+class RequestRejected(MyQueueError):
+    """The broker refused the request; ``code`` says why (e.g. ``"payload_too_large"``)."""
+
+class DeliveryFailed(MyQueueError):
+    """Messages accepted by ``send()`` could not be delivered within ``delivery_timeout``."""
+
+class ClientClosed(MyQueueError):
+    """The producer or consumer was stopped (e.g. ``send()`` after ``stop()``)."""
+
+class MyQueueTimeout(MyQueueError):
+    """A wait ran out of time (``flush(timeout)``, ``stop(timeout)``, ``SendFuture.get(timeout)``)."""
+
+class SendFuture:
+    """The delivery of one message, returned by ``MyProducer.send()``."""
+
+    def get(self, timeout: Optional[float] = None) -> int:
+        """Waits until the message is stored and returns its offset in the topic.
+
+        Raises the delivery error (``DeliveryFailed``), or ``MyQueueTimeout`` after
+        ``timeout`` seconds.
+        """
+    def done(self) -> bool:
+        """True once the message was stored or given up."""
+    def succeeded(self) -> bool:
+        """True once the message was stored."""
+    def failed(self) -> bool:
+        """True once the message was given up."""
+
+class MyProducer:
+    """Publishes messages to topics, in batches, in the background.
+
+    ``MyProducer(topics, broker)`` registers a producer for each topic at once and raises
+    ``BrokerUnavailable`` if the broker cannot be reached. Sending to a topic not in
+    ``topics`` registers it on the fly (creating the topic if needed).
+
+    Delivery is at least once into the log and stored once: a batch retried after a lost
+    response or a broker restart is recognised by its sequence number and not stored twice.
+    Transient failures are retried with backoff for up to ``delivery_timeout`` seconds.
+
+    Keyword options:
+        linger_ms: how long a batch waits for more messages before it is sent (default 5).
+        batch_size: bytes of messages per batch request (default 512 KiB).
+        buffer_size: bytes of accepted, undelivered messages at most (default 32 MiB);
+            ``send()`` and ``can_send()`` wait while the buffer is full.
+        delivery_timeout: seconds a batch is retried before it is given up (default 120).
+        request_timeout: seconds one HTTP request may take (default 30).
+        max_message_bytes: largest message ``send()`` accepts (default 1 MiB, the broker's
+            default limit).
+
+    Several threads may share one producer. A producer used in a process forked after it
+    was created (multiprocessing, gunicorn) starts afresh in the child: the parent's
+    buffered messages are left to the parent, never sent twice.
+    """
+
+    def __init__(
+        self,
+        topics: Union[Sequence[str], str, None] = None,
+        broker: str = "localhost:9092",
+        *,
+        linger_ms: float = 5.0,
+        batch_size: int = 524288,
+        buffer_size: int = 33554432,
+        delivery_timeout: float = 120.0,
+        request_timeout: float = 30.0,
+        max_message_bytes: int = 1048576,
+    ) -> None: ...
+    def send(self, topic: str, value: Union[bytes, str]) -> SendFuture:
+        """Queues ``value`` (UTF-8 bytes or str) for ``topic`` and returns at once.
+
+        Waits only while the buffer is full. Raises ``ValueError`` for bytes that are not
+        UTF-8, an invalid topic name or a message over ``max_message_bytes``, and
+        ``ClientClosed`` after ``stop()``.
+        """
+    def can_send(self) -> bool:
+        """True while the producer is open and healthy; False once stopped, or after a
+        message could not be delivered. Waits while the buffer is full (back-pressure)."""
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Sends everything buffered now and waits until it is stored.
+
+        Raises ``DeliveryFailed`` if messages failed meanwhile, ``MyQueueTimeout`` after
+        ``timeout`` seconds.
+        """
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Delivers every message ``send()`` accepted, then closes the producer.
+
+        Raises ``DeliveryFailed`` saying how many messages could not be delivered, or
+        ``MyQueueTimeout`` after ``timeout`` seconds (delivery then goes on in the background).
+        """
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Alias of ``stop()``."""
+    @property
+    def closed(self) -> bool:
+        """True once stopped, or after a delivery failure."""
+    @property
+    def broker(self) -> str:
+        """The broker's base URL."""
+    def __enter__(self) -> "MyProducer": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Calls ``stop()``."""
+
+class Message:
+    """A consumed message."""
+
+    @property
+    def topic(self) -> str:
+        """The topic it was read from."""
+    @property
+    def value(self) -> bytes:
+        """The message as UTF-8 bytes (``str(msg)`` gives the text)."""
+    @property
+    def offset(self) -> int:
+        """Its position in the topic: 0, 1, 2, …"""
+    @property
+    def timestamp(self) -> int:
+        """When the broker stored it, in milliseconds since the Unix epoch."""
+
+class MessageIterator(Iterator[Message]):
+    """What ``MyConsumer.get_next()`` returns."""
+
+    def __iter__(self) -> "MessageIterator": ...
+    def __next__(self) -> Message: ...
+
+class MyConsumer:
+    """Reads topics in order, each message once, prefetching in the background.
+
+    ``MyConsumer(topics, broker)`` registers one consumer per topic and raises
+    ``TopicNotFound`` naming a topic that does not exist, ``BrokerUnavailable`` if the broker
+    cannot be reached.
+
+    Without ``group``, the consumer is anonymous: it starts at the beginning of each topic.
+    With ``group="name"`` it is durable: a consumer registered again with the same group and
+    topic continues where the last one stopped.
+
+    A message counts as consumed once the program has taken it and asked for the next one
+    (or called ``stop()``). Consumed positions are stored on the broker every
+    ``auto_commit_interval`` seconds and by ``stop()``; a program that crashes while handling
+    a message gets it again when it restarts with the same group (at least once).
+
+    Keyword options:
+        group: a durable consumer name (letters, digits, '.', '_', '-').
+        fetch_max_messages: messages per fetch request at most (default 5000).
+        buffer_messages: messages prefetched per topic at most (default 10000).
+        auto_commit_interval: seconds between commits of consumed positions (default 0.5).
+        request_timeout: seconds one HTTP request may take (default 30).
+    """
+
+    def __init__(
+        self,
+        topics: Union[Sequence[str], str],
+        broker: str = "localhost:9092",
+        *,
+        group: Optional[str] = None,
+        fetch_max_messages: int = 5000,
+        buffer_messages: int = 10000,
+        auto_commit_interval: float = 0.5,
+        request_timeout: float = 30.0,
+    ) -> None: ...
+    def get_next(self, timeout: Optional[float] = None) -> MessageIterator:
+        """Messages of all topics, taken in turn, as they arrive.
+
+        Waits for new messages without polling (the broker holds the request until one
+        arrives). With ``timeout``, the iteration ends after that many seconds without a
+        message. It ends when ``stop()`` is called (also from another thread). Ctrl-C raises
+        ``KeyboardInterrupt`` at once.
+        """
+    def __iter__(self) -> MessageIterator:
+        """Same as ``get_next()``."""
+    def poll(self, timeout: Optional[float] = None) -> Optional[Message]:
+        """The next message, or None after ``timeout`` seconds without one (or once stopped)."""
+    def size(self, topic: str) -> int:
+        """Messages in ``topic`` that this consumer has not taken yet."""
+    def commit(self) -> None:
+        """Stores the consumed positions on the broker now."""
+    def seek(self, topic: str, offset: int) -> int:
+        """Continues ``topic`` from ``offset``; returns the new position."""
+    def seek_to_beginning(self, topic: str) -> int:
+        """Replays ``topic`` from its first message; returns the new position (0)."""
+    def seek_to_end(self, topic: str) -> int:
+        """Skips what ``topic`` holds now; returns the new position."""
+    def stop(self, timeout: Optional[float] = 10.0) -> None:
+        """Ends ``get_next()`` and stores the final positions (waiting up to ``timeout``)."""
+    def close(self, timeout: Optional[float] = 10.0) -> None:
+        """Alias of ``stop()``."""
+    @property
+    def topics(self) -> list[str]:
+        """The subscribed topics."""
+    @property
+    def group(self) -> Optional[str]:
+        """The durable group name, if any."""
+    @property
+    def broker(self) -> str:
+        """The broker's base URL."""
+    def __enter__(self) -> "MyConsumer": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Calls ``stop()``."""
