@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The main job, from a fresh clone: build the broker and the Python package, start the broker
+# on its embedded default (SQLite in ./myqueue-data, port 9092), and run the assignment's two
+# example programs against it, each until it is interrupted with Ctrl-C (SIGINT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+seconds=${MYQUEUE_DEMO_SECONDS:-3}
+
+echo "== building (release)"
+cargo build --release -p broker
+python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+
+echo "== starting myqueue-broker on 127.0.0.1:9092 (SQLite in ./myqueue-data)"
+target/release/myqueue-broker --listen 127.0.0.1:9092 --data-dir myqueue-data &
+broker=$!
+trap 'kill -TERM $broker 2>/dev/null; wait $broker 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -fs http://127.0.0.1:9092/healthz >/dev/null 2>&1 && break
+  kill -0 $broker 2>/dev/null || { echo "the broker did not start (is port 9092 taken?)" >&2; exit 1; }
+  sleep 0.1
+done
+
+echo "== examples/producer.py for ${seconds}s (it sends to 'my_topic' until Ctrl-C)"
+python3 examples/producer.py &
+producer=$!
+sleep "$seconds"
+kill -INT $producer
+wait $producer
+python3 - <<'PY'
+import requests
+base = "http://127.0.0.1:9092"
+cid = requests.post(f"{base}/consumer/register", json={"topic": "my_topic"}, timeout=10).json()["consumer_id"]
+size = requests.get(f"{base}/size", params={"topic": "my_topic", "consumer_id": cid}, timeout=10).json()["size"]
+print(f"   'my_topic' now holds {size} messages (all runs so far)")
+PY
+
+echo "== a few messages for topic1 and topic2, which the consumer example reads"
+for i in 1 2 3; do
+  for topic in topic1 topic2; do
+    pid=$(curl -fs -X POST http://127.0.0.1:9092/producer/register -H 'content-type: application/json' -d "{\"topic\":\"$topic\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["producer_id"])')
+    curl -fs -X POST http://127.0.0.1:9092/producer/produce -H 'content-type: application/json' \
+      -d "{\"topic\":\"$topic\",\"producer_id\":$pid,\"message\":\"hello $i from $topic\"}" >/dev/null
+  done
+done
+
+echo "== examples/consumer.py for ${seconds}s (it prints a line per message until Ctrl-C)"
+python3 examples/consumer.py &
+consumer=$!
+sleep "$seconds"
+kill -INT $consumer
+wait $consumer
+echo "== done; stopping the broker (its data stays in ./myqueue-data)"
