@@ -215,6 +215,29 @@ def test_register_consumer_for_a_missing_topic_is_404_topic_not_found(broker):
     assert ok(broker.get("/topics"), "topics")["topics"] == []
 
 
+def test_register_consumer_with_a_group_returns_the_same_id(broker):
+    """Addition: a durable consumer name; the same (topic, group) is the same consumer."""
+    pid = register_producer(broker, "t")
+    register_producer(broker, "u")
+    first = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")["consumer_id"]
+    again = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")["consumer_id"]
+    other = ok(broker.post("/consumer/register", {"topic": "t", "group": "g2"}), "consumer_id")["consumer_id"]
+    elsewhere = ok(broker.post("/consumer/register", {"topic": "u", "group": "g1"}), "consumer_id")["consumer_id"]
+    plain = register_consumer(broker, "t")
+    assert first == again
+    assert len({first, other, elsewhere, plain}) == 4
+    produce(broker, "t", pid, "one")
+    produce(broker, "t", pid, "two")
+    assert consume(broker, "t", first) == "one"
+    # The position belongs to the group's id.
+    again = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")["consumer_id"]
+    assert consume(broker, "t", again) == "two"
+    assert size(broker, "t", other) == 2
+    failed(broker.post("/consumer/register", {"topic": "t", "group": "bad group"}), 400, "invalid_topic_name")
+    failed(broker.post("/consumer/register", {"topic": "t", "group": ""}), 400, "invalid_topic_name")
+    failed(broker.post("/consumer/register", {"topic": "missing", "group": "g1"}), 404, "topic_not_found")
+
+
 @pytest.mark.parametrize("path", ["/producer/register", "/consumer/register"])
 def test_register_without_topic_is_400_invalid_request(broker, path):
     failed(broker.post(path, {}), 400, "invalid_request")

@@ -238,12 +238,17 @@ def test_sigkill_twice_and_restart_without_traffic(make_broker, durable_broker_a
     broker = make_broker(*durable_broker_args)
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
+    group_id = ok(broker.post("/consumer/register", {"topic": "t", "group": "g"}), "consumer_id")["consumer_id"]
     for i in range(10):
         produce(broker, "t", pid, f"m{i}")
     consume(broker, "t", cid)
+    assert consume(broker, "t", group_id) == "m0"
     for _ in range(2):
         broker.kill()
         broker.restart()
+    # A consumer group keeps its id and its position.
+    assert ok(broker.post("/consumer/register", {"topic": "t", "group": "g"}), "consumer_id")["consumer_id"] == group_id
+    assert consume(broker, "t", group_id) == "m1"
     assert size(broker, "t", cid) == 9
     assert consume(broker, "t", cid) == "m1"
     assert read_all(broker, "t", cid) == [f"m{i}" for i in range(10)]
@@ -271,6 +276,67 @@ def test_producer_sequences_survive_a_sigkill(make_broker, durable_broker_args):
                    {"topic": "t", "producer_id": pid, "messages": ["d"], "sequence": 3}),
        "base_offset", "count", "duplicate")
     assert read_all(broker, "t", cid) == ["a", "b", "c", "d"]
+
+
+def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(make_broker, durable_broker_args):
+    """A batch is stored whole or not at all, and retrying the batch that was in flight at the
+    crash (same sequence) stores it exactly once."""
+    broker = make_broker(*durable_broker_args)
+    pid = register_producer(broker, "t")
+    reader = register_consumer(broker, "t")
+    acked: list[str] = []
+    state: dict[str, Any] = {"in_flight": None, "errors": []}
+
+    def batches() -> None:
+        sequence = 0
+        deadline = time.monotonic() + 25
+        with requests.Session() as session:
+            for b in range(100_000):
+                if time.monotonic() > deadline:
+                    return
+                messages = [f"b{b:05d}-{j:02d}" for j in range(50)]
+                state["in_flight"] = (sequence, messages)
+                try:
+                    resp = session.post(broker.url + "/producer/produce_batch",
+                                        json={"topic": "t", "producer_id": pid, "messages": messages,
+                                              "sequence": sequence}, timeout=TIMEOUT)
+                except requests.RequestException:
+                    return
+                if resp.status_code != 200:
+                    state["errors"].append(f"{resp.status_code} {resp.text}")
+                    return
+                body = resp.json()
+                if body != {"status": "success", "base_offset": sequence, "count": 50, "duplicate": False}:
+                    state["errors"].append(f"batch {b}: {body}")
+                    return
+                acked.extend(messages)
+                sequence += 50
+                state["in_flight"] = None
+
+    thread = threading.Thread(target=batches, daemon=True)
+    thread.start()
+    wait_for(lambda: len(acked) >= 20 * 50 or not thread.is_alive(), 20, "20 acknowledged batches")
+    assert thread.is_alive(), state["errors"]
+    broker.kill()
+    thread.join(timeout=20)
+    assert not thread.is_alive() and state["errors"] == [], state["errors"]
+
+    broker.restart()
+    stored = read_all(broker, "t", reader)
+    in_flight = state["in_flight"]
+    if in_flight is None:
+        assert stored == acked
+        return
+    sequence, messages = in_flight
+    assert sequence == len(acked)
+    assert stored in (acked, acked + messages), "a batch was stored in part, lost, or twice"
+    was_stored = len(stored) > len(acked)
+    # The producer does not know whether the in-flight batch was stored: it retries it.
+    retry = ok(broker.post("/producer/produce_batch",
+                           {"topic": "t", "producer_id": pid, "messages": messages, "sequence": sequence}),
+               "base_offset", "count", "duplicate")
+    assert retry == {"status": "success", "base_offset": len(acked), "count": 50, "duplicate": was_stored}
+    assert read_all(broker, "t", reader) == acked + messages
 
 
 # --------------------------------------------------------------------------------------------

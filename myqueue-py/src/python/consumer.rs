@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Reads topics in order. See the `.pyi` stub for the full documentation.
-#[pyclass(name = "MyConsumer", module = "myqueue", frozen)]
+#[pyclass(name = "MyConsumer", module = "myqueue", frozen, subclass)]
 pub struct PyConsumer {
     core: Forkable<ConsumerCore>,
     broker: String,
@@ -228,11 +228,20 @@ impl PyConsumer {
     }
 
     fn __repr__(&self) -> String {
+        let topics: Vec<String> = self
+            .core()
+            .topic_names()
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect();
+        let group = match &self.group {
+            Some(group) => format!("'{group}'"),
+            None => "None".into(),
+        };
         format!(
-            "MyConsumer(topics={:?}, broker='{}', group={:?})",
-            self.core().topic_names(),
-            self.broker,
-            self.group
+            "MyConsumer(topics=[{}], broker='{}', group={group})",
+            topics.join(", "),
+            self.broker
         )
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Publishes messages to topics. See the `.pyi` stub for the full documentation.
-#[pyclass(name = "MyProducer", module = "myqueue", frozen)]
+#[pyclass(name = "MyProducer", module = "myqueue", frozen, subclass)]
 pub struct PyProducer {
     core: Forkable<ProducerCore>,
     broker: String,
