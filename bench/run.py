@@ -294,8 +294,8 @@ def main() -> int:
 
     print(f"\nmyqueue benchmarks, {results['date']}, {results['machine']['cpu']} x{results['machine']['cores']}, "
           f"{'quick' if s.quick else f'median of {s.runs} runs'}\n")
-    print(f"| scenario | store | result | target | met |")
-    print(f"| --- | --- | --- | --- | --- |")
+    print("| scenario | store | result | target | met |")
+    print("| --- | --- | --- | --- | --- |")
     for store, figures in results["stores"].items():
         for name, r in figures.items():
             if name in TARGETS:

@@ -1,6 +1,9 @@
-"""Small HTTP helpers for reading what a broker holds, independent of the client library."""
+"""Small HTTP helpers shared by the black-box tests: checking response shapes, and reading
+what a broker holds independently of the client library."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import requests
 
@@ -37,3 +40,31 @@ def produce(base_url: str, topic: str, messages: list[str]) -> None:
                 timeout=30,
             )
             assert reply.status_code == 200, reply.text
+
+
+def is_json(resp: requests.Response) -> bool:
+    return resp.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+
+
+def ok(resp: requests.Response, *fields: str) -> dict[str, Any]:
+    """A 200 success with exactly ``status`` and ``fields``; returns the body."""
+    assert resp.status_code == 200, f"{resp.status_code} {resp.text}"
+    assert is_json(resp), resp.headers.get("content-type")
+    body = resp.json()
+    assert isinstance(body, dict), body
+    assert body.get("status") == "success", body
+    assert set(body) == {"status", *fields}, body
+    return body
+
+
+def failed(resp: requests.Response, http_status: int, code: str) -> dict[str, Any]:
+    """A failure with the given HTTP status and code, in the one error shape."""
+    assert resp.status_code == http_status, f"expected {http_status} {code}, got {resp.status_code} {resp.text}"
+    assert is_json(resp), f"{resp.headers.get('content-type')}: {resp.text}"
+    body = resp.json()
+    assert isinstance(body, dict), body
+    assert set(body) == {"status", "message", "code"}, body
+    assert body["status"] == "failure", body
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str) and body["message"].strip(), body
+    return body

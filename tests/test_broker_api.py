@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import pytest
 import requests
+from helpers import failed, is_json, ok
 
 TIMEOUT = 15
 
@@ -21,34 +22,6 @@ TIMEOUT = 15
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def is_json(resp: requests.Response) -> bool:
-    return resp.headers.get("content-type", "").split(";")[0].strip() == "application/json"
-
-
-def ok(resp: requests.Response, *fields: str) -> dict[str, Any]:
-    """A 200 success with exactly ``status`` and ``fields``; returns the body."""
-    assert resp.status_code == 200, f"{resp.status_code} {resp.text}"
-    assert is_json(resp), resp.headers.get("content-type")
-    body = resp.json()
-    assert isinstance(body, dict), body
-    assert body.get("status") == "success", body
-    assert set(body) == {"status", *fields}, body
-    return body
-
-
-def failed(resp: requests.Response, http_status: int, code: str) -> dict[str, Any]:
-    """A failure with the given HTTP status and code, in the one error shape."""
-    assert resp.status_code == http_status, f"expected {http_status} {code}, got {resp.status_code} {resp.text}"
-    assert is_json(resp), f"{resp.headers.get('content-type')}: {resp.text}"
-    body = resp.json()
-    assert isinstance(body, dict), body
-    assert set(body) == {"status", "message", "code"}, body
-    assert body["status"] == "failure", body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"].strip(), body
-    return body
 
 
 def is_int(value: Any) -> bool:
@@ -729,6 +702,15 @@ def test_produce_batch_without_sequence(broker):
     body = ok(produce_batch(broker, "t", pid, ["g"]), "base_offset", "count", "duplicate")
     assert body["base_offset"] == 6
     assert [consume(broker, "t", cid) for _ in range(7)] == list("abcdefg")
+
+
+def test_an_empty_batch_is_refused_and_stores_nothing(broker):
+    pid = register_producer(broker, "t")
+    cid = register_consumer(broker, "t")
+    failed(produce_batch(broker, "t", pid, [], sequence=0), 400, "invalid_request")
+    # The refused batch did not use up sequence number 0.
+    ok(produce_batch(broker, "t", pid, ["a"], sequence=0), "base_offset", "count", "duplicate")
+    assert size(broker, "t", cid) == 1
 
 
 def test_produce_batch_retry_with_sequence_is_a_duplicate_and_stored_once(broker):

@@ -13,8 +13,8 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-import pytest
 import requests
+from helpers import ok
 
 TIMEOUT = 15
 
@@ -22,18 +22,6 @@ TIMEOUT = 15
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def is_json(resp: requests.Response) -> bool:
-    return resp.headers.get("content-type", "").split(";")[0].strip() == "application/json"
-
-
-def ok(resp: requests.Response, *fields: str) -> dict[str, Any]:
-    assert resp.status_code == 200, f"{resp.status_code} {resp.text}"
-    assert is_json(resp), resp.headers.get("content-type")
-    body = resp.json()
-    assert body.get("status") == "success" and set(body) == {"status", *fields}, body
-    return body
 
 
 def register_producer(url: str, topic: str) -> int:

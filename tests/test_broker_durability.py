@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any, Optional
 
-import pytest
 import requests
+from helpers import failed, is_json, ok
 
 TIMEOUT = 15
 
@@ -22,28 +22,6 @@ TIMEOUT = 15
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def is_json(resp: requests.Response) -> bool:
-    return resp.headers.get("content-type", "").split(";")[0].strip() == "application/json"
-
-
-def ok(resp: requests.Response, *fields: str) -> dict[str, Any]:
-    assert resp.status_code == 200, f"{resp.status_code} {resp.text}"
-    assert is_json(resp), resp.headers.get("content-type")
-    body = resp.json()
-    assert body.get("status") == "success" and set(body) == {"status", *fields}, body
-    return body
-
-
-def failed(resp: requests.Response, http_status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == http_status, f"expected {http_status} {code}, got {resp.status_code} {resp.text}"
-    assert is_json(resp), f"{resp.headers.get('content-type')}: {resp.text}"
-    body = resp.json()
-    assert set(body) == {"status", "message", "code"} and body["status"] == "failure", body
-    assert body["code"] == code, body
-    assert body["message"], body
-    return body
 
 
 def register_producer(broker, topic: str) -> int:

@@ -30,6 +30,9 @@ pub fn message(message: &str, limits: &Limits) -> Result<(), ApiError> {
 }
 
 pub fn batch(messages: &[String], limits: &Limits) -> Result<(), ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages must not be empty"));
+    }
     if messages.len() > MAX_BATCH_MESSAGES {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
