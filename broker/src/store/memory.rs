@@ -1,8 +1,6 @@
 //! The in-memory store (the assignment's Part A): fast, and nothing survives a restart.
 
-use super::plan::{
-    AppendJob, Cursor, PositionOp, PositionOutcome, Positioned, plan_appends, plan_positions,
-};
+use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_positions};
 use super::sequence::ProducerSequence;
 use super::{
     Append, Appended, Fetched, Result, SeekTo, Store, StoreError, StoredMessage, TopicSignals,
@@ -114,13 +112,11 @@ impl State {
         if let Some(&(_, position)) = plan.positions.first() {
             self.consumer(id, topic)?.position = position;
         }
-        Ok(match plan.outcomes[0] {
-            PositionOutcome::Took(taken) => Positioned::Took(taken.map(|(topic_id, offset)| {
-                self.topics[topic_id as usize].log[offset as usize].clone()
-            })),
-            PositionOutcome::Moved(position) => Positioned::Moved(position),
-            PositionOutcome::OutOfRange { offset, end } => Positioned::OutOfRange { offset, end },
-        })
+        let outcome = plan.outcomes[0];
+        let taken = outcome
+            .taken()
+            .map(|(topic_id, offset)| self.topics[topic_id as usize].log[offset as usize].clone());
+        Ok(Positioned::new(outcome, taken))
     }
 }
 

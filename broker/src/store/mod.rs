@@ -18,6 +18,7 @@ mod plan;
 pub mod postgres;
 mod sequence;
 mod signals;
+pub mod sql;
 pub mod sqlite;
 
 pub use error::StoreError;

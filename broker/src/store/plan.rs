@@ -146,6 +146,15 @@ pub enum Positioned {
 }
 
 impl Positioned {
+    /// The answer to an op: its outcome, with the message it took (read by the store).
+    pub fn new(outcome: PositionOutcome, taken: Option<StoredMessage>) -> Self {
+        match outcome {
+            PositionOutcome::Took(_) => Positioned::Took(taken),
+            PositionOutcome::Moved(position) => Positioned::Moved(position),
+            PositionOutcome::OutOfRange { offset, end } => Positioned::OutOfRange { offset, end },
+        }
+    }
+
     /// The answer to a `Take`.
     pub fn into_taken(self) -> Option<StoredMessage> {
         match self {
@@ -164,6 +173,16 @@ impl Positioned {
                 end,
             }),
             Positioned::Took(_) => unreachable!("a seek moves, it does not take"),
+        }
+    }
+}
+
+impl PositionOutcome {
+    /// The (topic id, offset) a `Take` got.
+    pub fn taken(&self) -> Option<(i64, u64)> {
+        match self {
+            PositionOutcome::Took(taken) => *taken,
+            _ => None,
         }
     }
 }

@@ -6,16 +6,11 @@
 //! changes) are grouped into one transaction each, so one fsync serves many requests. Reads
 //! run on a separate pool of read-only connections, concurrently with the writer (WAL).
 
-use super::batcher::Batcher;
-use super::catalog::{Catalog, Owner, Role};
-use super::plan::{
-    AppendJob, Cursor, PositionOp, PositionOutcome, Positioned, plan_appends, plan_positions,
-};
+use super::catalog::{Owner, Role};
+use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_positions};
 use super::sequence::ProducerSequence;
-use super::{
-    Append, Appended, Fetched, Result, SeekTo, Store, StoreError, StoredMessage, TopicSignals,
-    now_ms,
-};
+use super::sql::{Backend, SqlStore};
+use super::{Appended, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -29,22 +24,15 @@ use std::time::Duration;
 
 /// The database file inside `--data-dir`.
 pub const DATABASE_FILE: &str = "myqueue.sqlite3";
-/// Requests per group commit at most.
-const MAX_GROUP: usize = 1024;
 const READERS: u32 = 4;
 
-pub struct SqliteStore {
-    shared: Arc<Shared>,
-    appends: Batcher<AppendJob, Result<Appended>>,
-    positions: Batcher<(u64, PositionOp), Result<Positioned>>,
-}
+/// The SQLite store: [`SqliteBackend`] with group commit.
+pub type SqliteStore = SqlStore<SqliteBackend>;
 
-/// What the store and its group-commit tasks share.
-struct Shared {
+/// SQLite's statements: one writer connection, a pool of read-only ones.
+pub struct SqliteBackend {
     writer: SqlitePool,
     readers: SqlitePool,
-    catalog: Catalog,
-    signals: TopicSignals,
 }
 
 impl SqliteStore {
@@ -70,256 +58,142 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        let shared = Arc::new(Shared {
-            writer,
-            readers,
-            catalog: Catalog::default(),
-            signals: TopicSignals::default(),
-        });
-        let appends = {
-            let shared = shared.clone();
-            Batcher::spawn(MAX_GROUP, move |jobs| {
-                let shared = shared.clone();
-                async move { shared.append_group(jobs).await }
-            })
-        };
-        let positions = {
-            let shared = shared.clone();
-            Batcher::spawn(MAX_GROUP, move |ops: Vec<(u64, PositionOp)>| {
-                let shared = shared.clone();
-                async move { shared.position_group(ops).await }
-            })
-        };
-        Ok(SqliteStore {
-            shared,
-            appends,
-            positions,
-        })
+        Ok(SqlStore::new(
+            SqliteBackend { writer, readers },
+            Arc::new(TopicSignals::default()),
+        ))
     }
-
-    async fn move_position(&self, id: u64, op: PositionOp) -> Result<Positioned> {
-        self.positions
-            .submit((id, op))
-            .await
-            .unwrap_or(Err(StoreError::ShuttingDown))
-    }
-}
-
-/// Answers every request of a failed group with the same error.
-fn fail_all<T>(n: usize, err: sqlx::Error) -> Vec<Result<T>> {
-    let err = StoreError::from(err);
-    (0..n).map(|_| Err(err.clone())).collect()
-}
-
-impl Shared {
-    /// The topic `id` is registered to, checked against `topic`.
-    async fn owner(&self, role: Role, id: u64, topic: &str) -> Result<Owner> {
-        let owner = match self.catalog.get(role, id) {
-            Some(owner) => owner,
-            None => {
-                let sql = match role {
-                    Role::Producer => {
-                        "SELECT p.topic_id, t.name FROM producers p \
-                         JOIN topics t ON t.id = p.topic_id WHERE p.id = ?"
-                    }
-                    Role::Consumer => {
-                        "SELECT c.topic_id, t.name FROM consumers c \
-                         JOIN topics t ON t.id = c.topic_id WHERE c.id = ?"
-                    }
-                };
-                let row = sqlx::query(sql)
-                    .bind(id as i64)
-                    .fetch_optional(&self.readers)
-                    .await?
-                    .ok_or(role.not_found(id))?;
-                let owner = Owner {
-                    topic_id: row.get(0),
-                    topic: row.get::<String, _>(1).into(),
-                };
-                self.catalog.remember(role, id, owner.clone());
-                owner
-            }
-        };
-        owner.check(role, id, topic)?;
-        Ok(owner)
-    }
-
-    /// One transaction, one fsync, for a whole group of appends.
-    async fn append_group(&self, jobs: Vec<AppendJob>) -> Vec<Result<Appended>> {
-        let n = jobs.len();
-        let names: HashMap<i64, Arc<str>> = jobs
-            .iter()
-            .map(|job| (job.topic_id, job.topic.clone()))
-            .collect();
-        let result = async {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let mut topic_ends = HashMap::new();
-            let mut producers = HashMap::new();
-            for job in &jobs {
-                if let Entry::Vacant(slot) = topic_ends.entry(job.topic_id) {
-                    let end: i64 =
-                        sqlx::query_scalar("SELECT next_offset FROM topics WHERE id = ?")
-                            .bind(job.topic_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    slot.insert(end as u64);
-                }
-                if job.sequence.is_some() && !producers.contains_key(&job.producer_id) {
-                    let row = sqlx::query(
-                        "SELECT next_sequence, last_base_offset, last_count \
-                         FROM producers WHERE id = ?",
-                    )
-                    .bind(job.producer_id as i64)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    producers.insert(job.producer_id, sequence_from_row(&row));
-                }
-            }
-            let plan = plan_appends(jobs, topic_ends, producers);
-            let stored_ms = now_ms() as i64;
-            for segment in &plan.segments {
-                // One statement per segment whatever its size: the payloads travel as one
-                // JSON array and SQLite unpacks them.
-                sqlx::query(
-                    "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-                     SELECT ?1, ?2 + key, ?3, ?4, value FROM json_each(?5)",
-                )
-                .bind(segment.topic_id)
-                .bind(segment.base_offset as i64)
-                .bind(segment.producer_id as i64)
-                .bind(stored_ms)
-                .bind(serde_json::to_string(&segment.messages).expect("strings serialise"))
-                .execute(&mut *tx)
-                .await?;
-            }
-            for &(topic_id, end) in &plan.topic_ends {
-                sqlx::query("UPDATE topics SET next_offset = ? WHERE id = ?")
-                    .bind(end as i64)
-                    .bind(topic_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (producer_id, sequence) in &plan.producers {
-                sqlx::query(
-                    "UPDATE producers SET next_sequence = ?, last_base_offset = ?, last_count = ? \
-                     WHERE id = ?",
-                )
-                .bind(sequence.next as i64)
-                .bind(sequence.last_base_offset as i64)
-                .bind(sequence.last_count as i64)
-                .bind(*producer_id as i64)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            for (topic_id, _) in &plan.topic_ends {
-                self.signals.notify(&names[topic_id]);
-            }
-            Ok::<_, sqlx::Error>(plan.outcomes)
-        }
-        .await;
-        result.unwrap_or_else(|err| fail_all(n, err))
-    }
-
-    /// One transaction, one fsync, for a whole group of position changes.
-    async fn position_group(&self, ops: Vec<(u64, PositionOp)>) -> Vec<Result<Positioned>> {
-        let n = ops.len();
-        let result = async {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let mut cursors = HashMap::new();
-            for &(id, _) in &ops {
-                if let Entry::Vacant(slot) = cursors.entry(id) {
-                    slot.insert(read_cursor(&mut tx, id).await?);
-                }
-            }
-            let plan = plan_positions(&ops, cursors);
-            for &(id, position) in &plan.positions {
-                sqlx::query("UPDATE consumers SET position = ? WHERE id = ?")
-                    .bind(position as i64)
-                    .bind(id as i64)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // Taken messages are read in the same transaction: a failure after the position
-            // moved would otherwise lose them for this consumer.
-            let mut answers = Vec::with_capacity(n);
-            for outcome in plan.outcomes {
-                answers.push(Ok(match outcome {
-                    PositionOutcome::Took(None) => Positioned::Took(None),
-                    PositionOutcome::Took(Some((topic_id, offset))) => {
-                        Positioned::Took(Some(read_message(&mut tx, topic_id, offset).await?))
-                    }
-                    PositionOutcome::Moved(position) => Positioned::Moved(position),
-                    PositionOutcome::OutOfRange { offset, end } => {
-                        Positioned::OutOfRange { offset, end }
-                    }
-                }));
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(answers)
-        }
-        .await;
-        result.unwrap_or_else(|err| fail_all(n, err))
-    }
-}
-
-async fn read_message(
-    tx: &mut Transaction<'static, Sqlite>,
-    topic_id: i64,
-    offset: u64,
-) -> sqlx::Result<StoredMessage> {
-    let row = sqlx::query(
-        "SELECT payload, stored_ms FROM messages WHERE topic_id = ? AND log_offset = ?",
-    )
-    .bind(topic_id)
-    .bind(offset as i64)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(StoredMessage {
-        offset,
-        payload: row.get(0),
-        timestamp_ms: row.get::<i64, _>(1) as u64,
-    })
-}
-
-fn sequence_from_row(row: &sqlx::sqlite::SqliteRow) -> ProducerSequence {
-    ProducerSequence {
-        next: row.get::<i64, _>(0) as u64,
-        last_base_offset: row.get::<i64, _>(1) as u64,
-        last_count: row.get::<i64, _>(2) as u64,
-    }
-}
-
-async fn read_cursor(tx: &mut Transaction<'static, Sqlite>, id: u64) -> sqlx::Result<Cursor> {
-    let row = sqlx::query(
-        "SELECT c.topic_id, c.position, t.next_offset FROM consumers c \
-         JOIN topics t ON t.id = c.topic_id WHERE c.id = ?",
-    )
-    .bind(id as i64)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Cursor {
-        topic_id: row.get(0),
-        position: row.get::<i64, _>(1) as u64,
-        end: row.get::<i64, _>(2) as u64,
-    })
-}
-
-/// Whether `err` is a UNIQUE constraint violation.
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Backend for SqliteBackend {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
 
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.shared.readers)
+    async fn find_owner(&self, role: Role, id: u64) -> sqlx::Result<Option<Owner>> {
+        let sql = match role {
+            Role::Producer => {
+                "SELECT p.topic_id, t.name FROM producers p \
+                 JOIN topics t ON t.id = p.topic_id WHERE p.id = ?"
+            }
+            Role::Consumer => {
+                "SELECT c.topic_id, t.name FROM consumers c \
+                 JOIN topics t ON t.id = c.topic_id WHERE c.id = ?"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(id as i64)
+            .fetch_optional(&self.readers)
             .await?;
+        Ok(row.map(|row| Owner {
+            topic_id: row.get(0),
+            topic: row.get::<String, _>(1).into(),
+        }))
+    }
+
+    /// One transaction, one fsync, for a whole group of appends.
+    async fn append_group(&self, jobs: Vec<AppendJob>) -> sqlx::Result<Vec<Result<Appended>>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut topic_ends = HashMap::new();
+        let mut producers = HashMap::new();
+        for job in &jobs {
+            if let Entry::Vacant(slot) = topic_ends.entry(job.topic_id) {
+                let end: i64 = sqlx::query_scalar("SELECT next_offset FROM topics WHERE id = ?")
+                    .bind(job.topic_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                slot.insert(end as u64);
+            }
+            if job.sequence.is_some()
+                && let Entry::Vacant(slot) = producers.entry(job.producer_id)
+            {
+                let row = sqlx::query(
+                    "SELECT next_sequence, last_base_offset, last_count FROM producers WHERE id = ?",
+                )
+                .bind(job.producer_id as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+                slot.insert(ProducerSequence {
+                    next: row.get::<i64, _>(0) as u64,
+                    last_base_offset: row.get::<i64, _>(1) as u64,
+                    last_count: row.get::<i64, _>(2) as u64,
+                });
+            }
+        }
+        let plan = plan_appends(jobs, topic_ends, producers);
+        let stored_ms = now_ms() as i64;
+        for segment in &plan.segments {
+            // One statement per segment whatever its size: the payloads travel as one JSON
+            // array and SQLite unpacks them.
+            sqlx::query(
+                "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+                 SELECT ?1, ?2 + key, ?3, ?4, value FROM json_each(?5)",
+            )
+            .bind(segment.topic_id)
+            .bind(segment.base_offset as i64)
+            .bind(segment.producer_id as i64)
+            .bind(stored_ms)
+            .bind(serde_json::to_string(&segment.messages).expect("strings serialise"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for &(topic_id, end) in &plan.topic_ends {
+            sqlx::query("UPDATE topics SET next_offset = ? WHERE id = ?")
+                .bind(end as i64)
+                .bind(topic_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (producer_id, sequence) in &plan.producers {
+            sqlx::query(
+                "UPDATE producers SET next_sequence = ?, last_base_offset = ?, last_count = ? \
+                 WHERE id = ?",
+            )
+            .bind(sequence.next as i64)
+            .bind(sequence.last_base_offset as i64)
+            .bind(sequence.last_count as i64)
+            .bind(*producer_id as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    /// One transaction, one fsync, for a whole group of position changes.
+    async fn position_group(&self, ops: &[(u64, PositionOp)]) -> sqlx::Result<Vec<Positioned>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut cursors = HashMap::new();
+        for &(id, _) in ops {
+            if let Entry::Vacant(slot) = cursors.entry(id) {
+                slot.insert(read_cursor(&mut tx, id).await?);
+            }
+        }
+        let plan = plan_positions(ops, cursors);
+        for &(id, position) in &plan.positions {
+            sqlx::query("UPDATE consumers SET position = ? WHERE id = ?")
+                .bind(position as i64)
+                .bind(id as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Taken messages are read in the same transaction: a failure after the position moved
+        // would otherwise lose them for this consumer.
+        let mut answers = Vec::with_capacity(ops.len());
+        for outcome in plan.outcomes {
+            let taken = match outcome.taken() {
+                Some((topic_id, offset)) => Some(read_message(&mut tx, topic_id, offset).await?),
+                None => None,
+            };
+            answers.push(Positioned::new(outcome, taken));
+        }
+        tx.commit().await?;
+        Ok(answers)
+    }
+
+    async fn ping(&self) -> sqlx::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
         Ok(())
     }
 
@@ -327,7 +201,7 @@ impl Store for SqliteStore {
         let result = sqlx::query("INSERT INTO topics (name, created_ms) VALUES (?, ?)")
             .bind(name)
             .bind(now_ms() as i64)
-            .execute(&self.shared.writer)
+            .execute(&self.writer)
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -336,15 +210,15 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn list_topics(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT name FROM topics ORDER BY name")
-            .fetch_all(&self.shared.readers)
-            .await?)
+    async fn list_topics(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT name FROM topics ORDER BY name")
+            .fetch_all(&self.readers)
+            .await
     }
 
     async fn register_producer(&self, topic: &str) -> Result<u64> {
         let now = now_ms() as i64;
-        let mut tx = self.shared.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO topics (name, created_ms) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
         )
@@ -368,7 +242,7 @@ impl Store for SqliteStore {
     }
 
     async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
-        let mut tx = self.shared.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let topic_id: i64 = sqlx::query_scalar("SELECT id FROM topics WHERE name = ?")
             .bind(topic)
             .fetch_optional(&mut *tx)
@@ -398,46 +272,14 @@ impl Store for SqliteStore {
         Ok(id as u64)
     }
 
-    async fn append(&self, append: Append) -> Result<Appended> {
-        let owner = self
-            .shared
-            .owner(Role::Producer, append.producer_id, &append.topic)
-            .await?;
-        let job = AppendJob {
-            topic_id: owner.topic_id,
-            topic: owner.topic,
-            producer_id: append.producer_id,
-            messages: append.messages,
-            sequence: append.sequence,
-        };
-        self.appends
-            .submit(job)
-            .await
-            .unwrap_or(Err(StoreError::ShuttingDown))
-    }
-
-    async fn consume(&self, consumer_id: u64, topic: &str) -> Result<Option<StoredMessage>> {
-        self.shared
-            .owner(Role::Consumer, consumer_id, topic)
-            .await?;
-        Ok(self
-            .move_position(consumer_id, PositionOp::Take)
-            .await?
-            .into_taken())
-    }
-
     async fn fetch(
         &self,
+        owner: &Owner,
         consumer_id: u64,
-        topic: &str,
         from: Option<u64>,
         max: usize,
     ) -> Result<Fetched> {
-        let owner = self
-            .shared
-            .owner(Role::Consumer, consumer_id, topic)
-            .await?;
-        let mut tx = self.shared.readers.begin().await?;
+        let mut tx = self.readers.begin().await?;
         let from = match from {
             Some(offset) => offset,
             None => {
@@ -453,7 +295,7 @@ impl Store for SqliteStore {
             .await? as u64;
         if from > end {
             return Err(StoreError::OffsetOutOfRange {
-                topic: topic.to_owned(),
+                topic: owner.topic.to_string(),
                 offset: from,
                 end,
             });
@@ -485,35 +327,58 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64> {
-        self.shared
-            .owner(Role::Consumer, consumer_id, topic)
-            .await?;
-        self.move_position(consumer_id, PositionOp::Seek(to))
-            .await?
-            .into_position(topic)
-    }
-
-    async fn size(&self, consumer_id: u64, topic: &str) -> Result<u64> {
-        self.shared
-            .owner(Role::Consumer, consumer_id, topic)
-            .await?;
+    async fn size(&self, consumer_id: u64) -> sqlx::Result<u64> {
         let size: i64 = sqlx::query_scalar(
             "SELECT max(t.next_offset - c.position, 0) FROM consumers c \
              JOIN topics t ON t.id = c.topic_id WHERE c.id = ?",
         )
         .bind(consumer_id as i64)
-        .fetch_one(&self.shared.readers)
+        .fetch_one(&self.readers)
         .await?;
         Ok(size as u64)
     }
 
-    fn signals(&self) -> &TopicSignals {
-        &self.shared.signals
-    }
-
     async fn close(&self) {
-        self.shared.readers.close().await;
-        self.shared.writer.close().await;
+        self.readers.close().await;
+        self.writer.close().await;
     }
+}
+
+async fn read_message(
+    tx: &mut Transaction<'static, Sqlite>,
+    topic_id: i64,
+    offset: u64,
+) -> sqlx::Result<StoredMessage> {
+    let row = sqlx::query(
+        "SELECT payload, stored_ms FROM messages WHERE topic_id = ? AND log_offset = ?",
+    )
+    .bind(topic_id)
+    .bind(offset as i64)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(StoredMessage {
+        offset,
+        payload: row.get(0),
+        timestamp_ms: row.get::<i64, _>(1) as u64,
+    })
+}
+
+async fn read_cursor(tx: &mut Transaction<'static, Sqlite>, id: u64) -> sqlx::Result<Cursor> {
+    let row = sqlx::query(
+        "SELECT c.topic_id, c.position, t.next_offset FROM consumers c \
+         JOIN topics t ON t.id = c.topic_id WHERE c.id = ?",
+    )
+    .bind(id as i64)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Cursor {
+        topic_id: row.get(0),
+        position: row.get::<i64, _>(1) as u64,
+        end: row.get::<i64, _>(2) as u64,
+    })
+}
+
+/// Whether `err` is a UNIQUE constraint violation.
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
