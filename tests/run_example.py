@@ -12,6 +12,7 @@ example's own code runs as written. At exit the wrapper prints one JSON line to 
 import atexit
 import json
 import runpy
+import signal
 import sys
 
 import myqueue
@@ -26,8 +27,14 @@ class Producer(myqueue.MyProducer):
 
     def send(self, topic, value):
         global accepted
-        future = super().send(topic, value)
-        accepted += 1
+        # Ctrl-C must not land between the acceptance and the count: SIGINT waits until
+        # both are done (it is raised right after, as the example expects).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            future = super().send(topic, value)
+            accepted += 1
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return future
 
 
