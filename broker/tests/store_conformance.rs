@@ -357,6 +357,27 @@ async fn concurrent_consumes_with_one_id_never_repeat_or_skip(h: Harness) {
     assert_eq!(seen.len(), 400, "every message consumed exactly once");
 }
 
+async fn concurrent_consumers_of_one_topic_each_get_every_message(h: Harness) {
+    // Their consumes land in the same groups and take the same offsets at the same time.
+    let store = h.store.clone();
+    let p = store.register_producer("t").await.unwrap();
+    let all: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    store.append(append(p, "t", &refs, None)).await.unwrap();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let c = store.register_consumer("t", None).await.unwrap();
+                consume_all(&*store, c, "t").await
+            })
+        })
+        .collect();
+    for worker in workers {
+        assert_eq!(worker.await.unwrap(), all);
+    }
+}
+
 async fn concurrent_producers_lose_nothing_and_keep_their_order(h: Harness) {
     let store = h.store.clone();
     const PRODUCERS: usize = 8;
@@ -475,6 +496,7 @@ conformance!(
     fetch_reads_without_moving_and_commit_moves,
     a_group_name_keeps_one_position,
     concurrent_consumes_with_one_id_never_repeat_or_skip,
+    concurrent_consumers_of_one_topic_each_get_every_message,
     concurrent_producers_lose_nothing_and_keep_their_order,
     a_restart_keeps_messages_positions_and_sequences,
     an_append_wakes_waiters_on_its_topic,

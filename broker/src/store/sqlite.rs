@@ -7,17 +7,18 @@
 //! run on a separate pool of read-only connections, concurrently with the writer (WAL).
 
 use super::catalog::{Owner, Role};
-use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_positions};
+use super::plan::{
+    AppendJob, Cursor, PositionOp, Positioned, Segment, plan_appends, plan_positions,
+};
 use super::sequence::ProducerSequence;
 use super::sql::{Backend, SqlStore};
 use super::{Appended, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms};
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,9 @@ use std::time::Duration;
 /// The database file inside `--data-dir`.
 pub const DATABASE_FILE: &str = "myqueue.sqlite3";
 const READERS: u32 = 4;
+/// A batch this large gets an INSERT of its own (offsets counted by SQLite); smaller ones
+/// share one INSERT per group with a row per message.
+const LARGE_SEGMENT: usize = 64;
 
 /// The SQLite store: [`SqliteBackend`] with group commit.
 pub type SqliteStore = SqlStore<SqliteBackend>;
@@ -92,40 +96,52 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    /// One transaction, one fsync, for a whole group of appends.
+    /// One transaction, one fsync, for a whole group of appends. The number of statements
+    /// does not grow with the group: ids and rows travel as JSON arrays that SQLite unpacks
+    /// (each statement is a round trip to sqlx's SQLite thread, the expensive part).
     async fn append_group(&self, jobs: Vec<AppendJob>) -> sqlx::Result<Vec<Result<Appended>>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut topic_ends = HashMap::new();
-        let mut producers = HashMap::new();
-        for job in &jobs {
-            if let Entry::Vacant(slot) = topic_ends.entry(job.topic_id) {
-                let end: i64 = sqlx::query_scalar("SELECT next_offset FROM topics WHERE id = ?")
-                    .bind(job.topic_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                slot.insert(end as u64);
-            }
-            if job.sequence.is_some()
-                && let Entry::Vacant(slot) = producers.entry(job.producer_id)
-            {
-                let row = sqlx::query(
-                    "SELECT next_sequence, last_base_offset, last_count FROM producers WHERE id = ?",
-                )
-                .bind(job.producer_id as i64)
-                .fetch_one(&mut *tx)
-                .await?;
-                slot.insert(ProducerSequence {
-                    next: row.get::<i64, _>(0) as u64,
-                    last_base_offset: row.get::<i64, _>(1) as u64,
-                    last_count: row.get::<i64, _>(2) as u64,
-                });
-            }
-        }
+        let topic_ids = json_ids(jobs.iter().map(|job| job.topic_id));
+        let topic_ends: HashMap<i64, u64> = sqlx::query(
+            "SELECT id, next_offset FROM topics WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(topic_ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
+        .collect();
+        let sequenced = jobs
+            .iter()
+            .filter(|job| job.sequence.is_some())
+            .map(|job| job.producer_id as i64);
+        let producers: HashMap<u64, ProducerSequence> = sqlx::query(
+            "SELECT id, next_sequence, last_base_offset, last_count FROM producers \
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_ids(sequenced))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            let sequence = ProducerSequence {
+                next: row.get::<i64, _>(1) as u64,
+                last_base_offset: row.get::<i64, _>(2) as u64,
+                last_count: row.get::<i64, _>(3) as u64,
+            };
+            (row.get::<i64, _>(0) as u64, sequence)
+        })
+        .collect();
+
         let plan = plan_appends(jobs, topic_ends, producers);
+
         let stored_ms = now_ms() as i64;
-        for segment in &plan.segments {
-            // One statement per segment whatever its size: the payloads travel as one JSON
-            // array and SQLite unpacks them.
+        let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
+            .segments
+            .iter()
+            .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
+        for segment in large {
+            // A large batch: its payloads as one JSON array, offsets counted by SQLite.
             sqlx::query(
                 "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
                  SELECT ?1, ?2 + key, ?3, ?4, value FROM json_each(?5)",
@@ -138,22 +154,53 @@ impl Backend for SqliteBackend {
             .execute(&mut *tx)
             .await?;
         }
-        for &(topic_id, end) in &plan.topic_ends {
-            sqlx::query("UPDATE topics SET next_offset = ? WHERE id = ?")
-                .bind(end as i64)
-                .bind(topic_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (producer_id, sequence) in &plan.producers {
+        if !small.is_empty() {
+            // Every small batch in one statement: one [topic, offset, producer, payload] row
+            // per message.
+            let rows: Vec<(i64, u64, u64, &str)> =
+                small
+                    .iter()
+                    .flat_map(|segment| {
+                        segment.messages.iter().zip(segment.base_offset..).map(
+                            |(payload, offset)| {
+                                (
+                                    segment.topic_id,
+                                    offset,
+                                    segment.producer_id,
+                                    payload.as_str(),
+                                )
+                            },
+                        )
+                    })
+                    .collect();
             sqlx::query(
-                "UPDATE producers SET next_sequence = ?, last_base_offset = ?, last_count = ? \
-                 WHERE id = ?",
+                "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, ?1, value ->> 3 FROM json_each(?2)",
             )
-            .bind(sequence.next as i64)
-            .bind(sequence.last_base_offset as i64)
-            .bind(sequence.last_count as i64)
-            .bind(*producer_id as i64)
+            .bind(stored_ms)
+            .bind(serde_json::to_string(&rows).expect("rows serialise"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE topics SET next_offset = u.value ->> 1 FROM json_each(?) AS u \
+             WHERE topics.id = u.value ->> 0",
+        )
+        .bind(serde_json::to_string(&plan.topic_ends).expect("pairs serialise"))
+        .execute(&mut *tx)
+        .await?;
+        if !plan.producers.is_empty() {
+            let states: Vec<(u64, u64, u64, u64)> = plan
+                .producers
+                .iter()
+                .map(|(id, s)| (*id, s.next, s.last_base_offset, s.last_count))
+                .collect();
+            sqlx::query(
+                "UPDATE producers SET next_sequence = u.value ->> 1, \
+                 last_base_offset = u.value ->> 2, last_count = u.value ->> 3 \
+                 FROM json_each(?) AS u WHERE producers.id = u.value ->> 0",
+            )
+            .bind(serde_json::to_string(&states).expect("states serialise"))
             .execute(&mut *tx)
             .await?;
         }
@@ -161,35 +208,69 @@ impl Backend for SqliteBackend {
         Ok(plan.outcomes)
     }
 
-    /// One transaction, one fsync, for a whole group of position changes.
+    /// One transaction, one fsync, for a whole group of position changes; a fixed number of
+    /// statements whatever the group's size.
     async fn position_group(&self, ops: &[(u64, PositionOp)]) -> sqlx::Result<Vec<Positioned>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut cursors = HashMap::new();
-        for &(id, _) in ops {
-            if let Entry::Vacant(slot) = cursors.entry(id) {
-                slot.insert(read_cursor(&mut tx, id).await?);
-            }
-        }
+        let cursors: HashMap<u64, Cursor> = sqlx::query(
+            "SELECT c.id, c.topic_id, c.position, t.next_offset FROM consumers c \
+             JOIN topics t ON t.id = c.topic_id WHERE c.id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_ids(ops.iter().map(|&(id, _)| id as i64)))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            let cursor = Cursor {
+                topic_id: row.get(1),
+                position: row.get::<i64, _>(2) as u64,
+                end: row.get::<i64, _>(3) as u64,
+            };
+            (row.get::<i64, _>(0) as u64, cursor)
+        })
+        .collect();
         let plan = plan_positions(ops, cursors);
-        for &(id, position) in &plan.positions {
-            sqlx::query("UPDATE consumers SET position = ? WHERE id = ?")
-                .bind(position as i64)
-                .bind(id as i64)
-                .execute(&mut *tx)
-                .await?;
+        if !plan.positions.is_empty() {
+            sqlx::query(
+                "UPDATE consumers SET position = u.value ->> 1 FROM json_each(?) AS u \
+                 WHERE consumers.id = u.value ->> 0",
+            )
+            .bind(serde_json::to_string(&plan.positions).expect("pairs serialise"))
+            .execute(&mut *tx)
+            .await?;
         }
         // Taken messages are read in the same transaction: a failure after the position moved
         // would otherwise lose them for this consumer.
-        let mut answers = Vec::with_capacity(ops.len());
-        for outcome in plan.outcomes {
-            let taken = match outcome.taken() {
-                Some((topic_id, offset)) => Some(read_message(&mut tx, topic_id, offset).await?),
-                None => None,
-            };
-            answers.push(Positioned::new(outcome, taken));
+        let taken: Vec<(i64, u64)> = plan.outcomes.iter().filter_map(|o| o.taken()).collect();
+        let mut messages = HashMap::new();
+        if !taken.is_empty() {
+            let rows = sqlx::query(
+                "SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms \
+                 FROM json_each(?) AS k CROSS JOIN messages AS m \
+                 ON m.topic_id = k.value ->> 0 AND m.log_offset = k.value ->> 1",
+            )
+            .bind(serde_json::to_string(&taken).expect("pairs serialise"))
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let offset = row.get::<i64, _>(1) as u64;
+                let message = StoredMessage {
+                    offset,
+                    payload: row.get(2),
+                    timestamp_ms: row.get::<i64, _>(3) as u64,
+                };
+                messages.insert((row.get::<i64, _>(0), offset), message);
+            }
         }
         tx.commit().await?;
-        Ok(answers)
+        Ok(plan
+            .outcomes
+            .into_iter()
+            .map(|outcome| {
+                let taken = outcome.taken().and_then(|key| messages.get(&key).cloned());
+                Positioned::new(outcome, taken)
+            })
+            .collect())
     }
 
     async fn ping(&self) -> sqlx::Result<()> {
@@ -344,41 +425,14 @@ impl Backend for SqliteBackend {
     }
 }
 
-async fn read_message(
-    tx: &mut Transaction<'static, Sqlite>,
-    topic_id: i64,
-    offset: u64,
-) -> sqlx::Result<StoredMessage> {
-    let row = sqlx::query(
-        "SELECT payload, stored_ms FROM messages WHERE topic_id = ? AND log_offset = ?",
-    )
-    .bind(topic_id)
-    .bind(offset as i64)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(StoredMessage {
-        offset,
-        payload: row.get(0),
-        timestamp_ms: row.get::<i64, _>(1) as u64,
-    })
+/// Distinct ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn json_ids(ids: impl Iterator<Item = i64>) -> String {
+    let mut ids: Vec<i64> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    serde_json::to_string(&ids).expect("ids serialise")
 }
 
-async fn read_cursor(tx: &mut Transaction<'static, Sqlite>, id: u64) -> sqlx::Result<Cursor> {
-    let row = sqlx::query(
-        "SELECT c.topic_id, c.position, t.next_offset FROM consumers c \
-         JOIN topics t ON t.id = c.topic_id WHERE c.id = ?",
-    )
-    .bind(id as i64)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Cursor {
-        topic_id: row.get(0),
-        position: row.get::<i64, _>(1) as u64,
-        end: row.get::<i64, _>(2) as u64,
-    })
-}
-
-/// Whether `err` is a UNIQUE constraint violation.
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
