@@ -254,6 +254,28 @@ async fn a_retried_batch_is_stored_once(h: Harness) {
     assert_eq!(consume_all(s, c, "t").await, ["a", "b", "c"]);
 }
 
+async fn a_batch_and_its_retry_sent_together_are_stored_once(h: Harness) {
+    // Both likely land in one group commit: the retry must still be a duplicate that
+    // reports where the original went.
+    let store = h.store.clone();
+    let p = store.register_producer("t").await.unwrap();
+    store
+        .append(append(p, "t", &["first"], Some(0)))
+        .await
+        .unwrap();
+    let batch = append(p, "t", &["a", "b"], Some(1));
+    let (one, two) = tokio::join!(store.append(batch.clone()), store.append(batch));
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert_eq!(one.base_offset, 1);
+    assert_eq!(two.base_offset, 1);
+    assert!(
+        one.duplicate != two.duplicate,
+        "exactly one of them is the retry"
+    );
+    let c = store.register_consumer("t", None).await.unwrap();
+    assert_eq!(consume_all(&*store, c, "t").await, ["first", "a", "b"]);
+}
+
 async fn fetch_reads_without_moving_and_commit_moves(h: Harness) {
     let s = &*h.store;
     let p = s.register_producer("t").await.unwrap();
@@ -493,6 +515,7 @@ conformance!(
     messages_come_out_in_order_once_per_consumer,
     ids_work_only_for_their_own_topic,
     a_retried_batch_is_stored_once,
+    a_batch_and_its_retry_sent_together_are_stored_once,
     fetch_reads_without_moving_and_commit_moves,
     a_group_name_keeps_one_position,
     concurrent_consumes_with_one_id_never_repeat_or_skip,

@@ -14,13 +14,16 @@
 //!   once.
 
 use super::catalog::{Owner, Role};
-use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_positions};
+use super::plan::{
+    AppendJob, AppendPlan, Cursor, PositionOp, Positioned, plan_appends, plan_positions,
+};
 use super::sequence::ProducerSequence;
 use super::sql::{Backend, SqlStore};
 use super::{Appended, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms};
 use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,17 +135,24 @@ impl Backend for PgBackend {
         }))
     }
 
-    /// One transaction, one commit, for a whole group of appends.
+    /// One commit for a whole group of appends, in as few round trips as possible: a group of
+    /// plain appends to one topic is a single statement (its own transaction). Producers with
+    /// sequence numbers, or several topics, first lock their rows in id order (so brokers
+    /// never deadlock) inside a transaction.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> sqlx::Result<Vec<Result<Appended>>> {
-        let names: HashMap<i64, Arc<str>> = jobs
-            .iter()
-            .map(|job| (job.topic_id, job.topic.clone()))
-            .collect();
-        let mut tx = self.pool.begin().await?;
+        let owners = GroupOwners::of(&jobs);
         let sequenced = ids(jobs
             .iter()
             .filter(|j| j.sequence.is_some())
             .map(|j| j.producer_id));
+        let topics = ids(jobs.iter().map(|j| j.topic_id as u64));
+        if sequenced.is_empty() && topics.len() == 1 {
+            // Offsets are planned from 0; the statement adds the topic's end under its lock.
+            let plan = plan_appends(jobs, HashMap::new(), HashMap::new());
+            let mut conn = self.pool.acquire().await?;
+            return write_appends(&mut conn, plan, &HashMap::new(), &owners).await;
+        }
+        let mut tx = self.pool.begin().await?;
         let mut producers = HashMap::new();
         if !sequenced.is_empty() {
             let rows = sqlx::query(
@@ -161,67 +171,19 @@ impl Backend for PgBackend {
                 producers.insert(row.get::<i64, _>(0) as u64, sequence);
             }
         }
-        let topic_ids = ids(jobs.iter().map(|j| j.topic_id as u64));
-        let rows = sqlx::query(
+        let ends: HashMap<i64, u64> = sqlx::query(
             "SELECT id, next_offset FROM topics WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
         )
-        .bind(&topic_ids)
+        .bind(&topics)
         .fetch_all(&mut *tx)
-        .await?;
-        let topic_ends: HashMap<i64, u64> = rows
-            .iter()
-            .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
-            .collect();
-
-        let plan = plan_appends(jobs, topic_ends, producers);
-
-        if !plan.segments.is_empty() {
-            insert_segments(&mut tx, plan.segments).await?;
-        }
-        if !plan.topic_ends.is_empty() {
-            let (topics, ends): (Vec<i64>, Vec<i64>) = plan
-                .topic_ends
-                .iter()
-                .map(|&(id, end)| (id, end as i64))
-                .unzip();
-            sqlx::query(
-                "UPDATE topics t SET next_offset = u.next_offset \
-                 FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, next_offset) WHERE t.id = u.id",
-            )
-            .bind(&topics)
-            .bind(&ends)
-            .execute(&mut *tx)
-            .await?;
-            let channels: Vec<&str> = plan.topic_ends.iter().map(|(id, _)| &*names[id]).collect();
-            sqlx::query("SELECT pg_notify($1, name) FROM UNNEST($2::text[]) AS name")
-                .bind(APPENDS_CHANNEL)
-                .bind(&channels)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !plan.producers.is_empty() {
-            let mut columns: [Vec<i64>; 4] = Default::default();
-            for (id, sequence) in &plan.producers {
-                columns[0].push(*id as i64);
-                columns[1].push(sequence.next as i64);
-                columns[2].push(sequence.last_base_offset as i64);
-                columns[3].push(sequence.last_count as i64);
-            }
-            sqlx::query(
-                "UPDATE producers p SET next_sequence = u.next_sequence, \
-                 last_base_offset = u.last_base_offset, last_count = u.last_count \
-                 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
-                 AS u(id, next_sequence, last_base_offset, last_count) WHERE p.id = u.id",
-            )
-            .bind(&columns[0])
-            .bind(&columns[1])
-            .bind(&columns[2])
-            .bind(&columns[3])
-            .execute(&mut *tx)
-            .await?;
-        }
+        .await?
+        .iter()
+        .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
+        .collect();
+        let plan = plan_appends(jobs, ends.clone(), producers);
+        let outcomes = write_appends(&mut tx, plan, &ends, &owners).await?;
         tx.commit().await?;
-        Ok(plan.outcomes)
+        Ok(outcomes)
     }
 
     /// One transaction, one commit, for a whole group of position changes.
@@ -248,50 +210,43 @@ impl Backend for PgBackend {
             })
             .collect();
         let plan = plan_positions(ops, cursors);
-        if !plan.positions.is_empty() {
-            let (ids, positions): (Vec<i64>, Vec<i64>) = plan
-                .positions
-                .iter()
-                .map(|&(id, position)| (id as i64, position as i64))
-                .unzip();
-            sqlx::query(
-                "UPDATE consumers c SET position = u.position \
-                 FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, position) WHERE c.id = u.id",
-            )
-            .bind(&ids)
-            .bind(&positions)
-            .execute(&mut *tx)
-            .await?;
-        }
-        // Taken messages are read in the same transaction: a failure after the position
-        // moved would otherwise lose them for this consumer.
-        let taken: Vec<(i64, i64)> = plan
+        // Move the positions and read the taken messages (in the same transaction: a failure
+        // after the move would otherwise lose them for this consumer), in one statement.
+        let (moved, positions): (Vec<i64>, Vec<i64>) = plan
+            .positions
+            .iter()
+            .map(|&(id, position)| (id as i64, position as i64))
+            .unzip();
+        let (topics, offsets): (Vec<i64>, Vec<i64>) = plan
             .outcomes
             .iter()
             .filter_map(|outcome| outcome.taken())
             .map(|(topic_id, offset)| (topic_id, offset as i64))
-            .collect();
+            .unzip();
+        let rows = sqlx::query(
+            "WITH moved AS ( \
+                 UPDATE consumers c SET position = u.position \
+                 FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, position) WHERE c.id = u.id \
+             ) \
+             SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms FROM messages m \
+             JOIN UNNEST($3::bigint[], $4::bigint[]) AS k(topic_id, log_offset) \
+             ON m.topic_id = k.topic_id AND m.log_offset = k.log_offset",
+        )
+        .bind(&moved)
+        .bind(&positions)
+        .bind(&topics)
+        .bind(&offsets)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut messages = HashMap::new();
-        if !taken.is_empty() {
-            let (topics, offsets): (Vec<i64>, Vec<i64>) = taken.into_iter().unzip();
-            let rows = sqlx::query(
-                "SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms FROM messages m \
-                 JOIN UNNEST($1::bigint[], $2::bigint[]) AS u(topic_id, log_offset) \
-                 ON m.topic_id = u.topic_id AND m.log_offset = u.log_offset",
-            )
-            .bind(&topics)
-            .bind(&offsets)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let offset = row.get::<i64, _>(1) as u64;
-                let message = StoredMessage {
-                    offset,
-                    payload: payload_text(row.get(2)),
-                    timestamp_ms: row.get::<i64, _>(3) as u64,
-                };
-                messages.insert((row.get::<i64, _>(0), offset), message);
-            }
+        for row in rows {
+            let offset = row.get::<i64, _>(1) as u64;
+            let message = StoredMessage {
+                offset,
+                payload: payload_text(row.get(2)),
+                timestamp_ms: row.get::<i64, _>(3) as u64,
+            };
+            messages.insert((row.get::<i64, _>(0), offset), message);
         }
         tx.commit().await?;
         Ok(plan
@@ -456,37 +411,122 @@ impl Backend for PgBackend {
     }
 }
 
-/// Inserts every message of a group with one statement: the columns travel as arrays.
-async fn insert_segments(
-    tx: &mut Transaction<'static, Postgres>,
-    segments: Vec<super::plan::Segment>,
-) -> sqlx::Result<()> {
-    let rows: usize = segments.iter().map(|s| s.messages.len()).sum();
-    let mut topic_ids = Vec::with_capacity(rows);
-    let mut offsets = Vec::with_capacity(rows);
-    let mut producer_ids = Vec::with_capacity(rows);
+/// The topic of each job and of each producer of an append group.
+struct GroupOwners {
+    job_topics: Vec<i64>,
+    producer_topics: HashMap<u64, i64>,
+}
+
+impl GroupOwners {
+    fn of(jobs: &[AppendJob]) -> Self {
+        GroupOwners {
+            job_topics: jobs.iter().map(|job| job.topic_id).collect(),
+            producer_topics: jobs
+                .iter()
+                .map(|job| (job.producer_id, job.topic_id))
+                .collect(),
+        }
+    }
+}
+
+/// Writes a planned append group in one statement: bumps each topic's end, inserts the
+/// messages, records the producers' sequence state and announces the topics to other
+/// brokers. `planned_from` holds the topic ends the plan started from (read under lock); a
+/// topic missing from it was planned from 0, and the statement adds its real end, which the
+/// UPDATE locks.
+async fn write_appends(
+    conn: &mut PgConnection,
+    plan: AppendPlan,
+    planned_from: &HashMap<i64, u64>,
+    owners: &GroupOwners,
+) -> sqlx::Result<Vec<Result<Appended>>> {
+    let start = |topic: i64| planned_from.get(&topic).copied().unwrap_or(0);
+    let (topic_ids, counts): (Vec<i64>, Vec<i64>) = plan
+        .topic_ends
+        .iter()
+        .map(|&(id, end)| (id, (end - start(id)) as i64))
+        .unzip();
+    let rows: usize = plan.segments.iter().map(|s| s.messages.len()).sum();
+    let mut row_topics = Vec::with_capacity(rows);
+    let mut row_offsets = Vec::with_capacity(rows);
+    let mut row_producers = Vec::with_capacity(rows);
     let mut payloads = Vec::with_capacity(rows);
-    for segment in segments {
-        let count = segment.messages.len();
-        topic_ids.extend(std::iter::repeat_n(segment.topic_id, count));
-        offsets.extend((0..count as i64).map(|i| segment.base_offset as i64 + i));
-        producer_ids.extend(std::iter::repeat_n(segment.producer_id as i64, count));
+    for segment in plan.segments {
+        let count = segment.messages.len() as i64;
+        let first = (segment.base_offset - start(segment.topic_id)) as i64;
+        row_topics.extend(std::iter::repeat_n(segment.topic_id, count as usize));
+        row_offsets.extend(first..first + count);
+        row_producers.extend(std::iter::repeat_n(
+            segment.producer_id as i64,
+            count as usize,
+        ));
         payloads.extend(segment.messages.into_iter().map(String::into_bytes));
     }
-    sqlx::query(
-        "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-         SELECT u.topic_id, u.log_offset, u.producer_id, $4, u.payload \
-         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $5::bytea[]) \
-         AS u(topic_id, log_offset, producer_id, payload)",
+    let mut sequence_columns: [Vec<i64>; 5] = Default::default();
+    for (id, sequence) in &plan.producers {
+        let topic = owners.producer_topics[id];
+        sequence_columns[0].push(*id as i64);
+        sequence_columns[1].push(topic);
+        sequence_columns[2].push(sequence.next as i64);
+        sequence_columns[3].push((sequence.last_base_offset - start(topic)) as i64);
+        sequence_columns[4].push(sequence.last_count as i64);
+    }
+    let bases: HashMap<i64, u64> = sqlx::query(
+        "WITH bumped AS ( \
+             UPDATE topics t SET next_offset = t.next_offset + u.count \
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, count) WHERE t.id = u.id \
+             RETURNING t.id, t.next_offset - u.count AS base, t.name \
+         ), inserted AS ( \
+             INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+             SELECT m.topic_id, b.base + m.offset_in_group, m.producer_id, $3, m.payload \
+             FROM UNNEST($4::bigint[], $5::bigint[], $6::bigint[], $7::bytea[]) \
+                 AS m(topic_id, offset_in_group, producer_id, payload) \
+             JOIN bumped b ON b.id = m.topic_id \
+         ), sequenced AS ( \
+             UPDATE producers p SET next_sequence = s.next_sequence, \
+                 last_base_offset = b.base + s.base_in_group, last_count = s.last_count \
+             FROM UNNEST($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) \
+                 AS s(id, topic_id, next_sequence, base_in_group, last_count) \
+             JOIN bumped b ON b.id = s.topic_id \
+             WHERE p.id = s.id \
+         ) \
+         SELECT id, base, pg_notify($13, name)::text FROM bumped",
     )
     .bind(&topic_ids)
-    .bind(&offsets)
-    .bind(&producer_ids)
+    .bind(&counts)
     .bind(now_ms() as i64)
+    .bind(&row_topics)
+    .bind(&row_offsets)
+    .bind(&row_producers)
     .bind(&payloads)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .bind(&sequence_columns[0])
+    .bind(&sequence_columns[1])
+    .bind(&sequence_columns[2])
+    .bind(&sequence_columns[3])
+    .bind(&sequence_columns[4])
+    .bind(APPENDS_CHANNEL)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
+    .collect();
+    // New batches were planned from `start`: move them to where their topic really was.
+    // (Under lock the two agree and nothing moves.) Duplicates keep their stored offsets.
+    Ok(plan
+        .outcomes
+        .into_iter()
+        .zip(&owners.job_topics)
+        .map(|(outcome, &topic)| {
+            outcome.map(|appended| match appended.duplicate {
+                true => appended,
+                false => Appended {
+                    base_offset: appended.base_offset + bases.get(&topic).copied().unwrap_or(0)
+                        - start(topic),
+                    ..appended
+                },
+            })
+        })
+        .collect())
 }
 
 /// A stored payload as text. The broker wrote it from a `String`, so it is UTF-8; a row
