@@ -82,7 +82,14 @@ impl<B: Backend> SqlStore<B> {
                 async move {
                     let n = jobs.len();
                     let topics: Vec<Arc<str>> = jobs.iter().map(|job| job.topic.clone()).collect();
-                    match backend.append_group(jobs).await {
+                    let started = std::time::Instant::now();
+                    let result = backend.append_group(jobs).await;
+                    tracing::trace!(
+                        requests = n,
+                        micros = started.elapsed().as_micros() as u64,
+                        "append group"
+                    );
+                    match result {
                         Ok(outcomes) => {
                             let appended = outcomes.iter().zip(&topics).filter(|(outcome, _)| {
                                 matches!(outcome, Ok(a) if !a.duplicate && a.count > 0)

@@ -111,27 +111,29 @@ impl Backend for SqliteBackend {
         .iter()
         .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
         .collect();
-        let sequenced = jobs
+        let sequenced: Vec<i64> = jobs
             .iter()
             .filter(|job| job.sequence.is_some())
-            .map(|job| job.producer_id as i64);
-        let producers: HashMap<u64, ProducerSequence> = sqlx::query(
-            "SELECT id, next_sequence, last_base_offset, last_count FROM producers \
-             WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json_ids(sequenced))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            let sequence = ProducerSequence {
-                next: row.get::<i64, _>(1) as u64,
-                last_base_offset: row.get::<i64, _>(2) as u64,
-                last_count: row.get::<i64, _>(3) as u64,
-            };
-            (row.get::<i64, _>(0) as u64, sequence)
-        })
-        .collect();
+            .map(|job| job.producer_id as i64)
+            .collect();
+        let mut producers = HashMap::new();
+        if !sequenced.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, next_sequence, last_base_offset, last_count FROM producers \
+                 WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(json_ids(sequenced.into_iter()))
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let sequence = ProducerSequence {
+                    next: row.get::<i64, _>(1) as u64,
+                    last_base_offset: row.get::<i64, _>(2) as u64,
+                    last_count: row.get::<i64, _>(3) as u64,
+                };
+                producers.insert(row.get::<i64, _>(0) as u64, sequence);
+            }
+        }
 
         let plan = plan_appends(jobs, topic_ends, producers);
 
