@@ -205,7 +205,10 @@ class MyConsumer:
     def seek_to_end(self, topic: str) -> int:
         """Skips what ``topic`` holds now; returns the new position."""
     def stop(self, timeout: Optional[float] = 10.0) -> None:
-        """Ends ``get_next()`` and stores the final positions (waiting up to ``timeout``)."""
+        """Ends ``get_next()`` (also from another thread) and stores the final positions,
+        waiting up to ``timeout`` seconds. If they cannot be stored (the broker is down), a
+        ``RuntimeWarning`` says so: the messages taken since the last commit will be delivered
+        again, nothing is lost."""
     def close(self, timeout: Optional[float] = 10.0) -> None:
         """Alias of ``stop()``."""
     @property

@@ -14,7 +14,9 @@ use super::sequence::ProducerSequence;
 use super::sql::{Backend, SqlStore};
 use super::{Appended, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms};
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Row, Sqlite};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -96,183 +98,28 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    /// One transaction, one fsync, for a whole group of appends. The number of statements
-    /// does not grow with the group: ids and rows travel as JSON arrays that SQLite unpacks
-    /// (each statement is a round trip to sqlx's SQLite thread, the expensive part).
+    /// One transaction, one fsync, for a whole group of appends, in two round trips to
+    /// sqlx's SQLite thread (each round trip is a thread hop, the expensive part when the
+    /// CPU is busy): one begins and reads, one writes and commits. Ids and rows travel as
+    /// JSON arrays that SQLite unpacks, so the statements do not grow with the group.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> sqlx::Result<Vec<Result<Appended>>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let topic_ids = json_ids(jobs.iter().map(|job| job.topic_id));
-        let topic_ends: HashMap<i64, u64> = sqlx::query(
-            "SELECT id, next_offset FROM topics WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(topic_ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
-        .collect();
-        let sequenced: Vec<i64> = jobs
-            .iter()
-            .filter(|job| job.sequence.is_some())
-            .map(|job| job.producer_id as i64)
-            .collect();
-        let mut producers = HashMap::new();
-        if !sequenced.is_empty() {
-            let rows = sqlx::query(
-                "SELECT id, next_sequence, last_base_offset, last_count FROM producers \
-                 WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(json_ids(sequenced.into_iter()))
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let sequence = ProducerSequence {
-                    next: row.get::<i64, _>(1) as u64,
-                    last_base_offset: row.get::<i64, _>(2) as u64,
-                    last_count: row.get::<i64, _>(3) as u64,
-                };
-                producers.insert(row.get::<i64, _>(0) as u64, sequence);
-            }
+        let mut conn = self.writer.acquire().await?;
+        let result = append_group_on(&mut conn, jobs).await;
+        if result.is_err() {
+            rollback(&mut conn).await;
         }
-
-        let plan = plan_appends(jobs, topic_ends, producers);
-
-        let stored_ms = now_ms() as i64;
-        let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
-            .segments
-            .iter()
-            .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
-        for segment in large {
-            // A large batch: its payloads as one JSON array, offsets counted by SQLite.
-            sqlx::query(
-                "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-                 SELECT ?1, ?2 + key, ?3, ?4, value FROM json_each(?5)",
-            )
-            .bind(segment.topic_id)
-            .bind(segment.base_offset as i64)
-            .bind(segment.producer_id as i64)
-            .bind(stored_ms)
-            .bind(serde_json::to_string(&segment.messages).expect("strings serialise"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !small.is_empty() {
-            // Every small batch in one statement: one [topic, offset, producer, payload] row
-            // per message.
-            let rows: Vec<(i64, u64, u64, &str)> =
-                small
-                    .iter()
-                    .flat_map(|segment| {
-                        segment.messages.iter().zip(segment.base_offset..).map(
-                            |(payload, offset)| {
-                                (
-                                    segment.topic_id,
-                                    offset,
-                                    segment.producer_id,
-                                    payload.as_str(),
-                                )
-                            },
-                        )
-                    })
-                    .collect();
-            sqlx::query(
-                "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, ?1, value ->> 3 FROM json_each(?2)",
-            )
-            .bind(stored_ms)
-            .bind(serde_json::to_string(&rows).expect("rows serialise"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE topics SET next_offset = u.value ->> 1 FROM json_each(?) AS u \
-             WHERE topics.id = u.value ->> 0",
-        )
-        .bind(serde_json::to_string(&plan.topic_ends).expect("pairs serialise"))
-        .execute(&mut *tx)
-        .await?;
-        if !plan.producers.is_empty() {
-            let states: Vec<(u64, u64, u64, u64)> = plan
-                .producers
-                .iter()
-                .map(|(id, s)| (*id, s.next, s.last_base_offset, s.last_count))
-                .collect();
-            sqlx::query(
-                "UPDATE producers SET next_sequence = u.value ->> 1, \
-                 last_base_offset = u.value ->> 2, last_count = u.value ->> 3 \
-                 FROM json_each(?) AS u WHERE producers.id = u.value ->> 0",
-            )
-            .bind(serde_json::to_string(&states).expect("states serialise"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(plan.outcomes)
+        result
     }
 
-    /// One transaction, one fsync, for a whole group of position changes; a fixed number of
-    /// statements whatever the group's size.
+    /// One transaction, one fsync, for a whole group of position changes, in two round trips
+    /// like appends.
     async fn position_group(&self, ops: &[(u64, PositionOp)]) -> sqlx::Result<Vec<Positioned>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let cursors: HashMap<u64, Cursor> = sqlx::query(
-            "SELECT c.id, c.topic_id, c.position, t.next_offset FROM consumers c \
-             JOIN topics t ON t.id = c.topic_id WHERE c.id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json_ids(ops.iter().map(|&(id, _)| id as i64)))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            let cursor = Cursor {
-                topic_id: row.get(1),
-                position: row.get::<i64, _>(2) as u64,
-                end: row.get::<i64, _>(3) as u64,
-            };
-            (row.get::<i64, _>(0) as u64, cursor)
-        })
-        .collect();
-        let plan = plan_positions(ops, cursors);
-        if !plan.positions.is_empty() {
-            sqlx::query(
-                "UPDATE consumers SET position = u.value ->> 1 FROM json_each(?) AS u \
-                 WHERE consumers.id = u.value ->> 0",
-            )
-            .bind(serde_json::to_string(&plan.positions).expect("pairs serialise"))
-            .execute(&mut *tx)
-            .await?;
+        let mut conn = self.writer.acquire().await?;
+        let result = position_group_on(&mut conn, ops).await;
+        if result.is_err() {
+            rollback(&mut conn).await;
         }
-        // Taken messages are read in the same transaction: a failure after the position moved
-        // would otherwise lose them for this consumer.
-        let taken: Vec<(i64, u64)> = plan.outcomes.iter().filter_map(|o| o.taken()).collect();
-        let mut messages = HashMap::new();
-        if !taken.is_empty() {
-            let rows = sqlx::query(
-                "SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms \
-                 FROM json_each(?) AS k CROSS JOIN messages AS m \
-                 ON m.topic_id = k.value ->> 0 AND m.log_offset = k.value ->> 1",
-            )
-            .bind(serde_json::to_string(&taken).expect("pairs serialise"))
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let offset = row.get::<i64, _>(1) as u64;
-                let message = StoredMessage {
-                    offset,
-                    payload: row.get(2),
-                    timestamp_ms: row.get::<i64, _>(3) as u64,
-                };
-                messages.insert((row.get::<i64, _>(0), offset), message);
-            }
-        }
-        tx.commit().await?;
-        Ok(plan
-            .outcomes
-            .into_iter()
-            .map(|outcome| {
-                let taken = outcome.taken().and_then(|key| messages.get(&key).cloned());
-                Positioned::new(outcome, taken)
-            })
-            .collect())
+        result
     }
 
     async fn ping(&self) -> sqlx::Result<()> {
@@ -362,20 +209,17 @@ impl Backend for SqliteBackend {
         from: Option<u64>,
         max: usize,
     ) -> Result<Fetched> {
-        let mut tx = self.readers.begin().await?;
-        let from = match from {
-            Some(offset) => offset,
-            None => {
-                sqlx::query_scalar::<_, i64>("SELECT position FROM consumers WHERE id = ?")
-                    .bind(consumer_id as i64)
-                    .fetch_one(&mut *tx)
-                    .await? as u64
-            }
-        };
-        let end = sqlx::query_scalar::<_, i64>("SELECT next_offset FROM topics WHERE id = ?")
-            .bind(owner.topic_id)
-            .fetch_one(&mut *tx)
-            .await? as u64;
+        // Two statements, no transaction: the messages are read up to the end read first, so
+        // a commit in between cannot make the answer disagree with itself.
+        let row = sqlx::query(
+            "SELECT t.next_offset, COALESCE(?2, c.position) FROM consumers c \
+             JOIN topics t ON t.id = c.topic_id WHERE c.id = ?1",
+        )
+        .bind(consumer_id as i64)
+        .bind(from.map(|f| f as i64))
+        .fetch_one(&self.readers)
+        .await?;
+        let (end, from) = (row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64);
         if from > end {
             return Err(StoreError::OffsetOutOfRange {
                 topic: owner.topic.to_string(),
@@ -392,9 +236,8 @@ impl Backend for SqliteBackend {
         .bind(from as i64)
         .bind(end as i64)
         .bind(max as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.readers)
         .await?;
-        tx.commit().await?;
         let messages: Vec<StoredMessage> = rows
             .iter()
             .map(|row| StoredMessage {
@@ -425,6 +268,171 @@ impl Backend for SqliteBackend {
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// Ends a failed group: the connection is closed (SQLite rolls back what it had begun) and
+/// the pool opens a clean one for the next group.
+async fn rollback(conn: &mut PoolConnection<Sqlite>) {
+    conn.close_on_drop();
+}
+
+async fn append_group_on(
+    conn: &mut SqliteConnection,
+    jobs: Vec<AppendJob>,
+) -> sqlx::Result<Vec<Result<Appended>>> {
+    let topic_ids = json_ids(jobs.iter().map(|job| job.topic_id));
+    let sequenced = json_ids(
+        jobs.iter()
+            .filter(|job| job.sequence.is_some())
+            .map(|job| job.producer_id as i64),
+    );
+    // Round trip 1: begin (taking the write lock) and read the state the plan needs.
+    let rows = sqlx::query(
+        "BEGIN IMMEDIATE; \
+         SELECT 0, id, next_offset, 0, 0 FROM topics \
+             WHERE id IN (SELECT value FROM json_each(?)) \
+         UNION ALL \
+         SELECT 1, id, next_sequence, last_base_offset, last_count FROM producers \
+             WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(topic_ids)
+    .bind(sequenced)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut topic_ends = HashMap::new();
+    let mut producers = HashMap::new();
+    for row in &rows {
+        let id: i64 = row.get(1);
+        let first = row.get::<i64, _>(2) as u64;
+        if row.get::<i64, _>(0) == 0 {
+            topic_ends.insert(id, first);
+        } else {
+            let sequence = ProducerSequence {
+                next: first,
+                last_base_offset: row.get::<i64, _>(3) as u64,
+                last_count: row.get::<i64, _>(4) as u64,
+            };
+            producers.insert(id as u64, sequence);
+        }
+    }
+
+    let plan = plan_appends(jobs, topic_ends, producers);
+
+    // Round trip 2: write everything and commit. Small batches share one INSERT with a row
+    // per message; a large batch gets its own, with offsets counted by SQLite.
+    let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
+        .segments
+        .iter()
+        .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
+    let small_rows: Vec<(i64, u64, u64, &str)> = small
+        .iter()
+        .flat_map(|segment| {
+            let ids = (segment.topic_id, segment.producer_id);
+            segment
+                .messages
+                .iter()
+                .zip(segment.base_offset..)
+                .map(move |(payload, offset)| (ids.0, offset, ids.1, payload.as_str()))
+        })
+        .collect();
+    let states: Vec<(u64, u64, u64, u64)> = plan
+        .producers
+        .iter()
+        .map(|(id, s)| (*id, s.next, s.last_base_offset, s.last_count))
+        .collect();
+    // Several statements in one query: sqlx binds anonymous `?` parameters in order across
+    // them (numbered ones would not do: a statement that skips a number gets the wrong value).
+    let mut sql = String::from(
+        "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, ?, value ->> 3 FROM json_each(?); \
+         UPDATE topics SET next_offset = u.value ->> 1 FROM json_each(?) AS u \
+             WHERE topics.id = u.value ->> 0; \
+         UPDATE producers SET next_sequence = u.value ->> 1, last_base_offset = u.value ->> 2, \
+             last_count = u.value ->> 3 FROM json_each(?) AS u \
+             WHERE producers.id = u.value ->> 0;",
+    );
+    for _ in &large {
+        sql.push_str(
+            " INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+             SELECT ?, ? + key, ?, ?, value FROM json_each(?);",
+        );
+    }
+    sql.push_str(" COMMIT");
+    let stored_ms = now_ms() as i64;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(stored_ms)
+        .bind(serde_json::to_string(&small_rows).expect("rows serialise"))
+        .bind(serde_json::to_string(&plan.topic_ends).expect("pairs serialise"))
+        .bind(serde_json::to_string(&states).expect("states serialise"));
+    for segment in large {
+        query = query
+            .bind(segment.topic_id)
+            .bind(segment.base_offset as i64)
+            .bind(segment.producer_id as i64)
+            .bind(stored_ms)
+            .bind(serde_json::to_string(&segment.messages).expect("strings serialise"));
+    }
+    query.execute(&mut *conn).await?;
+    Ok(plan.outcomes)
+}
+
+async fn position_group_on(
+    conn: &mut SqliteConnection,
+    ops: &[(u64, PositionOp)],
+) -> sqlx::Result<Vec<Positioned>> {
+    // Round trip 1: begin (taking the write lock) and read the cursors.
+    let cursors: HashMap<u64, Cursor> = sqlx::query(
+        "BEGIN IMMEDIATE; \
+         SELECT c.id, c.topic_id, c.position, t.next_offset FROM consumers c \
+         JOIN topics t ON t.id = c.topic_id WHERE c.id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json_ids(ops.iter().map(|&(id, _)| id as i64)))
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|row| {
+        let cursor = Cursor {
+            topic_id: row.get(1),
+            position: row.get::<i64, _>(2) as u64,
+            end: row.get::<i64, _>(3) as u64,
+        };
+        (row.get::<i64, _>(0) as u64, cursor)
+    })
+    .collect();
+    let plan = plan_positions(ops, cursors);
+    // Round trip 2: move the positions, read the taken messages (in the same transaction: a
+    // failure after the move would otherwise lose them for this consumer), commit.
+    let taken: Vec<(i64, u64)> = plan.outcomes.iter().filter_map(|o| o.taken()).collect();
+    let rows = sqlx::query(
+        "UPDATE consumers SET position = u.value ->> 1 FROM json_each(?) AS u \
+             WHERE consumers.id = u.value ->> 0; \
+         SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms \
+             FROM json_each(?) AS k CROSS JOIN messages AS m \
+             ON m.topic_id = k.value ->> 0 AND m.log_offset = k.value ->> 1; \
+         COMMIT",
+    )
+    .bind(serde_json::to_string(&plan.positions).expect("pairs serialise"))
+    .bind(serde_json::to_string(&taken).expect("pairs serialise"))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut messages = HashMap::new();
+    for row in rows {
+        let offset = row.get::<i64, _>(1) as u64;
+        let message = StoredMessage {
+            offset,
+            payload: row.get(2),
+            timestamp_ms: row.get::<i64, _>(3) as u64,
+        };
+        messages.insert((row.get::<i64, _>(0), offset), message);
+    }
+    Ok(plan
+        .outcomes
+        .into_iter()
+        .map(|outcome| {
+            let taken = outcome.taken().and_then(|key| messages.get(&key).cloned());
+            Positioned::new(outcome, taken)
+        })
+        .collect())
 }
 
 /// Distinct ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.

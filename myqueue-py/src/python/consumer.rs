@@ -179,12 +179,14 @@ impl PyConsumer {
         self.seek_to(py, topic, OffsetSpec::Named(NamedOffset::End))
     }
 
-    /// Ends `get_next()` (also from another thread) and stores the final positions.
+    /// Ends `get_next()` (also from another thread) and stores the final positions. If they
+    /// cannot be stored (the broker is down), a RuntimeWarning says so: the messages taken
+    /// since the last commit will be delivered again (at least once), nothing is lost.
     #[pyo3(signature = (timeout = 10.0))]
     fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let core = self.core();
         core.stop();
-        let limit = timeout.map(Duration::from_secs_f64);
+        let limit = wait::deadline(timeout)?.map(|at| at.saturating_duration_since(std::time::Instant::now()));
         let result = wait::run(py, async move {
             match limit {
                 Some(limit) => tokio::time::timeout(limit, core.commit())
@@ -193,7 +195,16 @@ impl PyConsumer {
                 None => core.commit().await,
             }
         })?;
-        result.py(py)
+        if let Err(err) = result {
+            let message = format!(
+                "MyConsumer.stop() could not store the consumed positions ({err}); \
+                 messages taken since the last commit will be delivered again"
+            );
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            PyErr::warn(py, category.as_any(), &message, 1)?;
+        }
+        Ok(())
     }
 
     /// Alias of `stop()`, as in kafka-python.
