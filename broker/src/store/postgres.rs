@@ -153,33 +153,40 @@ impl Backend for PgBackend {
             return write_appends(&mut conn, plan, &HashMap::new(), &owners).await;
         }
         let mut tx = self.pool.begin().await?;
-        let mut producers = HashMap::new();
-        if !sequenced.is_empty() {
-            let rows = sqlx::query(
-                "SELECT id, next_sequence, last_base_offset, last_count FROM producers \
-                 WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-            )
-            .bind(&sequenced)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let sequence = ProducerSequence {
-                    next: row.get::<i64, _>(1) as u64,
-                    last_base_offset: row.get::<i64, _>(2) as u64,
-                    last_count: row.get::<i64, _>(3) as u64,
-                };
-                producers.insert(row.get::<i64, _>(0) as u64, sequence);
-            }
-        }
-        let ends: HashMap<i64, u64> = sqlx::query(
-            "SELECT id, next_offset FROM topics WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        // One statement locks the producers, then the topics (the UNION's branches run in
+        // order), each in id order: every broker takes locks in the same order.
+        let rows = sqlx::query(
+            "WITH p AS ( \
+                 SELECT id, next_sequence, last_base_offset, last_count FROM producers \
+                 WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE \
+             ), t AS ( \
+                 SELECT id, next_offset FROM topics \
+                 WHERE id = ANY($2) ORDER BY id FOR NO KEY UPDATE \
+             ) \
+             SELECT 1, id, next_sequence, last_base_offset, last_count FROM p \
+             UNION ALL \
+             SELECT 0, id, next_offset, 0, 0 FROM t",
         )
+        .bind(&sequenced)
         .bind(&topics)
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
-        .collect();
+        .await?;
+        let mut producers = HashMap::new();
+        let mut ends = HashMap::new();
+        for row in rows {
+            let id: i64 = row.get(1);
+            let first = row.get::<i64, _>(2) as u64;
+            if row.get::<i32, _>(0) == 0 {
+                ends.insert(id, first);
+            } else {
+                let sequence = ProducerSequence {
+                    next: first,
+                    last_base_offset: row.get::<i64, _>(3) as u64,
+                    last_count: row.get::<i64, _>(4) as u64,
+                };
+                producers.insert(id as u64, sequence);
+            }
+        }
         let plan = plan_appends(jobs, ends.clone(), producers);
         let outcomes = write_appends(&mut tx, plan, &ends, &owners).await?;
         tx.commit().await?;

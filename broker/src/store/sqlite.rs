@@ -16,10 +16,10 @@ use super::{Appended, Fetched, Result, StoreError, StoredMessage, TopicSignals, 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Row, Sqlite};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Row, Sqlite};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

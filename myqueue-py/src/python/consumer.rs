@@ -186,7 +186,8 @@ impl PyConsumer {
     fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let core = self.core();
         core.stop();
-        let limit = wait::deadline(timeout)?.map(|at| at.saturating_duration_since(std::time::Instant::now()));
+        let limit = wait::deadline(timeout)?
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()));
         let result = wait::run(py, async move {
             match limit {
                 Some(limit) => tokio::time::timeout(limit, core.commit())
