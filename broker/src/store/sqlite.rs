@@ -35,10 +35,41 @@ const LARGE_SEGMENT: usize = 64;
 /// The SQLite store: [`SqliteBackend`] with group commit.
 pub type SqliteStore = SqlStore<SqliteBackend>;
 
-/// SQLite's statements: one writer connection, a pool of read-only ones.
+/// SQLite's statements: one writer connection, a pool of read-only ones, and a task that
+/// checkpoints the WAL beside the writer.
 pub struct SqliteBackend {
     writer: SqlitePool,
     readers: SqlitePool,
+    checkpointer: tokio::task::JoinHandle<()>,
+}
+
+/// WAL pages after which the writer itself checkpoints (a safety net: normally the
+/// checkpoint task keeps the WAL far below this).
+const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
+/// How often the checkpoint task copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Copies committed WAL pages into the database file from a connection of its own, so that
+/// the writer's commits do not pay for it. PASSIVE checkpoints never wait for the writer.
+async fn checkpoint_periodically(options: SqliteConnectOptions) {
+    let mut connection = None;
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if connection.is_none() {
+            connection = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .ok();
+        }
+        if let Some(pool) = &connection
+            && let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await
+        {
+            tracing::debug!(error = %err, "WAL checkpoint failed; retrying");
+        }
+    }
 }
 
 impl SqliteStore {
@@ -51,7 +82,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -62,10 +94,15 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
+        let checkpointer = tokio::spawn(checkpoint_periodically(options));
         Ok(SqlStore::new(
-            SqliteBackend { writer, readers },
+            SqliteBackend {
+                writer,
+                readers,
+                checkpointer,
+            },
             Arc::new(TopicSignals::default()),
         ))
     }
@@ -265,6 +302,7 @@ impl Backend for SqliteBackend {
     }
 
     async fn close(&self) {
+        self.checkpointer.abort();
         self.readers.close().await;
         self.writer.close().await;
     }

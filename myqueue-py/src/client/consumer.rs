@@ -39,7 +39,7 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             group: None,
             fetch_max_messages: 5000,
-            long_poll: Duration::from_secs(10),
+            long_poll: Duration::from_secs(20),
             buffer_messages: 10_000,
             auto_commit_interval: Duration::from_millis(500),
             request_timeout: Duration::from_secs(30),
