@@ -41,7 +41,9 @@ class Settings:
         self.producer_count = 50_000 if quick else 1_000_000
         self.drain_count = 50_000 if quick else 1_000_000
         self.latency_seconds = 2 if quick else 10
-        self.idle_seconds = 3 if quick else 10
+        # Longer than the client's long poll (20 s), so that every consumer polls again inside
+        # the measured window.
+        self.idle_seconds = 3 if quick else 45
         self.idle_consumers = 20 if quick else 100
 
 
@@ -250,6 +252,36 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def render_table(results: dict, s: Settings) -> str:
+    m = results["machine"]
+    lines = [
+        f"Run {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}, Python {m['python']}; "
+        f"{'quick mode, one run' if s.quick else f'median of {s.runs} runs'}.",
+        "",
+        "| scenario | store | result | target | met |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for store, figures in results["stores"].items():
+        for name, r in figures.items():
+            if name in TARGETS:
+                _, target, check = TARGETS[name]
+                lines.append(f"| {name} | {store} | {describe(name, r)} | {target} | {'yes' if check(r) else 'NO'} |")
+        rss = figures["7 broker_memory"]["broker_peak_rss_mb"]
+        lines.append(f"| 7 broker_memory | {store} | peak RSS {rss:.0f} MB | < 150 MB | {'yes' if rss < 150 else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_report(path: Path, table: str) -> None:
+    """Replaces the table between the markers of docs/BENCHMARKS.md."""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    text = path.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        path.write_text(f"{head}{start}\n{table}{end}{tail}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="seconds per scenario, one run (CI)")
@@ -298,18 +330,11 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 
-    print(f"\nmyqueue benchmarks, {results['date']}, {results['machine']['cpu']} x{results['machine']['cores']}, "
-          f"{'quick' if s.quick else f'median of {s.runs} runs'}\n")
-    print("| scenario | store | result | target | met |")
-    print("| --- | --- | --- | --- | --- |")
-    for store, figures in results["stores"].items():
-        for name, r in figures.items():
-            if name in TARGETS:
-                _, target, check = TARGETS[name]
-                print(f"| {name} | {store} | {describe(name, r)} | {target} | {'yes' if check(r) else 'NO'} |")
-        rss = figures["7 broker_memory"]["broker_peak_rss_mb"]
-        print(f"| 7 broker_memory | {store} | peak RSS {rss:.0f} MB | < 150 MB | {'yes' if rss < 150 else 'NO'} |")
-    print(f"\nfigures: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; {results['seconds']:.0f} s")
+    table = render_table(results, s)
+    print("\n" + table)
+    print(f"figures: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; {results['seconds']:.0f} s")
+    if not s.quick and args.json is None:
+        update_report(ROOT / "docs" / "BENCHMARKS.md", table)
     return 0
 
 

@@ -23,6 +23,7 @@ use sqlx::{Row, Sqlite};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The database file inside `--data-dir`.
@@ -40,6 +41,8 @@ pub type SqliteStore = SqlStore<SqliteBackend>;
 pub struct SqliteBackend {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Set by every write, cleared by the checkpoint task: an idle broker does no work.
+    written: Arc<AtomicBool>,
     checkpointer: tokio::task::JoinHandle<()>,
 }
 
@@ -51,10 +54,13 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Copies committed WAL pages into the database file from a connection of its own, so that
 /// the writer's commits do not pay for it. PASSIVE checkpoints never wait for the writer.
-async fn checkpoint_periodically(options: SqliteConnectOptions) {
+async fn checkpoint_periodically(options: SqliteConnectOptions, written: Arc<AtomicBool>) {
     let mut connection = None;
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if !written.swap(false, Ordering::Relaxed) {
+            continue;
+        }
         if connection.is_none() {
             connection = SqlitePoolOptions::new()
                 .max_connections(1)
@@ -96,11 +102,13 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options.clone().read_only(true))
             .await?;
-        let checkpointer = tokio::spawn(checkpoint_periodically(options));
+        let written = Arc::new(AtomicBool::new(true));
+        let checkpointer = tokio::spawn(checkpoint_periodically(options, written.clone()));
         Ok(SqlStore::new(
             SqliteBackend {
                 writer,
                 readers,
+                written,
                 checkpointer,
             },
             Arc::new(TopicSignals::default()),
@@ -141,6 +149,7 @@ impl Backend for SqliteBackend {
     /// JSON arrays that SQLite unpacks, so the statements do not grow with the group.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> sqlx::Result<Vec<Result<Appended>>> {
         let mut conn = self.writer.acquire().await?;
+        self.written.store(true, Ordering::Relaxed);
         let result = append_group_on(&mut conn, jobs).await;
         if result.is_err() {
             rollback(&mut conn).await;
@@ -152,6 +161,7 @@ impl Backend for SqliteBackend {
     /// like appends.
     async fn position_group(&self, ops: &[(u64, PositionOp)]) -> sqlx::Result<Vec<Positioned>> {
         let mut conn = self.writer.acquire().await?;
+        self.written.store(true, Ordering::Relaxed);
         let result = position_group_on(&mut conn, ops).await;
         if result.is_err() {
             rollback(&mut conn).await;
