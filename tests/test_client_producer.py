@@ -86,6 +86,29 @@ def test_four_threads_share_one_producer(broker):
         assert mine == list(range(each)), f"thread {worker}'s order"
 
 
+@pytest.mark.timeout(60)
+def test_flush_waits_for_what_was_sent_before_it_not_for_other_threads(broker):
+    producer = MyProducer(["t"], broker.address)
+    before = [producer.send("t", f"before-{i}") for i in range(1000)]
+    flushed = threading.Event()
+
+    def keep_sending() -> None:
+        i = 0
+        while not flushed.is_set():  # stops only once the flush below has returned
+            producer.send("t", f"during-{i}")
+            i += 1
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    try:
+        producer.flush()
+        assert all(f.done() and f.succeeded() for f in before)
+    finally:
+        flushed.set()
+        sender.join(timeout=30)
+    producer.stop()
+
+
 def test_undeliverable_messages_are_reported_not_lost_silently(broker):
     producer = MyProducer(["t"], broker.address, delivery_timeout=1.0, buffer_size=4096)
     assert producer.send("t", "before").get(timeout=30) == 0
@@ -121,6 +144,17 @@ def test_a_broker_killed_and_restarted_mid_stream_loses_and_repeats_nothing(make
     producer.stop(timeout=120)
     stored = [message for _, message in read_topic(broker.url, "t")]
     assert stored == [f"m{i}" for i in range(sent)], "every message once, in order"
+
+
+def test_a_producer_carries_on_after_a_memory_broker_forgot_it(make_broker):
+    broker = make_broker("--store", "memory")
+    producer = MyProducer(["t"], broker.address)
+    assert producer.send("t", "before").get(timeout=30) == 0
+    broker.kill()
+    broker.restart()  # an empty broker: it knows neither the topic nor the producer id
+    assert producer.send("t", "after").get(timeout=60) == 0
+    producer.stop()
+    assert [m for _, m in read_topic(broker.url, "t")] == ["after"]
 
 
 def test_a_forked_child_produces_on_its_own(broker):

@@ -1,6 +1,6 @@
 //! [`App`]: what every request handler needs, cheap to clone.
 
-use crate::store::{Fetched, Store, StoreError};
+use crate::store::{FetchLimit, Fetched, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -29,10 +29,10 @@ impl App {
         consumer_id: u64,
         topic: &str,
         from: Option<u64>,
-        max: usize,
+        limit: FetchLimit,
         wait: Duration,
     ) -> Result<Fetched, StoreError> {
-        let fetched = self.store.fetch(consumer_id, topic, from, max).await?;
+        let fetched = self.store.fetch(consumer_id, topic, from, limit).await?;
         if !fetched.messages.is_empty() || wait.is_zero() {
             return Ok(fetched);
         }
@@ -41,7 +41,7 @@ impl App {
         let mut appended = self.store.signals().subscribe(topic);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let fetched = self.store.fetch(consumer_id, topic, from, max).await?;
+            let fetched = self.store.fetch(consumer_id, topic, from, limit).await?;
             if !fetched.messages.is_empty() {
                 return Ok(fetched);
             }

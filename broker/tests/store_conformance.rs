@@ -8,7 +8,7 @@
 use broker::store::memory::MemoryStore;
 use broker::store::postgres::PostgresStore;
 use broker::store::sqlite::SqliteStore;
-use broker::store::{Append, Appended, SeekTo, Store, StoreError};
+use broker::store::{Append, Appended, FetchLimit, SeekTo, Store, StoreError};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use std::collections::HashSet;
@@ -105,6 +105,14 @@ async fn fresh_database(url: &str) -> PgConnectOptions {
         .await
         .unwrap();
     admin.database(&name)
+}
+
+/// A fetch limit of `n` messages and no byte limit to speak of.
+fn messages(n: usize) -> FetchLimit {
+    FetchLimit {
+        messages: n,
+        bytes: usize::MAX,
+    }
 }
 
 fn append(producer_id: u64, topic: &str, messages: &[&str], sequence: Option<u64>) -> Append {
@@ -283,7 +291,7 @@ async fn fetch_reads_without_moving_and_commit_moves(h: Harness) {
         .await
         .unwrap();
     let c = s.register_consumer("t", None).await.unwrap();
-    let fetched = s.fetch(c, "t", None, 3).await.unwrap();
+    let fetched = s.fetch(c, "t", None, messages(3)).await.unwrap();
     let payloads: Vec<_> = fetched
         .messages
         .iter()
@@ -292,14 +300,14 @@ async fn fetch_reads_without_moving_and_commit_moves(h: Harness) {
     assert_eq!(payloads, ["m0", "m1", "m2"]);
     assert_eq!((fetched.next_offset, fetched.end_offset), (3, 4));
     assert_eq!(s.size(c, "t").await.unwrap(), 4, "fetch does not move");
-    let tail = s.fetch(c, "t", Some(3), 10).await.unwrap();
+    let tail = s.fetch(c, "t", Some(3), messages(10)).await.unwrap();
     assert_eq!(tail.messages.len(), 1);
     assert_eq!(tail.messages[0].offset, 3);
-    let empty = s.fetch(c, "t", Some(4), 10).await.unwrap();
+    let empty = s.fetch(c, "t", Some(4), messages(10)).await.unwrap();
     assert!(empty.messages.is_empty());
     assert_eq!(empty.next_offset, 4);
     assert!(matches!(
-        s.fetch(c, "t", Some(5), 10).await,
+        s.fetch(c, "t", Some(5), messages(10)).await,
         Err(StoreError::OffsetOutOfRange {
             offset: 5,
             end: 4,
@@ -311,7 +319,7 @@ async fn fetch_reads_without_moving_and_commit_moves(h: Harness) {
     assert_eq!(s.size(c, "t").await.unwrap(), 2);
     assert_eq!(s.consume(c, "t").await.unwrap().unwrap().payload, "m2");
     assert_eq!(
-        s.fetch(c, "t", None, 10).await.unwrap().messages[0].offset,
+        s.fetch(c, "t", None, messages(10)).await.unwrap().messages[0].offset,
         3
     );
     assert_eq!(s.commit(c, "t", SeekTo::End).await.unwrap(), 4);
@@ -326,6 +334,30 @@ async fn fetch_reads_without_moving_and_commit_moves(h: Harness) {
             ..
         })
     ));
+}
+
+async fn a_fetch_stops_at_its_byte_budget_but_always_returns_one_message(h: Harness) {
+    let s = &*h.store;
+    let p = s.register_producer("t").await.unwrap();
+    let hundred = "x".repeat(100);
+    let big = "y".repeat(1000);
+    s.append(append(p, "t", &[&big, &hundred, &hundred, &hundred], None))
+        .await
+        .unwrap();
+    let c = s.register_consumer("t", None).await.unwrap();
+    let budget = |bytes| FetchLimit {
+        messages: 10,
+        bytes,
+    };
+    // The first message comes even when it alone is over the budget.
+    let first = s.fetch(c, "t", Some(0), budget(10)).await.unwrap();
+    assert_eq!(first.messages.len(), 1);
+    assert_eq!(first.next_offset, 1);
+    // Then 100 + 100 fit in 250, a third would not.
+    let next = s.fetch(c, "t", Some(1), budget(250)).await.unwrap();
+    let offsets: Vec<u64> = next.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, [1, 2]);
+    assert_eq!(next.next_offset, 3);
 }
 
 async fn a_group_name_keeps_one_position(h: Harness) {
@@ -420,7 +452,10 @@ async fn concurrent_producers_lose_nothing_and_keep_their_order(h: Harness) {
         worker.await.unwrap();
     }
     let c = store.register_consumer("t", None).await.unwrap();
-    let fetched = store.fetch(c, "t", Some(0), 10_000).await.unwrap();
+    let fetched = store
+        .fetch(c, "t", Some(0), messages(10_000))
+        .await
+        .unwrap();
     assert_eq!(fetched.messages.len(), PRODUCERS * EACH);
     let offsets: Vec<u64> = fetched.messages.iter().map(|m| m.offset).collect();
     assert_eq!(
@@ -517,6 +552,7 @@ conformance!(
     a_retried_batch_is_stored_once,
     a_batch_and_its_retry_sent_together_are_stored_once,
     fetch_reads_without_moving_and_commit_moves,
+    a_fetch_stops_at_its_byte_budget_but_always_returns_one_message,
     a_group_name_keeps_one_position,
     concurrent_consumes_with_one_id_never_repeat_or_skip,
     concurrent_consumers_of_one_topic_each_get_every_message,

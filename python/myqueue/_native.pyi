@@ -159,14 +159,17 @@ class MyConsumer:
     topic continues where the last one stopped.
 
     A message counts as consumed once the program has taken it and asked for the next one
-    (or called ``stop()``). Consumed positions are stored on the broker every
+    (or called ``stop()``; not when a ``with`` block ends with an exception). Consumed positions are stored on the broker every
     ``auto_commit_interval`` seconds and by ``stop()``; a program that crashes while handling
     a message gets it again when it restarts with the same group (at least once).
 
     Keyword options:
         group: a durable consumer name (letters, digits, '.', '_', '-').
         fetch_max_messages: messages per fetch request at most (default 5000).
+        fetch_max_bytes: payload bytes per fetch request at most, past its first message
+            (default 4 MiB, at most 16 MiB).
         buffer_messages: messages prefetched per topic at most (default 10000).
+        buffer_bytes: payload bytes prefetched per topic at most (default 16 MiB).
         auto_commit_interval: seconds between commits of consumed positions (default 0.5).
         request_timeout: seconds one HTTP request may take (default 30).
     """
@@ -178,7 +181,9 @@ class MyConsumer:
         *,
         group: Optional[str] = None,
         fetch_max_messages: int = 5000,
+        fetch_max_bytes: int = 4194304,
         buffer_messages: int = 10000,
+        buffer_bytes: int = 16777216,
         auto_commit_interval: float = 0.5,
         request_timeout: float = 30.0,
     ) -> None: ...
@@ -195,7 +200,8 @@ class MyConsumer:
     def poll(self, timeout: Optional[float] = None) -> Optional[Message]:
         """The next message, or None after ``timeout`` seconds without one (or once stopped)."""
     def size(self, topic: str) -> int:
-        """Messages in ``topic`` that this consumer has not taken yet."""
+        """Messages in ``topic`` that this consumer has not consumed yet (the message the
+        program holds counts until it asks for the next one)."""
     def commit(self) -> None:
         """Stores the consumed positions on the broker now."""
     def seek(self, topic: str, offset: int) -> int:
@@ -227,4 +233,5 @@ class MyConsumer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> bool:
-        """Calls ``stop()``."""
+        """Stops like ``stop()``; when the block ends with an exception, the message being
+        handled does not count as consumed, so it is delivered again."""

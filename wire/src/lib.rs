@@ -27,6 +27,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH_MESSAGES: usize = 100_000;
 /// Most messages one `fetch` answers with.
 pub const MAX_FETCH_MESSAGES: u32 = 10_000;
+/// Payload bytes a `fetch` answers with when the request does not say (past its first
+/// message, which always comes).
+pub const DEFAULT_FETCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Most payload bytes a `fetch` may ask for.
+pub const MAX_FETCH_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest a `fetch` may wait for new messages (`wait_ms`).
 pub const MAX_FETCH_WAIT_MS: u64 = 30_000;
 
@@ -200,6 +205,10 @@ pub struct FetchRequest {
     /// At most this many messages (default 1000, at most [`MAX_FETCH_MESSAGES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_messages: Option<Num>,
+    /// At most this many payload bytes, past the first message (default
+    /// [`DEFAULT_FETCH_BYTES`], at most [`MAX_FETCH_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<Num>,
     /// When nothing is there yet, wait up to this long for a message (long poll).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<Num>,

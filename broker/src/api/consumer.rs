@@ -5,10 +5,11 @@ use super::error::{ApiError, respond};
 use super::input::Input;
 use super::validate;
 use crate::app::App;
+use crate::store::FetchLimit;
 use myqueue_wire::{
-    CommitRequest, CommitResponse, ConsumeResponse, ConsumerRequest, ErrorCode, FetchRequest,
-    FetchResponse, FetchedMessage, MAX_FETCH_MESSAGES, MAX_FETCH_WAIT_MS, RegisterConsumerRequest,
-    RegisterConsumerResponse, SizeResponse, Status,
+    CommitRequest, CommitResponse, ConsumeResponse, ConsumerRequest, DEFAULT_FETCH_BYTES,
+    ErrorCode, FetchRequest, FetchResponse, FetchedMessage, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES,
+    MAX_FETCH_WAIT_MS, RegisterConsumerRequest, RegisterConsumerResponse, SizeResponse, Status,
 };
 use std::time::Duration;
 use warp::reply::Response;
@@ -90,6 +91,12 @@ pub async fn fetch(app: App, input: Input) -> Response {
                     "max_messages must be between 1 and {MAX_FETCH_MESSAGES}"
                 )));
             }
+            let max_bytes = request.max_bytes.map_or(DEFAULT_FETCH_BYTES, |n| n.0);
+            if max_bytes == 0 || max_bytes > MAX_FETCH_BYTES {
+                return Err(ApiError::invalid(format!(
+                    "max_bytes must be between 1 and {MAX_FETCH_BYTES}"
+                )));
+            }
             let wait_ms = request.wait_ms.map_or(0, |n| n.0);
             if wait_ms > MAX_FETCH_WAIT_MS {
                 return Err(ApiError::invalid(format!(
@@ -101,7 +108,10 @@ pub async fn fetch(app: App, input: Input) -> Response {
                     request.consumer_id.0,
                     &request.topic,
                     request.offset.map(|n| n.0),
-                    max as usize,
+                    FetchLimit {
+                        messages: max as usize,
+                        bytes: max_bytes as usize,
+                    },
                     Duration::from_millis(wait_ms),
                 )
                 .await?;

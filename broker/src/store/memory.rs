@@ -3,14 +3,13 @@
 use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_positions};
 use super::sequence::ProducerSequence;
 use super::{
-    Append, Appended, Fetched, Result, SeekTo, Store, StoreError, StoredMessage, TopicSignals,
-    now_ms,
+    Append, Appended, FetchLimit, Fetched, Result, SeekTo, Store, StoreError, StoredMessage,
+    TopicSignals, now_ms,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
     signals: TopicSignals,
@@ -21,9 +20,12 @@ struct State {
     /// Indexed by topic id.
     topics: Vec<Topic>,
     topic_ids: HashMap<String, usize>,
-    /// Indexed by producer id - 1.
+    /// Ids of this run are `id_base + 1`, `id_base + 2`, …: a different range every start,
+    /// so that an id a client kept from an earlier run is unknown, never somebody else's.
+    id_base: u64,
+    /// Indexed by producer id - id_base - 1.
     producers: Vec<Producer>,
-    /// Indexed by consumer id - 1.
+    /// Indexed by consumer id - id_base - 1.
     consumers: Vec<Consumer>,
     groups: HashMap<(usize, String), u64>,
 }
@@ -51,6 +53,10 @@ impl State {
             .ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))
     }
 
+    fn index_of(&self, id: u64) -> Option<usize> {
+        id.checked_sub(self.id_base + 1).map(|index| index as usize)
+    }
+
     fn add_topic(&mut self, name: &str) -> usize {
         let id = self.topics.len();
         self.topics.push(Topic {
@@ -62,7 +68,7 @@ impl State {
     }
 
     fn producer(&mut self, id: u64, topic: &str) -> Result<&mut Producer> {
-        let index = id.checked_sub(1).ok_or(StoreError::ProducerNotFound(id))? as usize;
+        let index = self.index_of(id).ok_or(StoreError::ProducerNotFound(id))?;
         let producer = self
             .producers
             .get_mut(index)
@@ -80,7 +86,7 @@ impl State {
     }
 
     fn consumer(&mut self, id: u64, topic: &str) -> Result<&mut Consumer> {
-        let index = id.checked_sub(1).ok_or(StoreError::ConsumerNotFound(id))? as usize;
+        let index = self.index_of(id).ok_or(StoreError::ConsumerNotFound(id))?;
         let consumer = self
             .consumers
             .get_mut(index)
@@ -120,9 +126,23 @@ impl State {
     }
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
-        Self::default()
+        // Milliseconds of the start time, scaled: far apart for restarts, far below 2^53.
+        let id_base = (now_ms() % 1_000_000_000) * 1_000;
+        MemoryStore {
+            state: Mutex::new(State {
+                id_base,
+                ..State::default()
+            }),
+            signals: TopicSignals::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -165,7 +185,7 @@ impl Store for MemoryStore {
             topic,
             sequence: ProducerSequence::default(),
         });
-        Ok(state.producers.len() as u64)
+        Ok(state.id_base + state.producers.len() as u64)
     }
 
     async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
@@ -175,7 +195,7 @@ impl Store for MemoryStore {
             return Ok(id);
         }
         state.consumers.push(Consumer { topic, position: 0 });
-        let id = state.consumers.len() as u64;
+        let id = state.id_base + state.consumers.len() as u64;
         if let Some(group) = group {
             state.groups.insert((topic, group.to_owned()), id);
         }
@@ -222,7 +242,7 @@ impl Store for MemoryStore {
         Ok(self
             .lock()
             .move_position(consumer_id, topic, PositionOp::Take)?
-            .into_taken())
+            .into_taken()?)
     }
 
     async fn fetch(
@@ -230,7 +250,7 @@ impl Store for MemoryStore {
         consumer_id: u64,
         topic: &str,
         from: Option<u64>,
-        max: usize,
+        limit: FetchLimit,
     ) -> Result<Fetched> {
         let mut state = self.lock();
         let consumer = state.consumer(consumer_id, topic)?;
@@ -245,7 +265,7 @@ impl Store for MemoryStore {
                 end,
             });
         }
-        let messages: Vec<StoredMessage> = log[from as usize..].iter().take(max).cloned().collect();
+        let messages = limit.apply(log[from as usize..].iter().take(limit.messages).cloned());
         Ok(Fetched {
             next_offset: from + messages.len() as u64,
             messages,

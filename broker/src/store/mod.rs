@@ -67,6 +67,31 @@ pub struct Fetched {
     pub end_offset: u64,
 }
 
+/// How much one fetch may return: at most `messages` messages and, past the first message,
+/// at most `bytes` bytes of payload (the first always comes, so a large message is never
+/// stuck).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimit {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl FetchLimit {
+    /// Keeps the messages within the limit, in order.
+    pub fn apply(&self, messages: impl IntoIterator<Item = StoredMessage>) -> Vec<StoredMessage> {
+        let mut total = 0;
+        let mut kept = Vec::new();
+        for message in messages.into_iter().take(self.messages) {
+            total += message.payload.len();
+            if !kept.is_empty() && total > self.bytes {
+                break;
+            }
+            kept.push(message);
+        }
+        kept
+    }
+}
+
 /// A consumer position to move to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
@@ -116,14 +141,14 @@ pub trait Store: Send + Sync + 'static {
     /// the position past it, atomically. `None` when there is nothing after the position.
     async fn consume(&self, consumer_id: u64, topic: &str) -> Result<Option<StoredMessage>>;
 
-    /// Reads up to `max` messages from `from` (the consumer's position when `None`) without
-    /// moving the position.
+    /// Reads messages within `limit` from `from` (the consumer's position when `None`)
+    /// without moving the position.
     async fn fetch(
         &self,
         consumer_id: u64,
         topic: &str,
         from: Option<u64>,
-        max: usize,
+        limit: FetchLimit,
     ) -> Result<Fetched>;
 
     /// Sets the consumer's position; returns it.

@@ -135,6 +135,9 @@ pub enum PositionOutcome {
     Moved(u64),
     /// `Seek` named an offset past the topic's end.
     OutOfRange { offset: u64, end: u64 },
+    /// The consumer was not in the database (it vanished after this broker cached it, e.g.
+    /// the database was restored from an older backup).
+    Gone(u64),
 }
 
 /// A [`PositionOutcome`] with the taken message read: what a store answers per op.
@@ -143,6 +146,7 @@ pub enum Positioned {
     Took(Option<StoredMessage>),
     Moved(u64),
     OutOfRange { offset: u64, end: u64 },
+    Gone(u64),
 }
 
 impl Positioned {
@@ -152,14 +156,18 @@ impl Positioned {
             PositionOutcome::Took(_) => Positioned::Took(taken),
             PositionOutcome::Moved(position) => Positioned::Moved(position),
             PositionOutcome::OutOfRange { offset, end } => Positioned::OutOfRange { offset, end },
+            PositionOutcome::Gone(id) => Positioned::Gone(id),
         }
     }
 
     /// The answer to a `Take`.
-    pub fn into_taken(self) -> Option<StoredMessage> {
+    pub fn into_taken(self) -> Result<Option<StoredMessage>> {
         match self {
-            Positioned::Took(message) => message,
-            _ => None,
+            Positioned::Took(message) => Ok(message),
+            Positioned::Gone(id) => Err(StoreError::ConsumerNotFound(id)),
+            Positioned::Moved(_) | Positioned::OutOfRange { .. } => {
+                unreachable!("a take takes, it does not seek")
+            }
         }
     }
 
@@ -172,6 +180,7 @@ impl Positioned {
                 offset,
                 end,
             }),
+            Positioned::Gone(id) => Err(StoreError::ConsumerNotFound(id)),
             Positioned::Took(_) => unreachable!("a seek moves, it does not take"),
         }
     }
@@ -204,7 +213,9 @@ pub fn plan_positions(
     let outcomes = ops
         .iter()
         .map(|&(id, op)| {
-            let cursor = cursors.get_mut(&id).expect("a cursor for every consumer");
+            let Some(cursor) = cursors.get_mut(&id) else {
+                return PositionOutcome::Gone(id);
+            };
             let outcome = match op {
                 PositionOp::Take if cursor.position < cursor.end => {
                     cursor.position += 1;

@@ -19,7 +19,9 @@ use super::plan::{
 };
 use super::sequence::ProducerSequence;
 use super::sql::{Backend, SqlStore};
-use super::{Appended, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms};
+use super::{
+    Appended, FetchLimit, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms,
+};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
@@ -33,6 +35,8 @@ const APPENDS_CHANNEL: &str = "myqueue_appends";
 /// How long a request waits for a connection before it answers 503: a down database must
 /// not make requests hang.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// PostgreSQL's `statement_timeout` for the broker's connections.
+const STATEMENT_TIMEOUT: &str = "30s";
 
 /// The PostgreSQL store: [`PgBackend`] with group commit.
 pub type PostgresStore = SqlStore<PgBackend>;
@@ -50,17 +54,25 @@ impl PostgresStore {
         options: PgConnectOptions,
         max_connections: u32,
     ) -> Result<Self, sqlx::Error> {
+        // A statement that hangs (the database stalls without closing the connection) fails
+        // after this long with a 503, instead of holding its requests forever.
+        let options = options.options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // A broken connection (database restarted) fails one request with a 503 and is
             // dropped; pinging before every use would cost a round trip per request.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let signals = Arc::new(TopicSignals::default());
-        let listener = tokio::spawn(listen_for_appends(pool.clone(), signals.clone()));
+        // LISTEN holds its connection for good: it gets a pool of its own, so requests keep
+        // every connection of --db-connections.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        let listener = tokio::spawn(listen_for_appends(listen_pool, signals.clone()));
         Ok(SqlStore::new(PgBackend { pool, listener }, signals))
     }
 }
@@ -354,22 +366,30 @@ impl Backend for PgBackend {
         owner: &Owner,
         consumer_id: u64,
         from: Option<u64>,
-        max: usize,
+        limit: FetchLimit,
     ) -> Result<Fetched> {
-        // One statement, one snapshot: the end offset and the messages agree.
+        // One statement, one snapshot: the end offset and the messages agree. The running sum
+        // of payload sizes stops the rows at the byte budget inside PostgreSQL (octet_length
+        // reads a stored value's size without fetching it).
         let rows = sqlx::query(
             "SELECT t.next_offset, COALESCE($2, c.position), m.log_offset, m.payload, m.stored_ms \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              LEFT JOIN LATERAL ( \
-                 SELECT log_offset, payload, stored_ms FROM messages \
-                 WHERE topic_id = t.id AND log_offset >= COALESCE($2, c.position) \
-                 ORDER BY log_offset LIMIT $3 \
+                 SELECT log_offset, payload, stored_ms FROM ( \
+                     SELECT log_offset, payload, stored_ms, \
+                         sum(octet_length(payload)) OVER (ORDER BY log_offset) AS running, \
+                         row_number() OVER (ORDER BY log_offset) AS n \
+                     FROM messages \
+                     WHERE topic_id = t.id AND log_offset >= COALESCE($2, c.position) \
+                     ORDER BY log_offset LIMIT $3 \
+                 ) w WHERE w.n = 1 OR w.running <= $4 \
              ) m ON true \
-             WHERE c.id = $1",
+             WHERE c.id = $1 ORDER BY m.log_offset",
         )
         .bind(consumer_id as i64)
         .bind(from.map(|f| f as i64))
-        .bind(max as i64)
+        .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         let first = rows

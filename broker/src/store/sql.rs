@@ -2,17 +2,21 @@
 //! two batchers (appends; position changes), and wake-ups after each commit. A [`Backend`]
 //! supplies the SQL of one database.
 
-use super::batcher::Batcher;
+use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
 use super::plan::{AppendJob, PositionOp, Positioned};
 use super::{
-    Append, Appended, Fetched, Result, SeekTo, Store, StoreError, StoredMessage, TopicSignals,
+    Append, Appended, FetchLimit, Fetched, Result, SeekTo, Store, StoreError, StoredMessage,
+    TopicSignals,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
 
 /// Requests per group commit at most.
 const MAX_GROUP: usize = 1024;
+/// Message bytes per append group at most: one transaction stays far below the databases'
+/// limits on a statement's size (1 GB), however many large batches arrive at once.
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 /// The statements of one database. Inputs are validated; ids are known to exist and to belong
 /// to the topic named.
@@ -37,14 +41,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn register_producer(&self, topic: &str) -> Result<u64>;
     async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64>;
 
-    /// Reads up to `max` messages of `owner`'s topic from `from` (the consumer's position when
-    /// `None`) and the topic's end, in one snapshot.
+    /// Reads messages of `owner`'s topic within `limit` from `from` (the consumer's position
+    /// when `None`), and the topic's end, consistently with each other.
     async fn fetch(
         &self,
         owner: &Owner,
         consumer_id: u64,
         from: Option<u64>,
-        max: usize,
+        limit: FetchLimit,
     ) -> Result<Fetched>;
 
     /// The topic's end minus the consumer's position.
@@ -76,7 +80,12 @@ impl<B: Backend> SqlStore<B> {
         let appends = {
             let backend = backend.clone();
             let signals = signals.clone();
-            Batcher::spawn(MAX_GROUP, move |jobs: Vec<AppendJob>| {
+            let limits = GroupLimits {
+                requests: MAX_GROUP,
+                weight: MAX_GROUP_BYTES,
+                weigh: |job: &AppendJob| job.messages.iter().map(String::len).sum(),
+            };
+            Batcher::spawn(limits, move |jobs: Vec<AppendJob>| {
                 let backend = backend.clone();
                 let signals = signals.clone();
                 async move {
@@ -106,7 +115,12 @@ impl<B: Backend> SqlStore<B> {
         };
         let positions = {
             let backend = backend.clone();
-            Batcher::spawn(MAX_GROUP, move |ops: Vec<(u64, PositionOp)>| {
+            let limits = GroupLimits {
+                requests: MAX_GROUP,
+                weight: MAX_GROUP,
+                weigh: |_: &(u64, PositionOp)| 1,
+            };
+            Batcher::spawn(limits, move |ops: Vec<(u64, PositionOp)>| {
                 let backend = backend.clone();
                 async move {
                     match backend.position_group(&ops).await {
@@ -199,7 +213,7 @@ impl<B: Backend> Store for SqlStore<B> {
         Ok(self
             .move_position(consumer_id, topic, PositionOp::Take)
             .await?
-            .into_taken())
+            .into_taken()?)
     }
 
     async fn fetch(
@@ -207,10 +221,10 @@ impl<B: Backend> Store for SqlStore<B> {
         consumer_id: u64,
         topic: &str,
         from: Option<u64>,
-        max: usize,
+        limit: FetchLimit,
     ) -> Result<Fetched> {
         let owner = self.owner(Role::Consumer, consumer_id, topic).await?;
-        self.backend.fetch(&owner, consumer_id, from, max).await
+        self.backend.fetch(&owner, consumer_id, from, limit).await
     }
 
     async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64> {

@@ -12,8 +12,11 @@ use super::plan::{
 };
 use super::sequence::ProducerSequence;
 use super::sql::{Backend, SqlStore};
-use super::{Appended, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms};
+use super::{
+    Appended, FetchLimit, Fetched, Result, StoreError, StoredMessage, TopicSignals, now_ms,
+};
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::{
@@ -254,7 +257,7 @@ impl Backend for SqliteBackend {
         owner: &Owner,
         consumer_id: u64,
         from: Option<u64>,
-        max: usize,
+        limit: FetchLimit,
     ) -> Result<Fetched> {
         // Two statements, no transaction: the messages are read up to the end read first, so
         // a commit in between cannot make the answer disagree with itself.
@@ -274,7 +277,9 @@ impl Backend for SqliteBackend {
                 end,
             });
         }
-        let rows = sqlx::query(
+        // Rows are streamed from SQLite's thread and the stream is dropped once the byte
+        // budget is spent: large messages are never all read at once.
+        let mut rows = sqlx::query(
             "SELECT log_offset, payload, stored_ms FROM messages \
              WHERE topic_id = ? AND log_offset >= ? AND log_offset < ? \
              ORDER BY log_offset LIMIT ?",
@@ -282,17 +287,22 @@ impl Backend for SqliteBackend {
         .bind(owner.topic_id)
         .bind(from as i64)
         .bind(end as i64)
-        .bind(max as i64)
-        .fetch_all(&self.readers)
-        .await?;
-        let messages: Vec<StoredMessage> = rows
-            .iter()
-            .map(|row| StoredMessage {
+        .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
+        .fetch(&self.readers);
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.try_next().await? {
+            let message = StoredMessage {
                 offset: row.get::<i64, _>(0) as u64,
                 payload: row.get(1),
                 timestamp_ms: row.get::<i64, _>(2) as u64,
-            })
-            .collect();
+            };
+            bytes += message.payload.len();
+            if !messages.is_empty() && bytes > limit.bytes {
+                break;
+            }
+            messages.push(message);
+        }
         Ok(Fetched {
             next_offset: from + messages.len() as u64,
             messages,

@@ -24,10 +24,14 @@ pub struct ConsumerConfig {
     pub group: Option<String>,
     /// Messages per fetch request at most.
     pub fetch_max_messages: u32,
+    /// Payload bytes per fetch request at most (past its first message).
+    pub fetch_max_bytes: u64,
     /// How long one fetch waits on the broker for a message.
     pub long_poll: Duration,
     /// Messages prefetched per topic at most.
     pub buffer_messages: usize,
+    /// Payload bytes prefetched per topic at most (a fetch may go past it once).
+    pub buffer_bytes: usize,
     /// How often consumed positions are committed.
     pub auto_commit_interval: Duration,
     /// Timeout of one HTTP request (on top of the long poll).
@@ -39,8 +43,10 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             group: None,
             fetch_max_messages: 5000,
+            fetch_max_bytes: myqueue_wire::DEFAULT_FETCH_BYTES,
             long_poll: Duration::from_secs(20),
             buffer_messages: 10_000,
+            buffer_bytes: 16 * 1024 * 1024,
             auto_commit_interval: Duration::from_millis(500),
             request_timeout: Duration::from_secs(30),
         }
@@ -72,6 +78,8 @@ struct Topic {
 #[derive(Default)]
 struct Buffer {
     messages: VecDeque<Message>,
+    /// Payload bytes in `messages`.
+    bytes: usize,
     /// Next offset to fetch; `None`: the broker's committed position.
     fetch_from: Option<u64>,
     /// Bumped by every seek; fetches started before it are dropped.
@@ -222,7 +230,13 @@ impl ConsumerCore {
             let index = (state.next_topic + step) % n;
             let buffer = &mut state.buffers[index];
             if let Some(message) = buffer.messages.pop_front() {
-                if buffer.messages.len() == self.config.buffer_messages / 2 {
+                let bytes_before = buffer.bytes;
+                buffer.bytes -= message.value.len();
+                // Wake the prefetch when the buffer falls to half, by count or by bytes.
+                let half_bytes = self.config.buffer_bytes / 2;
+                if buffer.messages.len() == self.config.buffer_messages / 2
+                    || (bytes_before > half_bytes && buffer.bytes <= half_bytes)
+                {
                     self.topics[index].space.notify_one();
                 }
                 state.next_topic = (index + 1) % n;
@@ -245,11 +259,17 @@ impl ConsumerCore {
         self.lock().stopped
     }
 
-    /// Stops prefetching and ends `poll()`; the message handed out last counts as consumed.
-    /// Call [`ConsumerCore::commit`] afterwards to store the final positions.
-    pub fn stop(&self) {
+    /// Stops prefetching and ends `poll()`. With `taken_is_consumed`, the message handed out
+    /// last counts as consumed (a normal stop); without (the program failed while handling
+    /// it), it will be delivered again. Call [`ConsumerCore::commit`] afterwards to store the
+    /// final positions.
+    pub fn stop(&self, taken_is_consumed: bool) {
         let mut state = self.lock();
-        Self::release_held(&mut state);
+        if taken_is_consumed {
+            Self::release_held(&mut state);
+        } else {
+            state.held = None;
+        }
         state.stopped = true;
         drop(state);
         self.arrived.notify_all();
@@ -311,6 +331,7 @@ impl ConsumerCore {
         }
         let buffer = &mut state.buffers[index];
         buffer.messages.clear();
+        buffer.bytes = 0;
         buffer.generation += 1;
         buffer.fetch_from = Some(position);
         buffer.consumed = None;
@@ -333,7 +354,9 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 return;
             }
             let buffer = &state.buffers[index];
-            if buffer.messages.len() >= core.config.buffer_messages {
+            if buffer.messages.len() >= core.config.buffer_messages
+                || buffer.bytes >= core.config.buffer_bytes
+            {
                 None
             } else {
                 Some((buffer.fetch_from, buffer.generation))
@@ -350,7 +373,7 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 &topic.name,
                 topic.consumer_id,
                 from,
-                core.config.fetch_max_messages,
+                (core.config.fetch_max_messages, core.config.fetch_max_bytes),
                 core.config.long_poll,
             ) => fetched,
             _ = topic.reset.notified() => continue,

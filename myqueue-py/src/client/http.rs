@@ -85,7 +85,10 @@ impl BrokerClient {
             });
         }
         match serde_json::from_slice::<ErrorResponse>(&body) {
-            Ok(error) if error.code.is_retriable() => Err(ClientError::Unavailable(error.message)),
+            // A 5xx may have happened after the request took effect: only a retry can tell.
+            Ok(error) if error.code.is_retriable() || status.is_server_error() => {
+                Err(ClientError::Unavailable(error.message))
+            }
             Ok(error) => Err(ClientError::Rejected {
                 code: error.code,
                 message: error.message,
@@ -167,19 +170,20 @@ impl BrokerClient {
         self.send(request, self.request_timeout).await
     }
 
-    /// Reads up to `max` messages from `offset` (the committed position when `None`), waiting
-    /// up to `wait` for the first one.
+    /// Reads up to `max` messages and about `max_bytes` of payload from `offset` (the
+    /// committed position when `None`), waiting up to `wait` for the first one.
     pub async fn fetch(
         &self,
         topic: &str,
         consumer_id: u64,
         offset: Option<u64>,
-        max: u32,
+        (max, max_bytes): (u32, u64),
         wait: Duration,
     ) -> Result<FetchResponse> {
         // Topic names are [A-Za-z0-9._-]: nothing in this query string needs escaping.
         let mut url = format!(
-            "{}/consumer/fetch?topic={topic}&consumer_id={consumer_id}&max_messages={max}&wait_ms={}",
+            "{}/consumer/fetch?topic={topic}&consumer_id={consumer_id}&max_messages={max}\
+             &max_bytes={max_bytes}&wait_ms={}",
             self.base,
             wait.as_millis()
         );

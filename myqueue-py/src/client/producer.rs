@@ -95,14 +95,23 @@ struct TopicQueue {
     /// Oldest first; the last one is open for more messages.
     batches: VecDeque<Batch>,
     wake: Arc<Notify>,
+    /// Messages accepted for this topic so far, and of those, how many are finished
+    /// (delivered or given up). Batches of a topic finish in order, so "finished ≥ n" means
+    /// the first n accepted messages are finished.
+    accepted: u64,
+    finished: u64,
+}
+
+/// What a flush waits for: every message accepted before it, per topic.
+pub struct FlushMark {
+    accepted: Vec<(Arc<str>, u64)>,
+    undelivered_before: u64,
 }
 
 #[derive(Default)]
 struct State {
     topics: HashMap<Arc<str>, TopicQueue>,
     buffered_bytes: usize,
-    /// Messages accepted and not yet delivered or given up.
-    unfinished: u64,
     /// Messages given up so far.
     undelivered: u64,
     /// The first delivery failure: the producer is no longer healthy.
@@ -170,6 +179,8 @@ impl Core {
             TopicQueue {
                 batches: VecDeque::new(),
                 wake: wake.clone(),
+                accepted: 0,
+                finished: 0,
             },
         );
         runtime::handle().spawn(deliver_topic(self.clone(), topic, id, wake));
@@ -201,9 +212,9 @@ impl Core {
             self.add_topic(&mut state, topic.into(), None);
         }
         state.buffered_bytes += bytes;
-        state.unfinished += 1;
         let batch_size = self.config.batch_size;
         let queue = state.topics.get_mut(topic).expect("added above");
+        queue.accepted += 1;
         let open = queue
             .batches
             .back_mut()
@@ -258,14 +269,22 @@ impl Core {
         !state.closed && state.failure.is_none()
     }
 
-    /// Sends every batch at once instead of after `linger`, until [`Core::end_flush`].
-    pub fn begin_flush(&self) -> u64 {
+    /// Sends every batch at once instead of after `linger`, until [`Core::end_flush`]; marks
+    /// the messages accepted so far, which [`Core::is_flushed`] then waits for.
+    pub fn begin_flush(&self) -> FlushMark {
         let mut state = self.lock();
         state.flushing += 1;
         for queue in state.topics.values() {
             queue.wake.notify_one();
         }
-        state.undelivered
+        FlushMark {
+            accepted: state
+                .topics
+                .iter()
+                .map(|(topic, queue)| (topic.clone(), queue.accepted))
+                .collect(),
+            undelivered_before: state.undelivered,
+        }
     }
 
     pub fn end_flush(&self) {
@@ -273,9 +292,23 @@ impl Core {
         state.flushing = state.flushing.saturating_sub(1);
     }
 
+    /// Whether every message accepted before `mark` is finished; and how many of the
+    /// messages given up since `mark` was taken.
+    pub fn is_flushed(&self, mark: &FlushMark) -> (bool, u64) {
+        let state = self.lock();
+        let done = mark.accepted.iter().all(|(topic, accepted)| {
+            state
+                .topics
+                .get(topic)
+                .is_none_or(|queue| queue.finished >= *accepted)
+        });
+        (done, state.undelivered - mark.undelivered_before)
+    }
+
     /// Messages accepted and not yet delivered or given up.
     pub fn unfinished(&self) -> u64 {
-        self.lock().unfinished
+        let state = self.lock();
+        state.topics.values().map(|q| q.accepted - q.finished).sum()
     }
 
     /// Messages given up so far, and the first reason.
@@ -328,12 +361,15 @@ impl Core {
         }
     }
 
-    /// Records a finished batch and wakes whoever waits for space or for the outcome.
-    fn finish(&self, batch: Batch, result: Result<u64>) {
+    /// Records a finished batch of `topic` and wakes whoever waits for space or for the
+    /// outcome.
+    fn finish(&self, topic: &str, batch: Batch, result: Result<u64>) {
         let count = batch.messages.len() as u64;
         let mut state = self.lock();
         state.buffered_bytes -= batch.bytes;
-        state.unfinished -= count;
+        if let Some(queue) = state.topics.get_mut(topic) {
+            queue.finished += count;
+        }
         if let Err(err) = &result {
             state.undelivered += count;
             if state.failure.is_none() {
@@ -369,7 +405,7 @@ async fn deliver_topic(core: Arc<Core>, topic: Arc<str>, id: Option<u64>, wake: 
     });
     while let Some(batch) = core.next_batch(&topic, &wake).await {
         let result = deliver(&core, &topic, &mut registration, &batch).await;
-        core.finish(batch, result);
+        core.finish(&topic, batch, result);
     }
 }
 
@@ -418,11 +454,13 @@ async fn deliver(
                 return Ok(stored.base_offset);
             }
             Err(ClientError::Rejected {
-                code: ErrorCode::SequenceMismatch,
+                code:
+                    ErrorCode::SequenceMismatch | ErrorCode::ProducerNotFound | ErrorCode::WrongTopic,
                 ..
             }) if Instant::now() < deadline => {
-                // The broker lost track of this producer id (or we did): this batch was not
-                // stored; continue under a fresh id.
+                // The broker does not know this producer id as ours (its database was reset,
+                // or the memory store restarted), or lost track of its sequence: the batch was
+                // not stored. Continue under a fresh id.
                 *registration = None;
             }
             Err(err) if err.is_retriable() && Instant::now() + backoff < deadline => {
@@ -431,9 +469,9 @@ async fn deliver(
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
             Err(err) => {
-                if err.is_retriable() {
-                    // The batch may or may not have been stored: never reuse this id's
-                    // sequence numbers.
+                if !matches!(err, ClientError::Rejected { .. }) {
+                    // The batch may or may not have been stored (only a refusal says it was
+                    // not): never reuse this id's sequence numbers.
                     *registration = None;
                 }
                 return Err(ClientError::Delivery(format!(

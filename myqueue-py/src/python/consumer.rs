@@ -21,6 +21,36 @@ pub struct PyConsumer {
 }
 
 impl PyConsumer {
+    fn stop_and_commit(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        taken_is_consumed: bool,
+    ) -> PyResult<()> {
+        let core = self.core();
+        core.stop(taken_is_consumed);
+        let limit = wait::deadline(timeout)?
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()));
+        let result = wait::run(py, async move {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, core.commit())
+                    .await
+                    .unwrap_or(Err(crate::client::ClientError::Timeout(limit))),
+                None => core.commit().await,
+            }
+        })?;
+        if let Err(err) = result {
+            let message = format!(
+                "MyConsumer.stop() could not store the consumed positions ({err}); \
+                 messages taken since the last commit will be delivered again"
+            );
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            PyErr::warn(py, category.as_any(), &message, 1)?;
+        }
+        Ok(())
+    }
+
     fn core(&self) -> Arc<ConsumerCore> {
         self.core.get(|parent| parent.for_child())
     }
@@ -62,7 +92,9 @@ impl PyConsumer {
         *,
         group = None,
         fetch_max_messages = 5000,
+        fetch_max_bytes = myqueue_wire::DEFAULT_FETCH_BYTES,
         buffer_messages = 10_000,
+        buffer_bytes = 16 * 1024 * 1024,
         auto_commit_interval = 0.5,
         request_timeout = 30.0,
     ))]
@@ -73,7 +105,9 @@ impl PyConsumer {
         broker: &str,
         group: Option<String>,
         fetch_max_messages: u32,
+        fetch_max_bytes: u64,
         buffer_messages: usize,
+        buffer_bytes: usize,
         auto_commit_interval: f64,
         request_timeout: f64,
     ) -> PyResult<Self> {
@@ -90,8 +124,16 @@ impl PyConsumer {
                 myqueue_wire::MAX_FETCH_MESSAGES
             )));
         }
-        if buffer_messages == 0 {
-            return Err(PyValueError::new_err("buffer_messages must be positive"));
+        if fetch_max_bytes == 0 || fetch_max_bytes > myqueue_wire::MAX_FETCH_BYTES {
+            return Err(PyValueError::new_err(format!(
+                "fetch_max_bytes must be between 1 and {}",
+                myqueue_wire::MAX_FETCH_BYTES
+            )));
+        }
+        if buffer_messages == 0 || buffer_bytes == 0 {
+            return Err(PyValueError::new_err(
+                "buffer_messages and buffer_bytes must be positive",
+            ));
         }
         for (name, value) in [
             ("auto_commit_interval", auto_commit_interval),
@@ -106,7 +148,9 @@ impl PyConsumer {
         let config = ConsumerConfig {
             group: group.clone(),
             fetch_max_messages,
+            fetch_max_bytes,
             buffer_messages,
+            buffer_bytes,
             auto_commit_interval: Duration::from_secs_f64(auto_commit_interval),
             request_timeout: Duration::from_secs_f64(request_timeout),
             ..ConsumerConfig::default()
@@ -184,28 +228,7 @@ impl PyConsumer {
     /// since the last commit will be delivered again (at least once), nothing is lost.
     #[pyo3(signature = (timeout = 10.0))]
     fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        let core = self.core();
-        core.stop();
-        let limit = wait::deadline(timeout)?
-            .map(|at| at.saturating_duration_since(std::time::Instant::now()));
-        let result = wait::run(py, async move {
-            match limit {
-                Some(limit) => tokio::time::timeout(limit, core.commit())
-                    .await
-                    .unwrap_or(Err(crate::client::ClientError::Timeout(limit))),
-                None => core.commit().await,
-            }
-        })?;
-        if let Err(err) = result {
-            let message = format!(
-                "MyConsumer.stop() could not store the consumed positions ({err}); \
-                 messages taken since the last commit will be delivered again"
-            );
-            let message = std::ffi::CString::new(message).unwrap_or_default();
-            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-            PyErr::warn(py, category.as_any(), &message, 1)?;
-        }
-        Ok(())
+        self.stop_and_commit(py, timeout, true)
     }
 
     /// Alias of `stop()`, as in kafka-python.
@@ -233,9 +256,17 @@ impl PyConsumer {
         slf
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.stop(py, Some(10.0))?;
+    /// Stops; when the block ends with an exception, the message being handled does not
+    /// count as consumed (it will be delivered again).
+    #[pyo3(signature = (exc_type, _exc_value, _traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        _exc_value: &Bound<'_, PyAny>,
+        _traceback: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.stop_and_commit(py, Some(10.0), exc_type.is_none())?;
         Ok(false)
     }
 
@@ -261,7 +292,7 @@ impl PyConsumer {
 impl Drop for PyConsumer {
     fn drop(&mut self) {
         if let Some(core) = self.core.current() {
-            core.stop();
+            core.stop(false);
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::errors::{DeliveryFailed, IntoPyResult, MyQueueTimeout};
 use super::wait::{self, wait_for};
+use crate::client::producer::FlushMark;
 use crate::client::runtime::Forkable;
 use crate::client::{
     BrokerClient, ClientError, ProducerConfig, ProducerCore, SendError, SendHandle,
@@ -172,17 +173,16 @@ impl PyProducer {
         Ok(room.unwrap_or(false))
     }
 
-    /// Sends everything buffered now and waits until it is delivered or given up.
+    /// Sends everything accepted so far now and waits until it is delivered or given up.
     #[pyo3(signature = (timeout = None))]
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let core = self.core();
-        let failed_before = core.begin_flush();
-        let result = self.wait_delivered(py, &core, timeout);
+        let mark = core.begin_flush();
+        let result = self.wait_finished(py, &core, &mark, timeout);
         core.end_flush();
-        result?;
-        let (failed, reason) = core.undelivered();
-        if failed > failed_before {
-            return Err(delivery_failed(failed - failed_before, reason));
+        let failed = result?;
+        if failed > 0 {
+            return Err(delivery_failed(failed, core.undelivered().1));
         }
         Ok(())
     }
@@ -193,7 +193,10 @@ impl PyProducer {
     fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         let core = self.core();
         core.close();
-        self.wait_delivered(py, &core, timeout)?;
+        let mark = core.begin_flush();
+        let result = self.wait_finished(py, &core, &mark, timeout);
+        core.end_flush();
+        result?;
         let (failed, reason) = core.undelivered();
         if failed > 0 {
             return Err(delivery_failed(failed, reason));
@@ -234,27 +237,33 @@ impl PyProducer {
 }
 
 impl PyProducer {
-    fn wait_delivered(
+    /// Waits until the messages marked by `mark` are finished; returns how many of the
+    /// messages given up meanwhile.
+    fn wait_finished(
         &self,
         py: Python<'_>,
         core: &ProducerCore,
+        mark: &FlushMark,
         timeout: Option<f64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<u64> {
         let deadline = wait::deadline(timeout)?;
         let done = wait_for(
             py,
             deadline,
-            |_| Ok((core.unfinished() == 0).then_some(())),
+            |_| {
+                Ok(Some(core.is_flushed(mark))
+                    .filter(|(done, _)| *done)
+                    .map(|(_, failed)| failed))
+            },
             |slice| core.wait_changed(slice),
         )?;
-        match done {
-            Some(()) => Ok(()),
-            None => Err(MyQueueTimeout::new_err(format!(
+        done.ok_or_else(|| {
+            MyQueueTimeout::new_err(format!(
                 "{} message(s) still undelivered after {:.1}s",
                 core.unfinished(),
                 timeout.unwrap_or_default()
-            ))),
-        }
+            ))
+        })
     }
 }
 
