@@ -49,6 +49,21 @@ def test_messages_come_in_order_with_their_metadata(broker):
     assert got[0].timestamp > 1_600_000_000_000
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"buffer_messages": 100, "fetch_max_messages": 30},
+        {"buffer_bytes": 500, "fetch_max_bytes": 300},
+    ],
+    ids=["by-count", "by-bytes"],
+)
+def test_a_small_prefetch_buffer_refills_until_the_topic_is_drained(broker, limits):
+    fill(broker, "t", 1000)
+    with MyConsumer(["t"], broker.address, **limits) as consumer:
+        got = take(consumer, 1000, timeout=10)
+    assert [m.offset for m in got] == list(range(1000))
+
+
 def test_get_next_with_a_timeout_ends_when_nothing_comes(broker):
     fill(broker, "t", 3)
     with MyConsumer(["t"], broker.address) as consumer:

@@ -394,6 +394,11 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 if fetched.messages.is_empty() {
                     continue;
                 }
+                buffer.bytes += fetched
+                    .messages
+                    .iter()
+                    .map(|m| m.message.len())
+                    .sum::<usize>();
                 buffer
                     .messages
                     .extend(fetched.messages.into_iter().map(|m| Message {
