@@ -3,13 +3,30 @@
 # on its embedded default (SQLite in ./myqueue-data, port 9092), and run the assignment's two
 # example programs against it, each until it is interrupted with Ctrl-C (SIGINT).
 set -euo pipefail
+# Job control: without it, bash starts background commands with SIGINT ignored, and Python
+# then never turns Ctrl-C into KeyboardInterrupt (the producer example would run forever).
+set -m
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 seconds=${MYQUEUE_DEMO_SECONDS:-3}
 
+# Ctrl-C for an example, as a user would press it; it gets 60 s to finish its stop(), then
+# it is killed, so the demo never runs unbounded.
+interrupt() {
+  kill -INT "$1"
+  for _ in $(seq 600); do
+    kill -0 "$1" 2>/dev/null || { wait "$1"; return; }
+    sleep 0.1
+  done
+  echo "$1 did not stop within 60 s of Ctrl-C; killing it" >&2
+  kill -KILL "$1"
+  wait "$1" || true
+  return 1
+}
+
 echo "== building (release)"
 cargo build --release -p broker
-python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --force-reinstall --no-deps .
 
 echo "== starting myqueue-broker on 127.0.0.1:9092 (SQLite in ./myqueue-data)"
 target/release/myqueue-broker --listen 127.0.0.1:9092 --data-dir myqueue-data &
@@ -25,16 +42,18 @@ echo "== examples/producer.py for ${seconds}s (it sends to 'my_topic' until Ctrl
 python3 examples/producer.py &
 producer=$!
 sleep "$seconds"
-kill -INT $producer
-wait $producer
+interrupt $producer
 python3 - <<'PY'
-import requests
+# The standard library only: a fresh machine need not have `requests`.
+import json
+from urllib.request import Request, urlopen
 base = "http://127.0.0.1:9092"
-cid = requests.post(f"{base}/consumer/register", json={"topic": "my_topic"}, timeout=10).json()["consumer_id"]
-size = requests.get(f"{base}/size", params={"topic": "my_topic", "consumer_id": cid}, timeout=10).json()["size"]
+register = Request(f"{base}/consumer/register", data=json.dumps({"topic": "my_topic"}).encode(),
+                   headers={"content-type": "application/json"})
+cid = json.load(urlopen(register, timeout=10))["consumer_id"]
+size = json.load(urlopen(f"{base}/size?topic=my_topic&consumer_id={cid}", timeout=10))["size"]
 print(f"   'my_topic' now holds {size} messages (all runs so far)")
 PY
-
 echo "== a few messages for topic1 and topic2, which the consumer example reads"
 for i in 1 2 3; do
   for topic in topic1 topic2; do
@@ -48,6 +67,5 @@ echo "== examples/consumer.py for ${seconds}s (it prints a line per message unti
 python3 examples/consumer.py &
 consumer=$!
 sleep "$seconds"
-kill -INT $consumer
-wait $consumer
+interrupt $consumer
 echo "== done; stopping the broker (its data stays in ./myqueue-data)"
