@@ -472,6 +472,67 @@ async fn concurrent_producers_lose_nothing_and_keep_their_order(h: Harness) {
     }
 }
 
+/// Plain appends of mixed sizes (single messages and batches large enough for a statement of
+/// their own) to two topics at once, so that groups mix them: every append's answered offset
+/// is where its messages are, and each topic's offsets stay gap-free.
+async fn concurrent_mixed_appends_get_the_offsets_they_are_stored_at(h: Harness) {
+    let store = h.store.clone();
+    const WORKERS: usize = 6;
+    const ROUNDS: usize = 20;
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let topic = ["a", "b"][w % 2];
+                let p = store.register_producer(topic).await.unwrap();
+                let mut answered = Vec::new();
+                for round in 0..ROUNDS {
+                    let size = if (w + round) % 3 == 0 { 100 } else { 1 };
+                    let texts: Vec<String> =
+                        (0..size).map(|i| format!("{w}:{round}:{i}")).collect();
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let appended = store.append(append(p, topic, &refs, None)).await.unwrap();
+                    assert_eq!(appended.count, size as u64);
+                    answered.push((appended.base_offset, texts));
+                }
+                (topic, answered)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.push(worker.await.unwrap());
+    }
+    for topic in ["a", "b"] {
+        let c = store.register_consumer(topic, None).await.unwrap();
+        let stored = store
+            .fetch(c, topic, Some(0), messages(100_000))
+            .await
+            .unwrap()
+            .messages;
+        let offsets: Vec<u64> = stored.iter().map(|m| m.offset).collect();
+        assert_eq!(
+            offsets,
+            (0..stored.len() as u64).collect::<Vec<_>>(),
+            "gap-free"
+        );
+        let mut expected = 0;
+        for (_, answered) in answers.iter().filter(|(t, _)| *t == topic) {
+            for (base, texts) in answered {
+                let at = &stored[*base as usize..*base as usize + texts.len()];
+                let payloads: Vec<&String> = at.iter().map(|m| &m.payload).collect();
+                assert_eq!(
+                    payloads,
+                    texts.iter().collect::<Vec<_>>(),
+                    "{topic} at {base}"
+                );
+                expected += texts.len();
+            }
+        }
+        assert_eq!(stored.len(), expected, "{topic}: every message once");
+    }
+}
+
 async fn a_restart_keeps_messages_positions_and_sequences(mut h: Harness) {
     let p = h.store.register_producer("t").await.unwrap();
     h.store
@@ -557,6 +618,7 @@ conformance!(
     concurrent_consumes_with_one_id_never_repeat_or_skip,
     concurrent_consumers_of_one_topic_each_get_every_message,
     concurrent_producers_lose_nothing_and_keep_their_order,
+    concurrent_mixed_appends_get_the_offsets_they_are_stored_at,
     a_restart_keeps_messages_positions_and_sequences,
     an_append_wakes_waiters_on_its_topic,
     empty_and_unicode_messages_are_kept_exactly,

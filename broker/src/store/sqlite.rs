@@ -8,7 +8,7 @@
 
 use super::catalog::{Owner, Role};
 use super::plan::{
-    AppendJob, Cursor, PositionOp, Positioned, Segment, plan_appends, plan_positions,
+    AppendJob, AppendPlan, Cursor, PositionOp, Positioned, Segment, plan_appends, plan_positions,
 };
 use super::sequence::ProducerSequence;
 use super::sql::{Backend, SqlStore};
@@ -146,10 +146,11 @@ impl Backend for SqliteBackend {
         }))
     }
 
-    /// One transaction, one fsync, for a whole group of appends, in two round trips to
+    /// One transaction, one fsync, for a whole group of appends, in few round trips to
     /// sqlx's SQLite thread (each round trip is a thread hop, the expensive part when the
-    /// CPU is busy): one begins and reads, one writes and commits. Ids and rows travel as
-    /// JSON arrays that SQLite unpacks, so the statements do not grow with the group.
+    /// CPU is busy): plain appends take one; with sequence numbers, one begins and reads the
+    /// producers, one writes and commits. Ids and rows travel as JSON arrays that SQLite
+    /// unpacks, so the statements do not grow with the group.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> sqlx::Result<Vec<Result<Appended>>> {
         let mut conn = self.writer.acquire().await?;
         self.written.store(true, Ordering::Relaxed);
@@ -338,13 +339,17 @@ async fn append_group_on(
     conn: &mut SqliteConnection,
     jobs: Vec<AppendJob>,
 ) -> sqlx::Result<Vec<Result<Appended>>> {
+    if jobs.iter().all(|job| job.sequence.is_none()) {
+        return append_plain_on(conn, jobs).await;
+    }
     let topic_ids = json_ids(jobs.iter().map(|job| job.topic_id));
     let sequenced = json_ids(
         jobs.iter()
             .filter(|job| job.sequence.is_some())
             .map(|job| job.producer_id as i64),
     );
-    // Round trip 1: begin (taking the write lock) and read the state the plan needs.
+    // Round trip 1: begin (taking the write lock) and read the state the sequence check and
+    // the plan need.
     let rows = sqlx::query(
         "BEGIN IMMEDIATE; \
          SELECT 0, id, next_offset, 0, 0 FROM topics \
@@ -373,65 +378,158 @@ async fn append_group_on(
             producers.insert(id as u64, sequence);
         }
     }
-
     let plan = plan_appends(jobs, topic_ends, producers);
-
-    // Round trip 2: write everything and commit. Small batches share one INSERT with a row
-    // per message; a large batch gets its own, with offsets counted by SQLite.
-    let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
-        .segments
-        .iter()
-        .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
-    let small_rows: Vec<(i64, u64, u64, &str)> = small
-        .iter()
-        .flat_map(|segment| {
-            let ids = (segment.topic_id, segment.producer_id);
-            segment
-                .messages
-                .iter()
-                .zip(segment.base_offset..)
-                .map(move |(payload, offset)| (ids.0, offset, ids.1, payload.as_str()))
-        })
-        .collect();
-    let states: Vec<(u64, u64, u64, u64)> = plan
-        .producers
-        .iter()
-        .map(|(id, s)| (*id, s.next, s.last_base_offset, s.last_count))
-        .collect();
-    // Several statements in one query: sqlx binds anonymous `?` parameters in order across
-    // them (numbered ones would not do: a statement that skips a number gets the wrong value).
-    let mut sql = String::from(
-        "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, ?, value ->> 3 FROM json_each(?); \
-         UPDATE topics SET next_offset = u.value ->> 1 FROM json_each(?) AS u \
-             WHERE topics.id = u.value ->> 0; \
-         UPDATE producers SET next_sequence = u.value ->> 1, last_base_offset = u.value ->> 2, \
-             last_count = u.value ->> 3 FROM json_each(?) AS u \
-             WHERE producers.id = u.value ->> 0;",
-    );
-    for _ in &large {
-        sql.push_str(
-            " INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-             SELECT ?, ? + key, ?, ?, value FROM json_each(?);",
-        );
-    }
-    sql.push_str(" COMMIT");
-    let stored_ms = now_ms() as i64;
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(stored_ms)
-        .bind(serde_json::to_string(&small_rows).expect("rows serialise"))
-        .bind(serde_json::to_string(&plan.topic_ends).expect("pairs serialise"))
-        .bind(serde_json::to_string(&states).expect("states serialise"));
-    for segment in large {
-        query = query
-            .bind(segment.topic_id)
-            .bind(segment.base_offset as i64)
-            .bind(segment.producer_id as i64)
-            .bind(stored_ms)
-            .bind(serde_json::to_string(&segment.messages).expect("strings serialise"));
-    }
-    query.execute(&mut *conn).await?;
+    // Round trip 2: write everything and commit.
+    let writes = Writes::of(&plan, Offsets::Absolute);
+    let query = sqlx::query(sqlx::AssertSqlSafe(writes.sql.clone()));
+    writes.bind(&plan, query).execute(&mut *conn).await?;
     Ok(plan.outcomes)
+}
+
+/// Appends without sequence numbers (the assignment's produce endpoint) in one round trip:
+/// planned from offset 0, and SQLite adds each topic's end, read inside the same transaction.
+async fn append_plain_on(
+    conn: &mut SqliteConnection,
+    jobs: Vec<AppendJob>,
+) -> sqlx::Result<Vec<Result<Appended>>> {
+    let topic_ids = json_ids(jobs.iter().map(|job| job.topic_id));
+    let job_topics: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
+    let plan = plan_appends(jobs, HashMap::new(), HashMap::new());
+    let writes = Writes::of(&plan, Offsets::FromTopicEnd);
+    let sql = format!(
+        "BEGIN IMMEDIATE; \
+         SELECT id, next_offset FROM topics WHERE id IN (SELECT value FROM json_each(?)); {}",
+        writes.sql
+    );
+    let ends: HashMap<i64, u64> = writes
+        .bind(&plan, sqlx::query(sqlx::AssertSqlSafe(sql)).bind(topic_ids))
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| (row.get::<i64, _>(0), row.get::<i64, _>(1) as u64))
+        .collect();
+    Ok(plan
+        .outcomes
+        .into_iter()
+        .zip(job_topics)
+        .map(|(outcome, topic)| {
+            outcome.map(|appended| Appended {
+                base_offset: appended.base_offset + ends.get(&topic).copied().unwrap_or(0),
+                ..appended
+            })
+        })
+        .collect())
+}
+
+/// Where a plan's offsets count from.
+#[derive(Clone, Copy, PartialEq)]
+enum Offsets {
+    /// The plan started from the topics' ends as read under the write lock.
+    Absolute,
+    /// The plan started from 0; the statements add each topic's end.
+    FromTopicEnd,
+}
+
+/// The statements that write a planned append group and commit it. Small batches share one
+/// INSERT with a row per message; a large batch gets its own, with offsets counted by SQLite.
+struct Writes<'p> {
+    offsets: Offsets,
+    sql: String,
+    small_rows: Vec<(i64, u64, u64, &'p str)>,
+    large: Vec<&'p Segment>,
+}
+
+impl<'p> Writes<'p> {
+    fn of(plan: &'p AppendPlan, offsets: Offsets) -> Self {
+        let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
+            .segments
+            .iter()
+            .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
+        let small_rows = small
+            .iter()
+            .flat_map(|segment| {
+                let ids = (segment.topic_id, segment.producer_id);
+                segment
+                    .messages
+                    .iter()
+                    .zip(segment.base_offset..)
+                    .map(move |(payload, offset)| (ids.0, offset, ids.1, payload.as_str()))
+            })
+            .collect();
+        // The INSERTs run before the UPDATE of `topics`, so `end` is still the old end.
+        let (end, new_end) = match offsets {
+            Offsets::Absolute => ("0", "u.value ->> 1"),
+            Offsets::FromTopicEnd => (
+                "(SELECT next_offset FROM topics WHERE id = ",
+                "next_offset + u.value ->> 1",
+            ),
+        };
+        let end_of = |topic: &str| match offsets {
+            Offsets::Absolute => end.to_owned(),
+            Offsets::FromTopicEnd => format!("{end}{topic})"),
+        };
+        // Several statements in one query: sqlx binds anonymous `?` parameters in order across
+        // them (numbered ones would not do: a statement that skips a number gets the wrong
+        // value).
+        let mut sql = format!(
+            "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+             SELECT value ->> 0, {} + value ->> 1, value ->> 2, ?, value ->> 3 \
+             FROM json_each(?);",
+            end_of("value ->> 0")
+        );
+        for _ in &large {
+            sql.push_str(&format!(
+                " INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+                 SELECT ?, {} + ? + key, ?, ?, value FROM json_each(?);",
+                end_of("?")
+            ));
+        }
+        sql.push_str(&format!(
+            " UPDATE topics SET next_offset = {new_end} FROM json_each(?) AS u \
+                 WHERE topics.id = u.value ->> 0; \
+             UPDATE producers SET next_sequence = u.value ->> 1, \
+                 last_base_offset = u.value ->> 2, last_count = u.value ->> 3 \
+                 FROM json_each(?) AS u WHERE producers.id = u.value ->> 0; \
+             COMMIT"
+        ));
+        Writes {
+            offsets,
+            sql,
+            small_rows,
+            large,
+        }
+    }
+
+    /// Binds the statements' parameters, in the order of [`Writes::of`]'s `?`s.
+    fn bind<'q>(
+        &'q self,
+        plan: &AppendPlan,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+        let stored_ms = now_ms() as i64;
+        let states: Vec<(u64, u64, u64, u64)> = plan
+            .producers
+            .iter()
+            .map(|(id, s)| (*id, s.next, s.last_base_offset, s.last_count))
+            .collect();
+        let mut query = query
+            .bind(stored_ms)
+            .bind(serde_json::to_string(&self.small_rows).expect("rows serialise"));
+        for segment in &self.large {
+            query = query.bind(segment.topic_id);
+            if self.offsets == Offsets::FromTopicEnd {
+                query = query.bind(segment.topic_id);
+            }
+            query = query
+                .bind(segment.base_offset as i64)
+                .bind(segment.producer_id as i64)
+                .bind(stored_ms)
+                .bind(serde_json::to_string(&segment.messages).expect("strings serialise"));
+        }
+        query
+            .bind(serde_json::to_string(&plan.topic_ends).expect("pairs serialise"))
+            .bind(serde_json::to_string(&states).expect("states serialise"))
+    }
 }
 
 async fn position_group_on(
