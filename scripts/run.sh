@@ -10,19 +10,35 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 seconds=${MYQUEUE_DEMO_SECONDS:-3}
 
-# Ctrl-C for an example, as a user would press it; it gets 60 s to finish its stop(), then
-# it is killed, so the demo never runs unbounded.
+# Ctrl-C for an example, as a user would press it; it gets SECONDS (default 60) to finish
+# its stop(), then it is killed, so the demo never runs unbounded.
 interrupt() {
-  kill -INT "$1"
-  for _ in $(seq 600); do
-    kill -0 "$1" 2>/dev/null || { wait "$1"; return; }
+  local pid=$1 name=$2 seconds=${3:-60} status=0
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq $((seconds * 10))); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" || status=$?
+      [ "$status" = 0 ] || echo "$name exited with status $status after Ctrl-C" >&2
+      return "$status"
+    fi
     sleep 0.1
   done
-  echo "$1 did not stop within 60 s of Ctrl-C; killing it" >&2
-  kill -KILL "$1"
-  wait "$1" || true
+  echo "$name did not stop within $seconds s of Ctrl-C; killing it" >&2
+  kill -KILL "$pid"
+  wait "$pid" || true
   return 1
 }
+
+# Whatever happens (an error, a Ctrl-C or SIGTERM to this script), stop what this script
+# started: the examples first (their stop() needs the broker), then the broker.
+broker='' producer='' consumer=''
+cleanup() {
+  if [ -n "$producer" ]; then interrupt "$producer" examples/producer.py 10 || true; fi
+  if [ -n "$consumer" ]; then interrupt "$consumer" examples/consumer.py 10 || true; fi
+  if [ -n "$broker" ]; then kill -TERM "$broker" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
 
 echo "== building (release)"
 cargo build --release -p broker
@@ -31,7 +47,6 @@ python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 
 echo "== starting myqueue-broker on 127.0.0.1:9092 (SQLite in ./myqueue-data)"
 target/release/myqueue-broker --listen 127.0.0.1:9092 --data-dir myqueue-data &
 broker=$!
-trap 'kill -TERM $broker 2>/dev/null; wait $broker 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   curl -fs http://127.0.0.1:9092/healthz >/dev/null 2>&1 && break
   kill -0 $broker 2>/dev/null || { echo "the broker did not start (is port 9092 taken?)" >&2; exit 1; }
@@ -42,7 +57,8 @@ echo "== examples/producer.py for ${seconds}s (it sends to 'my_topic' until Ctrl
 python3 examples/producer.py &
 producer=$!
 sleep "$seconds"
-interrupt $producer
+interrupt $producer examples/producer.py
+producer=''
 python3 - <<'PY'
 # The standard library only: a fresh machine need not have `requests`.
 import json
@@ -67,5 +83,6 @@ echo "== examples/consumer.py for ${seconds}s (it prints a line per message unti
 python3 examples/consumer.py &
 consumer=$!
 sleep "$seconds"
-interrupt $consumer
+interrupt $consumer examples/consumer.py
+consumer=''
 echo "== done; stopping the broker (its data stays in ./myqueue-data)"

@@ -6,29 +6,11 @@ use broker::{server, shutdown};
 use clap::Parser;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
-
-/// The `--log` filter. warp logs every connection a client drops mid-request at ERROR (a
-/// consumer's long poll ended by Ctrl-C, say): that is the client's business, not a broker
-/// failure, so it stays quiet unless the filter names warp itself.
-fn log_filter(spec: &str) -> EnvFilter {
-    let filter = EnvFilter::try_new(spec).unwrap_or_else(|err| {
-        eprintln!("invalid --log filter {spec:?} ({err}); logging at info");
-        EnvFilter::new("info")
-    });
-    if spec.contains("warp") {
-        return filter;
-    }
-    filter.add_directive("warp::server=off".parse().expect("a valid directive"))
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(&config.log))
-        .with_writer(std::io::stderr)
-        .init();
+    broker::logging::init(&config.log);
     tracing::info!(
         listen = %config.listen,
         store = ?config.store_kind(),

@@ -472,44 +472,58 @@ async fn concurrent_producers_lose_nothing_and_keep_their_order(h: Harness) {
     }
 }
 
-/// Plain appends of mixed sizes (single messages and batches large enough for a statement of
-/// their own) to two topics at once, so that groups mix them: every append's answered offset
-/// is where its messages are, and each topic's offsets stay gap-free.
+/// Appends of mixed sizes (single messages, and batches large enough for a statement of
+/// their own) to two topics of different lengths at once, most without sequence numbers and
+/// one producer with them, so that groups mix every kind: every append's answered offset is
+/// where its messages are, and each topic's offsets stay gap-free.
 async fn concurrent_mixed_appends_get_the_offsets_they_are_stored_at(h: Harness) {
     let store = h.store.clone();
+    let seed = store.register_producer("b").await.unwrap();
+    let seeded: Vec<String> = (0..7).map(|i| format!("seed:{i}")).collect();
+    let refs: Vec<&str> = seeded.iter().map(String::as_str).collect();
+    store.append(append(seed, "b", &refs, None)).await.unwrap();
     const WORKERS: usize = 6;
     const ROUNDS: usize = 20;
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let store = store.clone();
             tokio::spawn(async move {
-                let topic = ["a", "b"][w % 2];
+                // Four workers on "a", two on "b"; the last one numbers its batches.
+                let topic = if w < 4 { "a" } else { "b" };
+                let sequenced = w == WORKERS - 1;
                 let p = store.register_producer(topic).await.unwrap();
                 let mut answered = Vec::new();
+                let mut sent = 0;
                 for round in 0..ROUNDS {
                     let size = if (w + round) % 3 == 0 { 100 } else { 1 };
                     let texts: Vec<String> =
                         (0..size).map(|i| format!("{w}:{round}:{i}")).collect();
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    let appended = store.append(append(p, topic, &refs, None)).await.unwrap();
+                    let sequence = sequenced.then_some(sent);
+                    let appended = store
+                        .append(append(p, topic, &refs, sequence))
+                        .await
+                        .unwrap();
                     assert_eq!(appended.count, size as u64);
+                    assert!(!appended.duplicate);
+                    sent += size as u64;
                     answered.push((appended.base_offset, texts));
                 }
                 (topic, answered)
             })
         })
         .collect();
-    let mut answers = Vec::new();
+    let mut answers = vec![("b", vec![(0, seeded)])];
     for worker in workers {
         answers.push(worker.await.unwrap());
     }
     for topic in ["a", "b"] {
         let c = store.register_consumer(topic, None).await.unwrap();
-        let stored = store
+        let fetched = store
             .fetch(c, topic, Some(0), messages(100_000))
             .await
-            .unwrap()
-            .messages;
+            .unwrap();
+        let stored = fetched.messages;
         let offsets: Vec<u64> = stored.iter().map(|m| m.offset).collect();
         assert_eq!(
             offsets,
@@ -530,6 +544,7 @@ async fn concurrent_mixed_appends_get_the_offsets_they_are_stored_at(h: Harness)
             }
         }
         assert_eq!(stored.len(), expected, "{topic}: every message once");
+        assert_eq!(fetched.end_offset, expected as u64, "{topic}: its end");
     }
 }
 

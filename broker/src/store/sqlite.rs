@@ -414,6 +414,8 @@ async fn append_plain_on(
         .zip(job_topics)
         .map(|(outcome, topic)| {
             outcome.map(|appended| Appended {
+                // Every topic has its end here: a missing topic row fails the INSERT (NULL
+                // offset), and with it the group.
                 base_offset: appended.base_offset + ends.get(&topic).copied().unwrap_or(0),
                 ..appended
             })
