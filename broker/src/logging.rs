@@ -22,8 +22,9 @@ pub fn init(spec: &str) {
 
 /// warp logs, at ERROR, every connection that ends mid-request: a client that hangs up
 /// during a long poll (a consumer stopped with Ctrl-C), a malformed request, a timeout. That
-/// is the client's business, not a broker failure, so those lines are dropped at levels
-/// above debug. warp's other errors (`accept error`, e.g. out of file descriptors) stay.
+/// is the client's business, not a broker failure, so those lines are dropped unless the
+/// filter enables `debug` (for any target). warp's other errors (`accept error`, e.g. out of
+/// file descriptors) stay.
 struct QuietClientHangups;
 
 const CONNECTION_ERROR: &str = "server connection error";
