@@ -115,11 +115,16 @@ fn messages(n: usize) -> FetchLimit {
     }
 }
 
-fn append(producer_id: u64, topic: &str, messages: &[&str], sequence: Option<u64>) -> Append {
+fn append(
+    producer_id: u64,
+    topic: &str,
+    messages: &[impl AsRef<str>],
+    sequence: Option<u64>,
+) -> Append {
     Append {
         producer_id,
         topic: topic.to_owned(),
-        messages: messages.iter().map(|m| m.to_string()).collect(),
+        messages: messages.iter().map(|m| m.as_ref().to_owned()).collect(),
         sequence,
     }
 }
@@ -381,8 +386,7 @@ async fn concurrent_consumes_with_one_id_never_repeat_or_skip(h: Harness) {
     let p = store.register_producer("t").await.unwrap();
     let all: Vec<String> = (0..400).map(|i| format!("m{i}")).collect();
     for chunk in all.chunks(100) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        store.append(append(p, "t", &refs, None)).await.unwrap();
+        store.append(append(p, "t", chunk, None)).await.unwrap();
     }
     let c = store.register_consumer("t", None).await.unwrap();
     let workers: Vec<_> = (0..4)
@@ -416,8 +420,7 @@ async fn concurrent_consumers_of_one_topic_each_get_every_message(h: Harness) {
     let store = h.store.clone();
     let p = store.register_producer("t").await.unwrap();
     let all: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    store.append(append(p, "t", &refs, None)).await.unwrap();
+    store.append(append(p, "t", &all, None)).await.unwrap();
     let workers: Vec<_> = (0..16)
         .map(|_| {
             let store = store.clone();
@@ -480,8 +483,10 @@ async fn concurrent_mixed_appends_get_the_offsets_they_are_stored_at(h: Harness)
     let store = h.store.clone();
     let seed = store.register_producer("b").await.unwrap();
     let seeded: Vec<String> = (0..7).map(|i| format!("seed:{i}")).collect();
-    let refs: Vec<&str> = seeded.iter().map(String::as_str).collect();
-    store.append(append(seed, "b", &refs, None)).await.unwrap();
+    store
+        .append(append(seed, "b", &seeded, None))
+        .await
+        .unwrap();
     const WORKERS: usize = 6;
     const ROUNDS: usize = 20;
     let workers: Vec<_> = (0..WORKERS)
@@ -498,10 +503,9 @@ async fn concurrent_mixed_appends_get_the_offsets_they_are_stored_at(h: Harness)
                     let size = if (w + round) % 3 == 0 { 100 } else { 1 };
                     let texts: Vec<String> =
                         (0..size).map(|i| format!("{w}:{round}:{i}")).collect();
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                     let sequence = sequenced.then_some(sent);
                     let appended = store
-                        .append(append(p, topic, &refs, sequence))
+                        .append(append(p, topic, &texts, sequence))
                         .await
                         .unwrap();
                     assert_eq!(appended.count, size as u64);

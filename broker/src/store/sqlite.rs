@@ -458,17 +458,15 @@ impl<'p> Writes<'p> {
                     .map(move |(payload, offset)| (ids.0, offset, ids.1, payload.as_str()))
             })
             .collect();
-        // The INSERTs run before the UPDATE of `topics`, so `end` is still the old end.
-        let (end, new_end) = match offsets {
-            Offsets::Absolute => ("0", "u.value ->> 1"),
-            Offsets::FromTopicEnd => (
-                "(SELECT next_offset FROM topics WHERE id = ",
-                "next_offset + u.value ->> 1",
-            ),
-        };
+        // The topic's end that offsets are added to (`topic` is an SQL expression; the INSERTs
+        // run before the UPDATE of `topics`, so it is still the old end), and the new ends.
         let end_of = |topic: &str| match offsets {
-            Offsets::Absolute => end.to_owned(),
-            Offsets::FromTopicEnd => format!("{end}{topic})"),
+            Offsets::Absolute => "0".to_owned(),
+            Offsets::FromTopicEnd => format!("(SELECT next_offset FROM topics WHERE id = {topic})"),
+        };
+        let new_end = match offsets {
+            Offsets::Absolute => "u.value ->> 1",
+            Offsets::FromTopicEnd => "next_offset + u.value ->> 1",
         };
         // Several statements in one query: sqlx binds anonymous `?` parameters in order across
         // them (numbered ones would not do: a statement that skips a number gets the wrong
