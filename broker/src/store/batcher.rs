@@ -3,19 +3,22 @@
 //! instead of N. There is no timer: a lone request is committed at once, and batches grow by
 //! themselves exactly when commits are the bottleneck.
 
+use super::{Result, StoreError};
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How many requests may wait for the batcher before submitters wait too.
 const QUEUE_CAPACITY: usize = 16 * 1024;
 
-type Job<Req, Resp> = (Req, oneshot::Sender<Resp>);
+type Job<Req, T> = (Req, oneshot::Sender<Result<T>>);
 
 /// Hands requests to one background task that handles them in groups.
-pub struct Batcher<Req, Resp> {
-    queue: mpsc::Sender<Job<Req, Resp>>,
+pub struct Batcher<Req, T> {
+    queue: mpsc::Sender<Job<Req, T>>,
 }
 
 /// How large a group may grow: in requests, and in a weight (bytes) the caller defines.
@@ -27,24 +30,39 @@ pub struct GroupLimits<Req> {
     pub weigh: fn(&Req) -> usize,
 }
 
-impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
-    /// Starts the task. `handle` gets a group within `limits` and must answer each request,
-    /// in order (one response per request).
-    pub fn spawn<F, Fut>(limits: GroupLimits<Req>, mut handle: F) -> Self
+impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
+    /// Starts the task on `tasks`. `handle` gets a group within `limits` and must answer each
+    /// request, in order (one answer per request). Once `stop` is cancelled the batcher takes
+    /// no new request, handles the ones already queued, and ends.
+    pub fn spawn<F, Fut>(
+        limits: GroupLimits<Req>,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+        mut handle: F,
+    ) -> Self
     where
         F: FnMut(Vec<Req>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<Resp>> + Send,
+        Fut: Future<Output = Vec<Result<T>>> + Send,
     {
-        let (queue, mut jobs) = mpsc::channel::<Job<Req, Resp>>(QUEUE_CAPACITY);
-        tokio::spawn(async move {
+        let (queue, mut jobs) = mpsc::channel::<Job<Req, T>>(QUEUE_CAPACITY);
+        tasks.spawn(async move {
             // A request that did not fit in the last group opens the next one.
-            let mut carried: Option<Job<Req, Resp>> = None;
+            let mut carried: Option<Job<Req, T>> = None;
+            let mut stopping = false;
             loop {
                 let first = match carried.take() {
                     Some(job) => job,
-                    None => match jobs.recv().await {
-                        Some(job) => job,
-                        None => return,
+                    None => tokio::select! {
+                        job = jobs.recv() => match job {
+                            Some(job) => job,
+                            None => return,
+                        },
+                        _ = stop.cancelled(), if !stopping => {
+                            // Queued requests are still received, then `recv` ends the loop.
+                            jobs.close();
+                            stopping = true;
+                            continue;
+                        }
                     },
                 };
                 let mut weight = (limits.weigh)(&first.0);
@@ -60,32 +78,54 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                     group.push(job);
                 }
                 let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
+                let n = replies.len();
                 // A bug that panics in one group must not stop every later one: that group's
-                // requesters see their reply dropped (an error), the task goes on.
-                let responses = match AssertUnwindSafe(handle(requests)).catch_unwind().await {
-                    Ok(responses) => responses,
-                    Err(_) => {
-                        tracing::error!("a group commit panicked; its requests failed");
-                        continue;
+                // requests fail as internal errors, the task goes on.
+                let answers = match AssertUnwindSafe(handle(requests)).catch_unwind().await {
+                    Ok(answers) if answers.len() == n => answers,
+                    Ok(answers) => {
+                        failed(n, format!("a group of {n} got {} answers", answers.len()))
                     }
+                    Err(panic) => failed(
+                        n,
+                        format!("a group commit panicked: {}", panic_text(&panic)),
+                    ),
                 };
-                debug_assert_eq!(responses.len(), replies.len());
-                for (reply, response) in replies.into_iter().zip(responses) {
+                for (reply, answer) in replies.into_iter().zip(answers) {
                     // The requester may have gone (client disconnected); the work is done.
-                    let _ = reply.send(response);
+                    let _ = reply.send(answer);
                 }
             }
         });
         Batcher { queue }
     }
 
-    /// Queues `request` and waits for its group to be handled. `None` if the task is gone
-    /// (the store is closing) or the group failed with a panic.
-    pub async fn submit(&self, request: Req) -> Option<Resp> {
-        let (reply, response) = oneshot::channel();
-        self.queue.send((request, reply)).await.ok()?;
-        response.await.ok()
+    /// Queues `request` and waits for its group to be handled.
+    pub async fn submit(&self, request: Req) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((request, reply))
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
+}
+
+/// The same internal error for every request of a group, logged once.
+fn failed<T>(n: usize, why: String) -> Vec<Result<T>> {
+    tracing::error!("{why}; its {n} requests failed");
+    (0..n)
+        .map(|_| Err(StoreError::Internal(why.clone())))
+        .collect()
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 #[cfg(test)]
@@ -93,6 +133,19 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    fn spawn<Req: Send + 'static, T: Send + 'static, Fut>(
+        limits: GroupLimits<Req>,
+        handle: impl FnMut(Vec<Req>) -> Fut + Send + 'static,
+    ) -> (Arc<Batcher<Req, T>>, TaskTracker, CancellationToken)
+    where
+        Fut: Future<Output = Vec<Result<T>>> + Send,
+    {
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let batcher = Batcher::spawn(limits, &tasks, stop.clone(), handle);
+        (Arc::new(batcher), tasks, stop)
+    }
 
     #[tokio::test]
     async fn concurrent_requests_share_groups_and_each_gets_its_own_answer() {
@@ -103,13 +156,13 @@ mod tests {
             weight: usize::MAX,
             weigh: |_: &u32| 1,
         };
-        let batcher = Arc::new(Batcher::spawn(limits, move |requests: Vec<u32>| {
+        let (batcher, _, _) = spawn(limits, move |requests: Vec<u32>| {
             counter.fetch_add(1, Ordering::SeqCst);
             async move {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                requests.into_iter().map(|r| r * 2).collect::<Vec<_>>()
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                requests.into_iter().map(|r| Ok(r * 2)).collect::<Vec<_>>()
             }
-        }));
+        });
         let tasks: Vec<_> = (0..100u32)
             .map(|i| {
                 let b = batcher.clone();
@@ -118,7 +171,7 @@ mod tests {
             .collect();
         for task in tasks {
             let (i, answer) = task.await.unwrap();
-            assert_eq!(answer, Some(i * 2));
+            assert_eq!(answer, Ok(i * 2));
         }
         let groups = groups.load(Ordering::SeqCst);
         assert!(groups < 100, "100 concurrent requests took {groups} groups");
@@ -133,13 +186,13 @@ mod tests {
             weight: 10,
             weigh: |r: &usize| *r,
         };
-        let batcher = Arc::new(Batcher::spawn(limits, move |requests: Vec<usize>| {
+        let (batcher, _, _) = spawn(limits, move |requests: Vec<usize>| {
             seen.lock().unwrap().push(requests.iter().sum::<usize>());
             async move {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                requests
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                requests.into_iter().map(Ok).collect()
             }
-        }));
+        });
         let tasks: Vec<_> = [4usize, 4, 4, 4, 25, 1]
             .into_iter()
             .map(|w| {
@@ -148,11 +201,57 @@ mod tests {
             })
             .collect();
         for task in tasks {
-            assert!(task.await.unwrap().is_some());
+            assert!(task.await.unwrap().is_ok());
         }
         let sizes = sizes.lock().unwrap();
         // Each group weighs at most 10, except a single request that is heavier on its own.
         assert!(sizes.iter().all(|&w| w <= 10 || w == 25), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 42);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_group_fails_as_internal_and_later_groups_still_run() {
+        let limits = GroupLimits {
+            requests: 1,
+            weight: usize::MAX,
+            weigh: |_: &u32| 1,
+        };
+        let (batcher, _, _) = spawn(limits, |requests: Vec<u32>| async move {
+            assert!(requests[0] != 13, "unlucky request");
+            requests.into_iter().map(Ok).collect()
+        });
+        let err = batcher.submit(13).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Internal(why) if why.contains("unlucky request")),
+            "{err:?}"
+        );
+        assert_eq!(batcher.submit(7).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn stopping_answers_every_queued_request_then_refuses_new_ones() {
+        let limits = GroupLimits {
+            requests: 2,
+            weight: usize::MAX,
+            weigh: |_: &u32| 1,
+        };
+        let (batcher, tasks, stop) = spawn(limits, |requests: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            requests.into_iter().map(Ok).collect()
+        });
+        let queued: Vec<_> = (0..10u32)
+            .map(|i| {
+                let b = batcher.clone();
+                tokio::spawn(async move { b.submit(i).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+        for (i, task) in queued.into_iter().enumerate() {
+            assert_eq!(task.await.unwrap(), Ok(i as u32));
+        }
+        assert_eq!(batcher.submit(99).await, Err(StoreError::ShuttingDown));
     }
 }

@@ -1,8 +1,9 @@
 //! What a store can refuse or fail with, and the wire code each maps to.
 
 use myqueue_wire::ErrorCode;
+use std::sync::Arc;
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
@@ -34,8 +35,17 @@ pub enum StoreError {
         offset: u64,
         end: u64,
     },
+    /// The database is down, overloaded or refused the work: the same request may succeed
+    /// later (503). The `Arc` lets one failed group commit answer all its requests.
     #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Arc<sqlx::Error>),
+    /// A stored value that does not fit its column or type: the broker's bug, or a database
+    /// edited by hand. Sending the request again would not help (500).
+    #[error("stored data cannot be read: {0}")]
+    Undecodable(#[source] Arc<sqlx::Error>),
+    /// A bug, such as a group commit that panicked (500).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
@@ -51,17 +61,50 @@ impl StoreError {
             StoreError::SequenceMismatch { .. } => ErrorCode::SequenceMismatch,
             StoreError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             StoreError::Unavailable(_) => ErrorCode::StorageUnavailable,
+            StoreError::Undecodable(_) | StoreError::Internal(_) => ErrorCode::Internal,
             StoreError::ShuttingDown => ErrorCode::ShuttingDown,
         }
     }
 }
 
+/// Errors compare by what they say: a test can expect an exact refusal, and two storage
+/// failures with the same text are the same failure.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.code() == other.code() && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StoreError {}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
-        // Every database error the stores do not handle themselves (constraint violations
-        // are) means the database is down, overloaded or broken: the request may succeed
-        // later, so it is a 503, never a 500.
-        tracing::warn!(error = %err, "storage error");
-        StoreError::Unavailable(err.to_string())
+        use sqlx::Error::*;
+        match err {
+            ColumnDecode { .. }
+            | ColumnNotFound(_)
+            | ColumnIndexOutOfBounds { .. }
+            | Decode(_)
+            | Encode(_)
+            | TypeNotFound { .. } => StoreError::Undecodable(Arc::new(err)),
+            // Everything else means the database is down, overloaded or broken (constraint
+            // violations are handled where they can happen): it may succeed later.
+            err => StoreError::Unavailable(Arc::new(err)),
+        }
     }
+}
+
+/// Why a durable store could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot bring the database schema up to date: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
 }

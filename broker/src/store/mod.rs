@@ -21,7 +21,7 @@ mod signals;
 pub mod sql;
 pub mod sqlite;
 
-pub use error::StoreError;
+pub use error::{OpenError, StoreError};
 pub use signals::TopicSignals;
 
 use async_trait::async_trait;

@@ -1,6 +1,15 @@
 //! What the two SQL stores share: ownership checks through the catalog, group commit through
-//! two batchers (appends; position changes), and wake-ups after each commit. A [`Backend`]
-//! supplies the SQL of one database.
+//! two batchers (appends; position changes), wake-ups after each commit, and the statements
+//! both databases run as written ([`shared`]). A [`Backend`] supplies what differs.
+
+mod rows;
+mod shared;
+
+pub use rows::{
+    CursorRow, LockedRow, MessageRow, Payload, answer_positions, db_id, db_int, locked_state,
+    stored_u64, taken_keys,
+};
+pub use shared::SharedSql;
 
 use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
@@ -10,7 +19,10 @@ use super::{
     TopicSignals,
 };
 use async_trait::async_trait;
+use sqlx::{Pool, Transaction};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Requests per group commit at most.
 const MAX_GROUP: usize = 1024;
@@ -18,28 +30,27 @@ const MAX_GROUP: usize = 1024;
 /// limits on a statement's size (1 GB), however many large batches arrive at once.
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
-/// The statements of one database. Inputs are validated; ids are known to exist and to belong
-/// to the topic named.
+/// What one database does its own way. Inputs are validated; ids are known to exist and to
+/// belong to the topic named.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
+    type Db: SharedSql;
+
     fn kind(&self) -> &'static str;
 
-    /// The topic `id` is registered to, if the id exists.
-    async fn find_owner(&self, role: Role, id: u64) -> sqlx::Result<Option<Owner>>;
+    /// The connections reads go to.
+    fn readers(&self) -> &Pool<Self::Db>;
+
+    /// A transaction that will write.
+    async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Self::Db>>;
 
     /// Stores a group of appends in one transaction; one answer per job, in order. Announces
     /// the appends to other brokers, if the database is shared.
-    async fn append_group(&self, jobs: Vec<AppendJob>) -> sqlx::Result<Vec<Result<Appended>>>;
+    async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>>;
 
     /// Applies a group of position changes in one transaction; one answer per op, in order,
     /// with taken messages read in the same transaction.
-    async fn position_group(&self, ops: &[(u64, PositionOp)]) -> sqlx::Result<Vec<Positioned>>;
-
-    async fn ping(&self) -> sqlx::Result<()>;
-    async fn create_topic(&self, name: &str) -> Result<()>;
-    async fn list_topics(&self) -> sqlx::Result<Vec<String>>;
-    async fn register_producer(&self, topic: &str) -> Result<u64>;
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64>;
+    async fn position_group(&self, ops: &[(u64, PositionOp)]) -> Result<Vec<Positioned>>;
 
     /// Reads messages of `owner`'s topic within `limit` from `from` (the consumer's position
     /// when `None`), and the topic's end, consistently with each other.
@@ -51,9 +62,7 @@ pub trait Backend: Send + Sync + 'static {
         limit: FetchLimit,
     ) -> Result<Fetched>;
 
-    /// The topic's end minus the consumer's position.
-    async fn size(&self, consumer_id: u64) -> sqlx::Result<u64>;
-
+    /// Closes the connections (background tasks have ended).
     async fn close(&self);
 }
 
@@ -62,65 +71,47 @@ pub struct SqlStore<B> {
     backend: Arc<B>,
     catalog: Catalog,
     signals: Arc<TopicSignals>,
-    appends: Batcher<AppendJob, Result<Appended>>,
-    positions: Batcher<(u64, PositionOp), Result<Positioned>>,
+    appends: Batcher<AppendJob, Appended>,
+    positions: Batcher<(u64, PositionOp), Positioned>,
+    /// The batchers and the backend's own background work; `close` waits for them.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 /// Answers every request of a failed group with the same error.
-fn fail_all<T>(n: usize, err: sqlx::Error) -> Vec<Result<T>> {
-    let err = StoreError::from(err);
+fn fail_all<T>(n: usize, err: StoreError) -> Vec<Result<T>> {
     (0..n).map(|_| Err(err.clone())).collect()
 }
 
 impl<B: Backend> SqlStore<B> {
-    /// Starts the group-commit tasks. `signals` is shared with whatever else wakes long polls
-    /// (PostgreSQL's LISTEN task).
-    pub fn new(backend: B, signals: Arc<TopicSignals>) -> Self {
+    /// Starts the group-commit tasks on `tasks` (where the backend may have started its own
+    /// background work, stopped by `stop`). `signals` is shared with whatever else wakes long
+    /// polls (PostgreSQL's LISTEN task).
+    pub fn new(
+        backend: B,
+        signals: Arc<TopicSignals>,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
         let backend = Arc::new(backend);
-        let appends = {
+        let append_limits = GroupLimits {
+            requests: MAX_GROUP,
+            weight: MAX_GROUP_BYTES,
+            weigh: |job: &AppendJob| job.messages.iter().map(String::len).sum(),
+        };
+        let appends = Batcher::spawn(append_limits, &tasks, stop.clone(), {
             let backend = backend.clone();
             let signals = signals.clone();
-            let limits = GroupLimits {
-                requests: MAX_GROUP,
-                weight: MAX_GROUP_BYTES,
-                weigh: |job: &AppendJob| job.messages.iter().map(String::len).sum(),
-            };
-            Batcher::spawn(limits, move |jobs: Vec<AppendJob>| {
-                let backend = backend.clone();
-                let signals = signals.clone();
-                async move {
-                    let n = jobs.len();
-                    let topics: Vec<Arc<str>> = jobs.iter().map(|job| job.topic.clone()).collect();
-                    let started = std::time::Instant::now();
-                    let result = backend.append_group(jobs).await;
-                    tracing::trace!(
-                        requests = n,
-                        micros = started.elapsed().as_micros() as u64,
-                        "append group"
-                    );
-                    match result {
-                        Ok(outcomes) => {
-                            let appended = outcomes.iter().zip(&topics).filter(|(outcome, _)| {
-                                matches!(outcome, Ok(a) if !a.duplicate && a.count > 0)
-                            });
-                            for (_, topic) in appended {
-                                signals.notify(topic);
-                            }
-                            outcomes
-                        }
-                        Err(err) => fail_all(n, err),
-                    }
-                }
-            })
+            move |jobs: Vec<AppendJob>| commit_appends(backend.clone(), signals.clone(), jobs)
+        });
+        let position_limits = GroupLimits {
+            requests: MAX_GROUP,
+            weight: MAX_GROUP,
+            weigh: |_: &(u64, PositionOp)| 1,
         };
-        let positions = {
+        let positions = Batcher::spawn(position_limits, &tasks, stop.clone(), {
             let backend = backend.clone();
-            let limits = GroupLimits {
-                requests: MAX_GROUP,
-                weight: MAX_GROUP,
-                weigh: |_: &(u64, PositionOp)| 1,
-            };
-            Batcher::spawn(limits, move |ops: Vec<(u64, PositionOp)>| {
+            move |ops: Vec<(u64, PositionOp)>| {
                 let backend = backend.clone();
                 async move {
                     match backend.position_group(&ops).await {
@@ -128,14 +119,16 @@ impl<B: Backend> SqlStore<B> {
                         Err(err) => fail_all(ops.len(), err),
                     }
                 }
-            })
-        };
+            }
+        });
         SqlStore {
             backend,
             catalog: Catalog::default(),
             signals,
             appends,
             positions,
+            tasks,
+            stop,
         }
     }
 
@@ -144,9 +137,7 @@ impl<B: Backend> SqlStore<B> {
         let owner = match self.catalog.get(role, id) {
             Some(owner) => owner,
             None => {
-                let owner = self
-                    .backend
-                    .find_owner(role, id)
+                let owner = B::Db::find_owner(self.backend.readers(), role, id)
                     .await?
                     .ok_or(role.not_found(id))?;
                 self.catalog.remember(role, id, owner.clone());
@@ -159,10 +150,33 @@ impl<B: Backend> SqlStore<B> {
 
     async fn move_position(&self, id: u64, topic: &str, op: PositionOp) -> Result<Positioned> {
         self.owner(Role::Consumer, id, topic).await?;
-        self.positions
-            .submit((id, op))
-            .await
-            .unwrap_or(Err(StoreError::ShuttingDown))
+        self.positions.submit((id, op)).await
+    }
+}
+
+/// One append group: commit, then wake the long polls of the topics that got messages.
+async fn commit_appends<B: Backend>(
+    backend: Arc<B>,
+    signals: Arc<TopicSignals>,
+    jobs: Vec<AppendJob>,
+) -> Vec<Result<Appended>> {
+    let n = jobs.len();
+    let topics: Vec<Arc<str>> = jobs.iter().map(|job| job.topic.clone()).collect();
+    let started = std::time::Instant::now();
+    let result = backend.append_group(jobs).await;
+    tracing::trace!(requests = n, elapsed = ?started.elapsed(), "append group");
+    match result {
+        Ok(outcomes) => {
+            let appended = outcomes
+                .iter()
+                .zip(&topics)
+                .filter(|(outcome, _)| matches!(outcome, Ok(a) if !a.duplicate && a.count > 0));
+            for (_, topic) in appended {
+                signals.notify(topic);
+            }
+            outcomes
+        }
+        Err(err) => fail_all(n, err),
     }
 }
 
@@ -173,23 +187,31 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn ping(&self) -> Result<()> {
-        Ok(self.backend.ping().await?)
+        B::Db::ping(self.backend.readers()).await
     }
 
     async fn create_topic(&self, name: &str) -> Result<()> {
-        self.backend.create_topic(name).await
+        let mut tx = self.backend.begin_write().await?;
+        B::Db::create_topic(&mut *tx, name).await?;
+        Ok(tx.commit().await?)
     }
 
     async fn list_topics(&self) -> Result<Vec<String>> {
-        Ok(self.backend.list_topics().await?)
+        B::Db::list_topics(self.backend.readers()).await
     }
 
     async fn register_producer(&self, topic: &str) -> Result<u64> {
-        self.backend.register_producer(topic).await
+        let mut tx = self.backend.begin_write().await?;
+        let id = B::Db::register_producer(&mut *tx, topic).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
-        self.backend.register_consumer(topic, group).await
+        let mut tx = self.backend.begin_write().await?;
+        let id = B::Db::register_consumer(&mut *tx, topic, group).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn append(&self, append: Append) -> Result<Appended> {
@@ -203,17 +225,13 @@ impl<B: Backend> Store for SqlStore<B> {
             messages: append.messages,
             sequence: append.sequence,
         };
-        self.appends
-            .submit(job)
-            .await
-            .unwrap_or(Err(StoreError::ShuttingDown))
+        self.appends.submit(job).await
     }
 
     async fn consume(&self, consumer_id: u64, topic: &str) -> Result<Option<StoredMessage>> {
-        Ok(self
-            .move_position(consumer_id, topic, PositionOp::Take)
+        self.move_position(consumer_id, topic, PositionOp::Take)
             .await?
-            .into_taken()?)
+            .into_taken()
     }
 
     async fn fetch(
@@ -235,14 +253,19 @@ impl<B: Backend> Store for SqlStore<B> {
 
     async fn size(&self, consumer_id: u64, topic: &str) -> Result<u64> {
         self.owner(Role::Consumer, consumer_id, topic).await?;
-        Ok(self.backend.size(consumer_id).await?)
+        let cursor = B::Db::cursor(self.backend.readers(), consumer_id).await?;
+        Ok(cursor.end_offset.saturating_sub(cursor.position))
     }
 
     fn signals(&self) -> &TopicSignals {
         &self.signals
     }
 
+    /// Commits what the batchers hold, ends the background tasks, closes the connections.
     async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         self.backend.close().await;
     }
 }

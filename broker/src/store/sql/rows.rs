@@ -1,0 +1,165 @@
+//! Rows as the SQL stores read them, decoded by column name, and the checked conversions
+//! between the databases' signed BIGINTs and the API's unsigned numbers.
+
+use super::super::plan::{Cursor, PositionOutcome, Positioned};
+use super::super::sequence::ProducerSequence;
+use super::super::{Result, StoreError, StoredMessage};
+use sqlx::error::BoxDynError;
+use sqlx::{Decode, Postgres, Sqlite, Type};
+use std::collections::HashMap;
+
+/// A number for a BIGINT column. Offsets, counts and sequence numbers the broker computed
+/// never come near 2^63; one that did would be a bug, refused rather than wrapped.
+pub fn db_int(value: u64) -> Result<i64> {
+    i64::try_from(value)
+        .map_err(|_| StoreError::Internal(format!("{value} does not fit a BIGINT column")))
+}
+
+/// A stored BIGINT that must not be negative (an offset, a time).
+pub fn stored_u64(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Internal(format!("stored value {value} < 0")))
+}
+
+/// An id from a client as a BIGINT: an id past 2^63 cannot exist.
+pub fn db_id(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
+}
+
+/// The topic a producer or consumer id is registered to.
+#[derive(sqlx::FromRow)]
+pub struct OwnerRow {
+    pub topic_id: i64,
+    pub topic: String,
+}
+
+/// A consumer's position and its topic's end.
+#[derive(sqlx::FromRow)]
+pub struct CursorRow {
+    #[sqlx(try_from = "i64")]
+    pub consumer_id: u64,
+    pub topic_id: i64,
+    #[sqlx(try_from = "i64")]
+    pub position: u64,
+    #[sqlx(try_from = "i64")]
+    pub end_offset: u64,
+}
+
+impl CursorRow {
+    pub fn into_pair(self) -> (u64, Cursor) {
+        let cursor = Cursor {
+            topic_id: self.topic_id,
+            position: self.position,
+            end: self.end_offset,
+        };
+        (self.consumer_id, cursor)
+    }
+}
+
+/// A row of what an append group locks before it plans: a topic's end, or a producer's
+/// sequence state (`kind` says which; a topic row has zeros in the producer columns).
+#[derive(sqlx::FromRow)]
+pub struct LockedRow {
+    pub kind: String,
+    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    pub next: u64,
+    #[sqlx(try_from = "i64")]
+    pub last_base_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub last_count: u64,
+}
+
+/// `kind` of a [`LockedRow`] that holds a topic's end.
+pub const TOPIC_ROW: &str = "topic";
+
+/// The topics' ends and the producers' states that an append group planned from.
+pub fn locked_state(rows: Vec<LockedRow>) -> (HashMap<i64, u64>, HashMap<u64, ProducerSequence>) {
+    let mut ends = HashMap::new();
+    let mut producers = HashMap::new();
+    for row in rows {
+        if row.kind == TOPIC_ROW {
+            ends.insert(row.id, row.next);
+        } else if let Some(id) = row.id.try_into().ok() {
+            let sequence = ProducerSequence {
+                next: row.next,
+                last_base_offset: row.last_base_offset,
+                last_count: row.last_count,
+            };
+            producers.insert(id, sequence);
+        }
+    }
+    (ends, producers)
+}
+
+/// A stored message with its topic.
+#[derive(sqlx::FromRow)]
+pub struct MessageRow {
+    pub topic_id: i64,
+    #[sqlx(try_from = "i64")]
+    pub log_offset: u64,
+    pub payload: Payload,
+    #[sqlx(try_from = "i64")]
+    pub stored_ms: u64,
+}
+
+impl MessageRow {
+    pub fn into_message(self) -> StoredMessage {
+        StoredMessage {
+            offset: self.log_offset,
+            payload: self.payload.0,
+            timestamp_ms: self.stored_ms,
+        }
+    }
+}
+
+/// A payload as stored: TEXT in SQLite; BYTEA in PostgreSQL, whose TEXT cannot hold U+0000
+/// (valid in a message). The broker wrote it from a `String`, so it is UTF-8; a row written
+/// by hand with invalid bytes is shown with replacement characters, not dropped.
+pub struct Payload(pub String);
+
+impl Type<Sqlite> for Payload {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Payload {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Payload(<String as Decode<Sqlite>>::decode(value)?))
+    }
+}
+
+impl Type<Postgres> for Payload {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Vec<u8> as Type<Postgres>>::type_info()
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Payload {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let bytes = <&[u8] as Decode<Postgres>>::decode(value)?;
+        Ok(Payload(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+/// A position group's answers: each outcome with the message it took, if any, found among
+/// the rows read in the group's transaction.
+pub fn answer_positions(outcomes: Vec<PositionOutcome>, taken: Vec<MessageRow>) -> Vec<Positioned> {
+    // Two consumers of one topic may take the same offset in one group: look up, not remove.
+    let taken: HashMap<(i64, u64), StoredMessage> = taken
+        .into_iter()
+        .map(|row| ((row.topic_id, row.log_offset), row.into_message()))
+        .collect();
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            let message = outcome.taken().and_then(|key| taken.get(&key).cloned());
+            Positioned::new(outcome, message)
+        })
+        .collect()
+}
+
+/// The (topic id, offset) pairs a position group took, to read them back.
+pub fn taken_keys(outcomes: &[PositionOutcome]) -> Vec<(i64, u64)> {
+    outcomes.iter().filter_map(PositionOutcome::taken).collect()
+}
