@@ -4,7 +4,7 @@ use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_
 use super::sequence::ProducerSequence;
 use super::{
     Append, Appended, FetchLimit, Fetched, Result, SeekTo, Store, StoreError, StoredMessage,
-    TopicSignals, now_ms,
+    TopicSignals, now_ms, within_end,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -258,19 +258,9 @@ impl Store for MemoryStore {
         let log = &state.topics[topic_id].log;
         let end = log.len() as u64;
         let from = from.unwrap_or(position);
-        if from > end {
-            return Err(StoreError::OffsetOutOfRange {
-                topic: topic.to_owned(),
-                offset: from,
-                end,
-            });
-        }
+        within_end(topic, from, end)?;
         let messages = limit.apply(log[from as usize..].iter().take(limit.messages).cloned());
-        Ok(Fetched {
-            next_offset: from + messages.len() as u64,
-            messages,
-            end_offset: end,
-        })
+        Ok(Fetched::new(from, messages, end))
     }
 
     async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64> {

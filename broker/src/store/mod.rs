@@ -67,6 +67,29 @@ pub struct Fetched {
     pub end_offset: u64,
 }
 
+impl Fetched {
+    /// What a fetch from `from` read, in a topic that ends at `end`.
+    pub fn new(from: u64, messages: Vec<StoredMessage>, end: u64) -> Self {
+        Fetched {
+            next_offset: from + messages.len() as u64,
+            messages,
+            end_offset: end,
+        }
+    }
+}
+
+/// Refuses a read from past the end of `topic`: the offset a client asked for, if it is not.
+pub(crate) fn within_end(topic: &str, offset: u64, end: u64) -> Result<u64> {
+    if offset > end {
+        return Err(StoreError::OffsetOutOfRange {
+            topic: topic.to_owned(),
+            offset,
+            end,
+        });
+    }
+    Ok(offset)
+}
+
 /// How much one fetch may return: at most `messages` messages and, past the first message,
 /// at most `bytes` bytes of payload (the first always comes, so a large message is never
 /// stuck).

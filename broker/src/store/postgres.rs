@@ -14,14 +14,14 @@
 //!   once.
 
 use super::catalog::Owner;
-use super::plan::{AppendJob, AppendPlan, PositionOp, Positioned, plan_appends, plan_positions};
+use super::plan::{AppendJob, AppendPlan, plan_appends};
 use super::sql::{
-    Backend, CursorRow, LockedRow, MessageRow, Payload, SqlStore, answer_positions, db_id, db_int,
-    locked_state, stored_u64, taken_keys,
+    Backend, CursorRow, LockedRow, MessageRow, Payload, SqlStore, db_id, db_int, locked_state,
+    stored_u64,
 };
 use super::{
     Appended, FetchLimit, Fetched, OpenError, Result, StoreError, StoredMessage, TopicSignals,
-    now_ms,
+    now_ms, within_end,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -233,27 +233,28 @@ impl Backend for PgBackend {
         Ok(written.place(outcomes, &bases, &job_topics))
     }
 
-    /// One transaction, one commit, for a whole group of position changes.
-    async fn position_group(&self, ops: &[(u64, PositionOp)]) -> Result<Vec<Positioned>> {
-        let mut tx = self.pool.begin().await?;
-        let cursors: Vec<CursorRow> = sqlx::query_as(
+    /// Locked in id order, like appends' rows: brokers never deadlock.
+    async fn lock_cursors(&self, tx: &mut PgConnection, ids: &[u64]) -> Result<Vec<CursorRow>> {
+        Ok(sqlx::query_as(
             "SELECT c.id AS consumer_id, c.topic_id, c.position, t.next_offset AS end_offset \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              WHERE c.id = ANY($1) ORDER BY c.id FOR NO KEY UPDATE OF c",
         )
-        .bind(sorted_ids(ops.iter().map(|&(id, _)| id)))
-        .fetch_all(&mut *tx)
-        .await?;
-        let plan = plan_positions(ops, cursors.into_iter().map(CursorRow::into_pair).collect());
-        // Move the positions and read the taken messages (in the same transaction: a failure
-        // after the move would otherwise lose them for this consumer), in one statement.
-        let (moved, positions) = columns(plan.positions.iter().map(|&(id, p)| (id, p)))?;
-        let (topics, offsets) = columns(
-            taken_keys(&plan.outcomes)
-                .into_iter()
-                .map(|(topic, offset)| (topic as u64, offset)),
-        )?;
-        let taken: Vec<MessageRow> = sqlx::query_as(
+        .bind(sorted_ids(ids.iter().copied()))
+        .fetch_all(tx)
+        .await?)
+    }
+
+    async fn move_and_take(
+        &self,
+        tx: &mut PgConnection,
+        positions: &[(u64, u64)],
+        taken: &[(i64, u64)],
+    ) -> Result<Vec<MessageRow>> {
+        let (moved, positions) = columns(positions.iter().copied())?;
+        let (topics, offsets) =
+            columns(taken.iter().map(|&(topic, offset)| (topic as u64, offset)))?;
+        Ok(sqlx::query_as(
             "WITH moved AS ( \
                  UPDATE consumers c SET position = u.position \
                  FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, position) WHERE c.id = u.id \
@@ -266,10 +267,8 @@ impl Backend for PgBackend {
         .bind(&positions)
         .bind(&topics)
         .bind(&offsets)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(answer_positions(plan.outcomes, taken))
+        .fetch_all(tx)
+        .await?)
     }
 
     async fn fetch(
@@ -309,22 +308,12 @@ impl Backend for PgBackend {
             .first()
             .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
         let (from, end) = (from.unwrap_or(first.position), first.end_offset);
-        if from > end {
-            return Err(StoreError::OffsetOutOfRange {
-                topic: owner.topic.to_string(),
-                offset: from,
-                end,
-            });
-        }
+        within_end(&owner.topic, from, end)?;
         let messages: Vec<StoredMessage> = rows
             .into_iter()
             .filter_map(|row| row.into_message().transpose())
             .collect::<Result<_>>()?;
-        Ok(Fetched {
-            next_offset: from + messages.len() as u64,
-            messages,
-            end_offset: end,
-        })
+        Ok(Fetched::new(from, messages, end))
     }
 
     async fn close(&self) {

@@ -10,14 +10,14 @@
 //! statement's text is fixed, prepared once, whatever the size of the group.
 
 use super::catalog::Owner;
-use super::plan::{AppendJob, AppendPlan, PositionOp, Positioned, plan_appends, plan_positions};
+use super::plan::{AppendJob, AppendPlan, plan_appends};
 use super::sql::{
-    Backend, CursorRow, LockedRow, MessageRow, SharedSql, SqlStore, answer_positions, db_id,
-    db_int, locked_state, taken_keys,
+    Backend, CursorRow, LockedRow, MessageRow, SharedSql, SqlStore, db_id, db_int, locked_state,
 };
-use super::{Appended, FetchLimit, Fetched, OpenError, Result, StoreError, TopicSignals, now_ms};
+use super::{Appended, FetchLimit, Fetched, OpenError, Result, TopicSignals, now_ms, within_end};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -198,34 +198,35 @@ impl Backend for SqliteBackend {
         Ok(plan.outcomes)
     }
 
-    /// One transaction, one fsync, for a whole group of position changes.
-    async fn position_group(&self, ops: &[(u64, PositionOp)]) -> Result<Vec<Positioned>> {
-        let mut tx = self.begin_write().await?;
-        let cursors: Vec<CursorRow> = sqlx::query_as(
+    async fn lock_cursors(&self, tx: &mut SqliteConnection, ids: &[u64]) -> Result<Vec<CursorRow>> {
+        Ok(sqlx::query_as(
             "SELECT c.id AS consumer_id, c.topic_id, c.position, t.next_offset AS end_offset \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              WHERE c.id IN (SELECT value FROM json_each($1))",
         )
-        .bind(json_ids(ops.iter().filter_map(|&(id, _)| db_id(id))))
-        .fetch_all(&mut *tx)
-        .await?;
-        let plan = plan_positions(ops, cursors.into_iter().map(CursorRow::into_pair).collect());
-        // Move the positions and read the taken messages in the same transaction: a failure
-        // after the move would otherwise lose them for this consumer. CROSS JOIN keeps SQLite
-        // from scanning `messages` in the outer loop.
-        let taken: Vec<MessageRow> = sqlx::query_as(
+        .bind(json_ids(ids.iter().copied().filter_map(db_id)))
+        .fetch_all(tx)
+        .await?)
+    }
+
+    /// CROSS JOIN keeps SQLite from scanning `messages` in the outer loop.
+    async fn move_and_take(
+        &self,
+        tx: &mut SqliteConnection,
+        positions: &[(u64, u64)],
+        taken: &[(i64, u64)],
+    ) -> Result<Vec<MessageRow>> {
+        Ok(sqlx::query_as(
             "UPDATE consumers SET position = u.value ->> 1 FROM json_each($1) AS u \
                  WHERE consumers.id = u.value ->> 0; \
              SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms \
                  FROM json_each($2) AS k CROSS JOIN messages AS m \
                  ON m.topic_id = k.value ->> 0 AND m.log_offset = k.value ->> 1",
         )
-        .bind(to_json(&plan.positions))
-        .bind(to_json(&taken_keys(&plan.outcomes)))
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(answer_positions(plan.outcomes, taken))
+        .bind(to_json(&positions))
+        .bind(to_json(&taken))
+        .fetch_all(tx)
+        .await?)
     }
 
     async fn fetch(
@@ -239,13 +240,7 @@ impl Backend for SqliteBackend {
         // a commit in between cannot make the answer disagree with itself.
         let cursor = Sqlite::cursor(&self.readers, consumer_id).await?;
         let (from, end) = (from.unwrap_or(cursor.position), cursor.end_offset);
-        if from > end {
-            return Err(StoreError::OffsetOutOfRange {
-                topic: owner.topic.to_string(),
-                offset: from,
-                end,
-            });
-        }
+        within_end(&owner.topic, from, end)?;
         // Rows are streamed from SQLite's thread and the stream is dropped once the byte
         // budget is spent: large messages are never all read at once.
         let mut rows = sqlx::query_as::<_, MessageRow>(
@@ -267,11 +262,7 @@ impl Backend for SqliteBackend {
             }
             messages.push(row.into_message());
         }
-        Ok(Fetched {
-            next_offset: from + messages.len() as u64,
-            messages,
-            end_offset: end,
-        })
+        Ok(Fetched::new(from, messages, end))
     }
 
     async fn close(&self) {

@@ -6,20 +6,20 @@ mod rows;
 mod shared;
 
 pub use rows::{
-    CursorRow, LockedRow, MessageRow, Payload, answer_positions, db_id, db_int, locked_state,
-    stored_u64, taken_keys,
+    CursorRow, LockedRow, MessageRow, Payload, db_id, db_int, locked_state, stored_u64,
 };
+use rows::{answer_positions, taken_keys};
 pub use shared::SharedSql;
 
 use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
-use super::plan::{AppendJob, PositionOp, Positioned};
+use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
 use super::{
     Append, Appended, FetchLimit, Fetched, Result, SeekTo, Store, StoreError, StoredMessage,
     TopicSignals,
 };
 use async_trait::async_trait;
-use sqlx::{Pool, Transaction};
+use sqlx::{Database, Pool, Transaction};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,9 +48,21 @@ pub trait Backend: Send + Sync + 'static {
     /// the appends to other brokers, if the database is shared.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>>;
 
-    /// Applies a group of position changes in one transaction; one answer per op, in order,
-    /// with taken messages read in the same transaction.
-    async fn position_group(&self, ops: &[(u64, PositionOp)]) -> Result<Vec<Positioned>>;
+    /// Reads the positions of consumers `ids` and their topics' ends, locked until commit.
+    async fn lock_cursors(
+        &self,
+        tx: &mut <Self::Db as Database>::Connection,
+        ids: &[u64],
+    ) -> Result<Vec<CursorRow>>;
+
+    /// Sets consumers' positions (consumer id, position) and reads the messages taken by a
+    /// group's consumes (topic id, offset).
+    async fn move_and_take(
+        &self,
+        tx: &mut <Self::Db as Database>::Connection,
+        positions: &[(u64, u64)],
+        taken: &[(i64, u64)],
+    ) -> Result<Vec<MessageRow>>;
 
     /// Reads messages of `owner`'s topic within `limit` from `from` (the consumer's position
     /// when `None`), and the topic's end, consistently with each other.
@@ -114,7 +126,7 @@ impl<B: Backend> SqlStore<B> {
             move |ops: Vec<(u64, PositionOp)>| {
                 let backend = backend.clone();
                 async move {
-                    match backend.position_group(&ops).await {
+                    match position_group(&*backend, &ops).await {
                         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
                         Err(err) => fail_all(ops.len(), err),
                     }
@@ -152,6 +164,24 @@ impl<B: Backend> SqlStore<B> {
         self.owner(Role::Consumer, id, topic).await?;
         self.positions.submit((id, op)).await
     }
+}
+
+/// One transaction, one commit, for a whole group of position changes. The taken messages
+/// are read in the same transaction as the move: a failure after the move would otherwise
+/// lose them for their consumer.
+async fn position_group<B: Backend>(
+    backend: &B,
+    ops: &[(u64, PositionOp)],
+) -> Result<Vec<Positioned>> {
+    let ids: Vec<u64> = ops.iter().map(|&(id, _)| id).collect();
+    let mut tx = backend.begin_write().await?;
+    let cursors = backend.lock_cursors(&mut tx, &ids).await?;
+    let plan = plan_positions(ops, cursors.into_iter().map(CursorRow::into_pair).collect());
+    let taken = backend
+        .move_and_take(&mut tx, &plan.positions, &taken_keys(&plan.outcomes))
+        .await?;
+    tx.commit().await?;
+    Ok(answer_positions(plan.outcomes, taken))
 }
 
 /// One append group: commit, then wake the long polls of the topics that got messages.
