@@ -223,7 +223,11 @@ def sweep(s: Settings, store: str, postgres: Postgres) -> dict:
 
 
 def chart(sweeps: dict, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed: {path.name} not drawn (pip install matplotlib)", file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -290,6 +294,7 @@ def main() -> int:
     parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="which scenarios, by number")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--json", type=Path, help="where to write the figures")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the connection sweep (and its chart)")
     args = parser.parse_args()
     s = Settings(args.quick, args.runs)
     out = args.json or ROOT / "bench" / "results" / ("quick.json" if args.quick else "latest.json")
@@ -320,15 +325,16 @@ def main() -> int:
                 figures[name]["broker_peak_rss_mb"] = broker.peak_rss_mb
             figures["7 broker_memory"] = {"broker_peak_rss_mb": peak_rss}
             results["stores"][store] = figures
-        if not s.quick and "1" in wanted:
-            sweeps = {store: sweep(s, store, postgres) for store in args.stores.split(",")}
-            results["sweep"] = sweeps
-            chart(sweeps, ROOT / "docs" / "bench-throughput.png")
+        if not s.quick and "1" in wanted and not args.no_sweep:
+            results["sweep"] = {store: sweep(s, store, postgres) for store in args.stores.split(",")}
     finally:
         postgres.close()
     results["seconds"] = time.time() - started
+    # The figures are written first: nothing after this line may lose a run's measurements.
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    if "sweep" in results:
+        chart(results["sweep"], ROOT / "docs" / "bench-throughput.png")
 
     table = render_table(results, s)
     print("\n" + table)

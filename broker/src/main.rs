@@ -46,8 +46,8 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn fail(message: &str) -> ExitCode {
-    tracing::error!("{message}");
-    eprintln!("myqueue-broker: {message}");
+fn fail(err: &server::StartError) -> ExitCode {
+    tracing::error!("{err}");
+    eprintln!("myqueue-broker: {err}");
     ExitCode::FAILURE
 }

@@ -3,23 +3,51 @@
 use crate::api;
 use crate::app::{App, Limits};
 use crate::config::{Config, StoreKind};
-use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{OpenError, Store};
 use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the SQLite database in {}: {source}", dir.display())]
+    Sqlite {
+        dir: PathBuf,
+        #[source]
+        source: OpenError,
+    },
+    #[error("--store postgres needs --database-url or DATABASE_URL")]
+    NoDatabaseUrl,
+    #[error("invalid database URL {url}: {source}")]
+    DatabaseUrl {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stopped before PostgreSQL was reachable")]
+    Stopped,
+}
 
 /// Opens the store the configuration names. PostgreSQL may not be up yet when the broker
 /// starts (both started by one script): it is retried until `shutdown`.
 pub async fn open_store(
     config: &Config,
     shutdown: &CancellationToken,
-) -> Result<Arc<dyn Store>, String> {
+) -> Result<Arc<dyn Store>, StartError> {
     match config.store_kind() {
         StoreKind::Memory => {
             tracing::warn!("store: memory; NOTHING IS KEPT when the broker stops");
@@ -31,21 +59,22 @@ pub async fn open_store(
             SqliteStore::open(dir)
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
-                .map_err(|err| {
-                    format!(
-                        "cannot open the SQLite database in {}: {err}",
-                        dir.display()
-                    )
+                .map_err(|source| StartError::Sqlite {
+                    dir: dir.clone(),
+                    source,
                 })
         }
         StoreKind::Postgres => {
             let url = config
                 .database_url
                 .as_deref()
-                .ok_or("--store postgres needs --database-url or DATABASE_URL")?;
+                .ok_or(StartError::NoDatabaseUrl)?;
             tracing::info!(url = %redact(url), "store: postgres");
-            let options = PgConnectOptions::from_str(url)
-                .map_err(|err| format!("invalid database URL {}: {err}", redact(url)))?;
+            let options =
+                PgConnectOptions::from_str(url).map_err(|source| StartError::DatabaseUrl {
+                    url: redact(url),
+                    source,
+                })?;
             let mut delay = Duration::from_millis(200);
             loop {
                 match PostgresStore::open(options.clone(), config.db_connections).await {
@@ -56,7 +85,7 @@ pub async fn open_store(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err("stopped before PostgreSQL was reachable".into()),
+                    _ = shutdown.cancelled() => return Err(StartError::Stopped),
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -104,11 +133,15 @@ pub async fn serve(
 }
 
 /// Resolves `--listen` (e.g. `127.0.0.1:9092`, `localhost:9092`) and binds it.
-pub async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+pub async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Listen {
+        address: listen.to_owned(),
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|err| format!("cannot listen on {listen}: {err}"))?;
-    let addr = listener.local_addr().map_err(|err| err.to_string())?;
+        .map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
     Ok((listener, addr))
 }
 

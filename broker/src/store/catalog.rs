@@ -4,15 +4,13 @@
 //! cached facts are immutable (topics are never deleted, ids never reused).
 
 use super::{Result, StoreError};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-/// Entries per map before it is emptied and refilled on demand: bounds the broker's memory
-/// however many producers register over its lifetime.
-const MAX_ENTRIES: usize = 100_000;
+/// Ids whose owners are kept.
+const MAX_ENTRIES: usize = 200_000;
 
 /// Who an id belongs to: ids of the two kinds are separate sequences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Producer,
     Consumer,
@@ -57,48 +55,22 @@ impl Owner {
     }
 }
 
-/// A map that empties itself when full.
-struct Cache(RwLock<HashMap<u64, Owner>>);
+/// The owners of recently used ids of both roles, evicted least-recently-used first: bounds
+/// the broker's memory however many producers register over its lifetime.
+pub struct Catalog(quick_cache::sync::Cache<(Role, u64), Owner>);
 
-impl Cache {
-    fn get(&self, id: u64) -> Option<Owner> {
-        self.0.read().expect("catalog lock").get(&id).cloned()
-    }
-
-    fn put(&self, id: u64, owner: Owner) {
-        let mut map = self.0.write().expect("catalog lock");
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(id, owner);
-    }
-}
-
-#[derive(Default)]
-pub struct Catalog {
-    producers: Cache,
-    consumers: Cache,
-}
-
-impl Default for Cache {
+impl Default for Catalog {
     fn default() -> Self {
-        Cache(RwLock::new(HashMap::new()))
+        Catalog(quick_cache::sync::Cache::new(MAX_ENTRIES))
     }
 }
 
 impl Catalog {
-    fn cache(&self, role: Role) -> &Cache {
-        match role {
-            Role::Producer => &self.producers,
-            Role::Consumer => &self.consumers,
-        }
-    }
-
     pub fn get(&self, role: Role, id: u64) -> Option<Owner> {
-        self.cache(role).get(id)
+        self.0.get(&(role, id))
     }
 
     pub fn remember(&self, role: Role, id: u64, owner: Owner) {
-        self.cache(role).put(id, owner);
+        self.0.insert((role, id), owner);
     }
 }
