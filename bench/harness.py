@@ -51,8 +51,16 @@ class Postgres:
         else:
             self.directory = Path(tempfile.mkdtemp(prefix="myqueue-bench-pg-"))
             self.url = subprocess.run(
-                ["bash", str(ROOT / "scripts" / "throwaway-postgres.sh"), "start", str(self.directory)],
-                check=True, capture_output=True, text=True, timeout=120,
+                [
+                    "bash",
+                    str(ROOT / "scripts" / "throwaway-postgres.sh"),
+                    "start",
+                    str(self.directory),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
             ).stdout.strip()
         self.counter = 0
 
@@ -67,13 +75,24 @@ class Postgres:
     def psql(self, sql: str, url: Optional[str] = None) -> str:
         return subprocess.run(
             ["psql", url or self.url, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql],
-            check=True, capture_output=True, text=True, timeout=300,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
         ).stdout
 
     def close(self) -> None:
         if self.directory:
-            subprocess.run(["bash", str(ROOT / "scripts" / "throwaway-postgres.sh"), "stop", str(self.directory)],
-                           capture_output=True, timeout=120)
+            subprocess.run(
+                [
+                    "bash",
+                    str(ROOT / "scripts" / "throwaway-postgres.sh"),
+                    "stop",
+                    str(self.directory),
+                ],
+                capture_output=True,
+                timeout=120,
+            )
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -100,8 +119,13 @@ class Broker:
             self.args = ["--store", "sqlite", "--data-dir", str(self.data_dir)]
         env = dict(os.environ, MYQUEUE_LOG="warn")
         env.pop("DATABASE_URL", None)
-        self.proc = subprocess.Popen([str(BROKER), "--listen", "127.0.0.1:0", *self.args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [str(BROKER), "--listen", "127.0.0.1:0", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         match = re.search(r":(\d+)\s*$", line)
@@ -160,9 +184,25 @@ def wrk(url: str, script: str, connections: int, seconds: float, threads: int = 
         path = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{seconds}s",
-             "--latency", "--timeout", "10s", "-s", path, url],
-            check=True, capture_output=True, text=True, timeout=seconds + 60,
+            [
+                "wrk",
+                "-t",
+                str(min(threads, connections)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-s",
+                path,
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
         ).stdout
     finally:
         os.unlink(path)
@@ -185,8 +225,13 @@ def wrk(url: str, script: str, connections: int, seconds: float, threads: int = 
 
 def run_worker(name: str, *args: str, timeout: float = 900) -> dict:
     """Runs bench/workers/NAME.py in its own process; it prints one JSON line."""
-    out = subprocess.run([sys.executable, str(WORKERS / f"{name}.py"), *args],
-                         check=True, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, str(WORKERS / f"{name}.py"), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

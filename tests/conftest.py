@@ -122,10 +122,14 @@ class Broker:
 
     # Small helpers for tests that speak HTTP directly.
     def post(self, path: str, body: object, **kwargs) -> requests.Response:
-        return requests.post(self.url + path, json=body, timeout=kwargs.pop("timeout", 30), **kwargs)
+        return requests.post(
+            self.url + path, json=body, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
 
     def get(self, path: str, params: Optional[dict] = None, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, params=params, timeout=kwargs.pop("timeout", 30), **kwargs)
+        return requests.get(
+            self.url + path, params=params, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
 
 
 @pytest.fixture
@@ -162,8 +166,12 @@ def _with_database(url: str, name: str) -> str:
 
 
 def _psql(url: str, sql: str) -> None:
-    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], check=True, timeout=60,
-                   capture_output=True)
+    subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -189,20 +197,37 @@ class OwnPostgres:
         self.directory = directory
         self.url = subprocess.run(
             ["bash", str(self.script), "start", str(directory)],
-            check=True, capture_output=True, text=True, timeout=120,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         ).stdout.strip()
 
     def stop(self) -> None:
-        subprocess.run(["bash", str(self.script), "stop", str(self.directory)], check=True, timeout=120,
-                       capture_output=True)
+        subprocess.run(
+            ["bash", str(self.script), "stop", str(self.directory)],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
 
     def start(self) -> None:
         port = (self.directory / "port").read_text().strip()
         data = self.directory / "data"
         pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        cmd = [str(pg_ctl), "-D", str(data), "-l", str(self.directory / "server.log"), "-w", "-t", "60",
-               "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {self.directory} -c max_connections=200",
-               "start"]
+        cmd = [
+            str(pg_ctl),
+            "-D",
+            str(data),
+            "-l",
+            str(self.directory / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {self.directory} -c max_connections=200",
+            "start",
+        ]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
