@@ -16,10 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs 3.11; annotations are not evaluated
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = Path(os.environ.get("MYQUEUE_BROKER", ROOT / "target" / "release" / "myqueue-broker"))
@@ -44,8 +47,8 @@ def rss_mb(pid: int, key: str = "VmHWM") -> float:
 class Postgres:
     """A throwaway PostgreSQL server (scripts/throwaway-postgres.sh), or the one at a URL."""
 
-    def __init__(self, url: Optional[str] = None) -> None:
-        self.directory: Optional[Path] = None
+    def __init__(self, url: str | None = None) -> None:
+        self.directory: Path | None = None
         if url:
             self.url = url
         else:
@@ -72,7 +75,7 @@ class Postgres:
         parts = urlsplit(self.url)
         return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
-    def psql(self, sql: str, url: Optional[str] = None) -> str:
+    def psql(self, sql: str, url: str | None = None) -> str:
         return subprocess.run(
             ["psql", url or self.url, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql],
             check=True,
@@ -90,6 +93,7 @@ class Postgres:
                     "stop",
                     str(self.directory),
                 ],
+                check=False,  # best effort: the directory goes either way
                 capture_output=True,
                 timeout=120,
             )
@@ -101,15 +105,15 @@ class Broker:
     """A release broker on a fresh store: `sqlite` (a temporary directory) or `postgres`."""
 
     store: str
-    postgres: Optional[Postgres] = None
-    proc: Optional[subprocess.Popen] = None
+    postgres: Postgres | None = None
+    proc: subprocess.Popen | None = None
     port: int = 0
     database_url: str = ""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     peak_rss_mb: float = 0.0
     args: list = field(default_factory=list)
 
-    def __enter__(self) -> "Broker":
+    def __enter__(self) -> Self:
         if self.store == "postgres":
             assert self.postgres is not None
             self.database_url = self.postgres.fresh_database()
@@ -211,7 +215,7 @@ def wrk(url: str, script: str, connections: int, seconds: float, threads: int = 
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     latency = {}
     for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         if m:
             value = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
             latency[f"p{pct}_ms"] = value

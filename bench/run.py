@@ -27,7 +27,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, Broker, Postgres, cpu_seconds, median, run_worker, wrk  # noqa: E402
+from harness import ROOT, Broker, Postgres, cpu_seconds, median, run_worker, wrk
 
 MESSAGE = "x" * 100  # every scenario uses 100-byte messages
 
@@ -245,7 +245,7 @@ TARGETS: dict[str, tuple[str, str, Callable[[dict], bool]]] = {
 
 
 def describe(name: str, r: dict) -> str:
-    if name.startswith("1") or name.startswith("4"):
+    if name.startswith(("1", "4")):
         return (
             f"{r['rate']:,.0f} req/s vs no-op {r['baseline']:,.0f} = {r['ratio']:.2f}; "
             f"p99 {r['p99_ms']:.1f} ms; errors {r['errors']}"
@@ -337,9 +337,11 @@ def machine() -> dict:
 def render_table(results: dict, s: Settings) -> str:
     m = results["machine"]
     lines = [
-        f"Run {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-        f"Linux {m['kernel']}, Python {m['python']}; "
-        f"{'quick mode, one run' if s.quick else f'median of {s.runs} runs'}.",
+        (
+            f"Run {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+            f"Linux {m['kernel']}, Python {m['python']}; "
+            f"{'quick mode, one run' if s.quick else f'median of {s.runs} runs'}."
+        ),
         "",
         "| scenario | store | result | target | met |",
         "| --- | --- | --- | --- | --- |",

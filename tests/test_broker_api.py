@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import requests
@@ -83,7 +83,7 @@ def fetch(broker, topic: str, consumer_id: Any, **params: Any) -> dict[str, Any]
 
 
 def produce_batch(
-    broker, topic: str, producer_id: Any, messages: list[str], sequence: Optional[int] = None
+    broker, topic: str, producer_id: Any, messages: list[str], sequence: int | None = None
 ):
     body: dict[str, Any] = {"topic": topic, "producer_id": producer_id, "messages": messages}
     if sequence is not None:
@@ -96,8 +96,8 @@ def raw(
     method: str,
     path: str,
     data: Any = None,
-    headers: Optional[dict] = None,
-    params: Optional[dict] = None,
+    headers: dict | None = None,
+    params: dict | None = None,
 ) -> requests.Response:
     return requests.request(
         method, broker.url + path, data=data, headers=headers, params=params, timeout=TIMEOUT

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import requests
 from helpers import failed, is_json, ok
@@ -71,7 +71,7 @@ def read_all(broker, topic: str, cid: int) -> list[str]:
     raise AssertionError("fetch did not reach the end")
 
 
-def assert_acknowledged_kept(stored: list[str], acked: list[str], in_flight: Optional[str]) -> None:
+def assert_acknowledged_kept(stored: list[str], acked: list[str], in_flight: str | None) -> None:
     """``stored`` is exactly ``acked`` in order, optionally followed by the in-flight one."""
     assert len(stored) == len(set(stored)), "a message is stored twice"
     if in_flight is not None and len(stored) == len(acked) + 1:
@@ -97,8 +97,8 @@ class ProduceStream(threading.Thread):
         self.url, self.topic, self.pid, self.prefix, self.n = url, topic, pid, prefix, n
         self.deadline = time.monotonic() + deadline
         self.acked: list[str] = []
-        self.in_flight: Optional[str] = None
-        self.refused: Optional[requests.Response] = None
+        self.in_flight: str | None = None
+        self.refused: requests.Response | None = None
         self.errors: list[str] = []
 
     def run(self) -> None:
