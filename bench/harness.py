@@ -16,10 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs 3.11; annotations are not evaluated
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = Path(os.environ.get("MYQUEUE_BROKER", ROOT / "target" / "release" / "myqueue-broker"))
@@ -44,15 +47,23 @@ def rss_mb(pid: int, key: str = "VmHWM") -> float:
 class Postgres:
     """A throwaway PostgreSQL server (scripts/throwaway-postgres.sh), or the one at a URL."""
 
-    def __init__(self, url: Optional[str] = None) -> None:
-        self.directory: Optional[Path] = None
+    def __init__(self, url: str | None = None) -> None:
+        self.directory: Path | None = None
         if url:
             self.url = url
         else:
             self.directory = Path(tempfile.mkdtemp(prefix="myqueue-bench-pg-"))
             self.url = subprocess.run(
-                ["bash", str(ROOT / "scripts" / "throwaway-postgres.sh"), "start", str(self.directory)],
-                check=True, capture_output=True, text=True, timeout=120,
+                [
+                    "bash",
+                    str(ROOT / "scripts" / "throwaway-postgres.sh"),
+                    "start",
+                    str(self.directory),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
             ).stdout.strip()
         self.counter = 0
 
@@ -64,16 +75,28 @@ class Postgres:
         parts = urlsplit(self.url)
         return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
-    def psql(self, sql: str, url: Optional[str] = None) -> str:
+    def psql(self, sql: str, url: str | None = None) -> str:
         return subprocess.run(
             ["psql", url or self.url, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql],
-            check=True, capture_output=True, text=True, timeout=300,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
         ).stdout
 
     def close(self) -> None:
         if self.directory:
-            subprocess.run(["bash", str(ROOT / "scripts" / "throwaway-postgres.sh"), "stop", str(self.directory)],
-                           capture_output=True, timeout=120)
+            subprocess.run(
+                [
+                    "bash",
+                    str(ROOT / "scripts" / "throwaway-postgres.sh"),
+                    "stop",
+                    str(self.directory),
+                ],
+                check=False,  # best effort: the directory goes either way
+                capture_output=True,
+                timeout=120,
+            )
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -82,15 +105,15 @@ class Broker:
     """A release broker on a fresh store: `sqlite` (a temporary directory) or `postgres`."""
 
     store: str
-    postgres: Optional[Postgres] = None
-    proc: Optional[subprocess.Popen] = None
+    postgres: Postgres | None = None
+    proc: subprocess.Popen | None = None
     port: int = 0
     database_url: str = ""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     peak_rss_mb: float = 0.0
     args: list = field(default_factory=list)
 
-    def __enter__(self) -> "Broker":
+    def __enter__(self) -> Self:
         if self.store == "postgres":
             assert self.postgres is not None
             self.database_url = self.postgres.fresh_database()
@@ -100,8 +123,13 @@ class Broker:
             self.args = ["--store", "sqlite", "--data-dir", str(self.data_dir)]
         env = dict(os.environ, MYQUEUE_LOG="warn")
         env.pop("DATABASE_URL", None)
-        self.proc = subprocess.Popen([str(BROKER), "--listen", "127.0.0.1:0", *self.args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [str(BROKER), "--listen", "127.0.0.1:0", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         match = re.search(r":(\d+)\s*$", line)
@@ -160,9 +188,25 @@ def wrk(url: str, script: str, connections: int, seconds: float, threads: int = 
         path = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{seconds}s",
-             "--latency", "--timeout", "10s", "-s", path, url],
-            check=True, capture_output=True, text=True, timeout=seconds + 60,
+            [
+                "wrk",
+                "-t",
+                str(min(threads, connections)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-s",
+                path,
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
         ).stdout
     finally:
         os.unlink(path)
@@ -171,7 +215,7 @@ def wrk(url: str, script: str, connections: int, seconds: float, threads: int = 
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     latency = {}
     for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         if m:
             value = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
             latency[f"p{pct}_ms"] = value
@@ -185,8 +229,13 @@ def wrk(url: str, script: str, connections: int, seconds: float, threads: int = 
 
 def run_worker(name: str, *args: str, timeout: float = 900) -> dict:
     """Runs bench/workers/NAME.py in its own process; it prints one JSON line."""
-    out = subprocess.run([sys.executable, str(WORKERS / f"{name}.py"), *args],
-                         check=True, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, str(WORKERS / f"{name}.py"), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, Broker, Postgres, cpu_seconds, median, run_worker, wrk  # noqa: E402
+from harness import ROOT, Broker, Postgres, cpu_seconds, median, run_worker, wrk
 
 MESSAGE = "x" * 100  # every scenario uses 100-byte messages
 
@@ -90,8 +90,12 @@ def http_produce(s: Settings, broker: Broker) -> dict:
         p99.append(r.get("p99_ms", 0))
         errors += r["non_2xx"] + r["socket_errors"]
     return {
-        "rate": median(produce), "baseline": median(noop), "ratio": median(produce) / median(noop),
-        "p50_ms": median(p50), "p99_ms": median(p99), "errors": errors,
+        "rate": median(produce),
+        "baseline": median(noop),
+        "ratio": median(produce) / median(noop),
+        "p50_ms": median(p50),
+        "p99_ms": median(p99),
+        "errors": errors,
         "runs": {"produce": produce, "noop": noop},
     }
 
@@ -101,15 +105,23 @@ def insert_baseline(s: Settings, broker: Broker, postgres: Postgres) -> float:
     seconds = s.http_seconds
     if broker.store == "postgres":
         url = broker.database_url
-        postgres.psql("CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, "
-                      "producer_id BIGINT, stored_ms BIGINT, payload BYTEA)", url)
+        postgres.psql(
+            "CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, "
+            "producer_id BIGINT, stored_ms BIGINT, payload BYTEA)",
+            url,
+        )
         values = ", ".join(f"(1, 0, '\\x{'78' * 100}'::bytea)" for _ in range(100))
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
             f.write(f"INSERT INTO bench_rows (producer_id, stored_ms, payload) VALUES {values};\n")
             script = f.name
         try:
-            out = subprocess.run(["pgbench", "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", script, url],
-                                 check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
+            out = subprocess.run(
+                ["pgbench", "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", script, url],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+            ).stdout
         finally:
             os.unlink(script)
         tps = float(next(line for line in out.splitlines() if line.startswith("tps")).split()[2])
@@ -126,14 +138,22 @@ def python_producer(s: Settings, broker: Broker, postgres: Postgres) -> dict:
         rates.append(r["rate"])
         rss.append(r["peak_rss_mb"])
     baseline = insert_baseline(s, broker, postgres)
-    return {"rate": median(rates), "baseline": baseline, "ratio": median(rates) / baseline,
-            "producer_peak_rss_mb": max(rss), "runs": rates}
+    return {
+        "rate": median(rates),
+        "baseline": baseline,
+        "ratio": median(rates) / baseline,
+        "producer_peak_rss_mb": max(rss),
+        "runs": rates,
+    }
 
 
 def python_consumer(s: Settings, broker: Broker) -> dict:
     """3. MyConsumer.get_next() draining a topic of COUNT messages."""
     run_worker("produce", broker.address, "drain", str(s.drain_count), "100")
-    rates = [run_worker("consume", broker.address, "drain", str(s.drain_count))["rate"] for _ in range(s.runs)]
+    rates = [
+        run_worker("consume", broker.address, "drain", str(s.drain_count))["rate"]
+        for _ in range(s.runs)
+    ]
     return {"rate": median(rates), "runs": rates}
 
 
@@ -143,32 +163,56 @@ def http_consume(s: Settings, broker: Broker) -> dict:
     run_worker("produce", broker.address, "consume", str(backlog), "100")
     noop, consume, p99, errors = [], [], [], 0
     body = json.dumps({"topic": "consume", "consumer_id": 1})
-    warm_up = [broker.post("/consumer/register", {"topic": "consume"})["consumer_id"] for _ in range(64)]
+    warm_up = [
+        broker.post("/consumer/register", {"topic": "consume"})["consumer_id"] for _ in range(64)
+    ]
     wrk(broker.url, consume_script("consume", warm_up), 64, s.warmup_seconds)
     for _ in range(s.runs):
-        ids = [broker.post("/consumer/register", {"topic": "consume"})["consumer_id"] for _ in range(64)]
+        ids = [
+            broker.post("/consumer/register", {"topic": "consume"})["consumer_id"]
+            for _ in range(64)
+        ]
         noop.append(wrk(broker.url, post_script("/noop", body), 64, s.http_seconds)["rps"])
         r = wrk(broker.url, consume_script("consume", ids), 64, s.http_seconds)
         consume.append(r["rps"])
         p99.append(r.get("p99_ms", 0))
         errors += r["non_2xx"] + r["socket_errors"]
-    return {"rate": median(consume), "baseline": median(noop), "ratio": median(consume) / median(noop),
-            "p99_ms": median(p99), "errors": errors, "runs": {"consume": consume, "noop": noop}}
+    return {
+        "rate": median(consume),
+        "baseline": median(noop),
+        "ratio": median(consume) / median(noop),
+        "p99_ms": median(p99),
+        "errors": errors,
+        "runs": {"consume": consume, "noop": noop},
+    }
 
 
 def latency(s: Settings, broker: Broker) -> dict:
     """5. send() to get_next() at a steady 1,000 messages/s."""
-    results = [run_worker("latency", broker.address, f"latency-{run}", "1000", str(s.latency_seconds))
-               for run in range(s.runs)]
-    return {"p50_ms": median([r["p50_ms"] for r in results]), "p99_ms": median([r["p99_ms"] for r in results]),
-            "runs": results}
+    results = [
+        run_worker("latency", broker.address, f"latency-{run}", "1000", str(s.latency_seconds))
+        for run in range(s.runs)
+    ]
+    return {
+        "p50_ms": median([r["p50_ms"] for r in results]),
+        "p99_ms": median([r["p99_ms"] for r in results]),
+        "runs": results,
+    }
 
 
 def idle_consumers(s: Settings, broker: Broker) -> dict:
     """6. N consumers blocked in get_next() on empty topics: the broker's CPU meanwhile."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "workers" / "idle_consumers.py"),
-                             broker.address, str(s.idle_consumers), str(s.idle_seconds)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "workers" / "idle_consumers.py"),
+            broker.address,
+            str(s.idle_consumers),
+            str(s.idle_seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "waiting"
     before, started = cpu_seconds(broker.pid), time.perf_counter()
@@ -184,22 +228,33 @@ def idle_consumers(s: Settings, broker: Broker) -> dict:
 
 TARGETS: dict[str, tuple[str, str, Callable[[dict], bool]]] = {
     "1 http_produce": ("ratio", ">= 0.40 of no-op", lambda r: r["ratio"] >= 0.40),
-    "2 python_producer": ("rate", ">= 100k/s and >= INSERT baseline",
-                          lambda r: r["rate"] >= 100_000 and r["ratio"] >= 1.0),
+    "2 python_producer": (
+        "rate",
+        ">= 100k/s and >= INSERT baseline",
+        lambda r: r["rate"] >= 100_000 and r["ratio"] >= 1.0,
+    ),
     "3 python_consumer": ("rate", ">= 200k/s", lambda r: r["rate"] >= 200_000),
     "4 http_consume": ("ratio", ">= 0.25 of no-op", lambda r: r["ratio"] >= 0.25),
-    "5 latency": ("p50_ms", "p50 < 5 ms, p99 < 25 ms", lambda r: r["p50_ms"] < 5 and r["p99_ms"] < 25),
+    "5 latency": (
+        "p50_ms",
+        "p50 < 5 ms, p99 < 25 ms",
+        lambda r: r["p50_ms"] < 5 and r["p99_ms"] < 25,
+    ),
     "6 idle_consumers": ("broker_cpu_percent", "< 1% CPU", lambda r: r["broker_cpu_percent"] < 1.0),
 }
 
 
 def describe(name: str, r: dict) -> str:
-    if name.startswith("1") or name.startswith("4"):
-        return (f"{r['rate']:,.0f} req/s vs no-op {r['baseline']:,.0f} = {r['ratio']:.2f}; "
-                f"p99 {r['p99_ms']:.1f} ms; errors {r['errors']}")
+    if name.startswith(("1", "4")):
+        return (
+            f"{r['rate']:,.0f} req/s vs no-op {r['baseline']:,.0f} = {r['ratio']:.2f}; "
+            f"p99 {r['p99_ms']:.1f} ms; errors {r['errors']}"
+        )
     if name.startswith("2"):
-        return (f"{r['rate']:,.0f} msg/s vs INSERT {r['baseline']:,.0f} rows/s = {r['ratio']:.2f}; "
-                f"producer RSS {r['producer_peak_rss_mb']:.0f} MB")
+        return (
+            f"{r['rate']:,.0f} msg/s vs INSERT {r['baseline']:,.0f} rows/s = {r['ratio']:.2f}; "
+            f"producer RSS {r['producer_peak_rss_mb']:.0f} MB"
+        )
     if name.startswith("3"):
         return f"{r['rate']:,.0f} msg/s"
     if name.startswith("5"):
@@ -217,8 +272,12 @@ def sweep(s: Settings, store: str, postgres: Postgres) -> dict:
         body = json.dumps({"topic": "sweep", "producer_id": producer_id, "message": MESSAGE})
         for connections in (1, 4, 16, 64, 256):
             points["connections"].append(connections)
-            points["produce"].append(wrk(broker.url, post_script("/producer/produce", body), connections, 5)["rps"])
-            points["noop"].append(wrk(broker.url, post_script("/noop", body), connections, 5)["rps"])
+            points["produce"].append(
+                wrk(broker.url, post_script("/producer/produce", body), connections, 5)["rps"]
+            )
+            points["noop"].append(
+                wrk(broker.url, post_script("/noop", body), connections, 5)["rps"]
+            )
     return points
 
 
@@ -236,7 +295,14 @@ def chart(sweeps: dict, path: Path) -> None:
     for store, points in sweeps.items():
         ax.plot(points["connections"], points["produce"], marker="o", label=f"produce ({store})")
     first = next(iter(sweeps.values()))
-    ax.plot(first["connections"], first["noop"], marker="s", linestyle="--", color="grey", label="no-op ceiling")
+    ax.plot(
+        first["connections"],
+        first["noop"],
+        marker="s",
+        linestyle="--",
+        color="grey",
+        label="no-op ceiling",
+    )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent connections (wrk, keep-alive)")
     ax.set_ylabel("requests / s")
@@ -248,20 +314,38 @@ def chart(sweeps: dict, path: Path) -> None:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))) // (1024 * 1024)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "kernel": platform.release(),
-            "python": platform.python_version()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = int(
+        next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+    ) // (1024 * 1024)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
 
 
 def render_table(results: dict, s: Settings) -> str:
     m = results["machine"]
     lines = [
-        f"Run {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-        f"Linux {m['kernel']}, Python {m['python']}; "
-        f"{'quick mode, one run' if s.quick else f'median of {s.runs} runs'}.",
+        (
+            f"Run {results['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+            f"Linux {m['kernel']}, Python {m['python']}; "
+            f"{'quick mode, one run' if s.quick else f'median of {s.runs} runs'}."
+        ),
         "",
         "| scenario | store | result | target | met |",
         "| --- | --- | --- | --- | --- |",
@@ -270,9 +354,13 @@ def render_table(results: dict, s: Settings) -> str:
         for name, r in figures.items():
             if name in TARGETS:
                 _, target, check = TARGETS[name]
-                lines.append(f"| {name} | {store} | {describe(name, r)} | {target} | {'yes' if check(r) else 'NO'} |")
+                lines.append(
+                    f"| {name} | {store} | {describe(name, r)} | {target} | {'yes' if check(r) else 'NO'} |"
+                )
         rss = figures["7 broker_memory"]["broker_peak_rss_mb"]
-        lines.append(f"| 7 broker_memory | {store} | peak RSS {rss:.0f} MB | < 150 MB | {'yes' if rss < 150 else 'NO'} |")
+        lines.append(
+            f"| 7 broker_memory | {store} | peak RSS {rss:.0f} MB | < 150 MB | {'yes' if rss < 150 else 'NO'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -287,7 +375,9 @@ def update_report(path: Path, table: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="seconds per scenario, one run (CI)")
     parser.add_argument("--runs", type=int, default=5, help="runs per scenario (median reported)")
     parser.add_argument("--stores", default="sqlite,postgres")
@@ -301,8 +391,13 @@ def main() -> int:
     wanted = set(args.scenarios.split(","))
     postgres = Postgres(args.database_url)
     started = time.time()
-    results: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                     "machine": machine(), "quick": s.quick, "runs": s.runs, "stores": {}}
+    results: dict = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "quick": s.quick,
+        "runs": s.runs,
+        "stores": {},
+    }
     try:
         for store in args.stores.split(","):
             figures: dict = {}
@@ -338,7 +433,9 @@ def main() -> int:
 
     table = render_table(results, s)
     print("\n" + table)
-    print(f"figures: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; {results['seconds']:.0f} s")
+    print(
+        f"figures: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; {results['seconds']:.0f} s"
+    )
     if not s.quick and args.json is None:
         update_report(ROOT / "docs" / "BENCHMARKS.md", table)
     return 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: Rust unit tests and the store conformance suite (memory, SQLite, PostgreSQL),
-# then the black-box tests (pytest) against the release broker binary and the installed wheel.
+# Every test: the lint gates (scripts/lint.sh), Rust unit tests and the store conformance suite
+# (memory, SQLite, PostgreSQL), then the black-box tests (pytest) against the release broker
+# binary and the installed wheel.
 #
 # PostgreSQL: the server at TEST_DATABASE_URL if set; otherwise a throwaway server started
 # here (PostgreSQL's server binaries must be installed: apt-get install -y postgresql).
@@ -34,6 +35,9 @@ fi
 echo "== building the broker and the Python package (release)"
 cargo build --release -p broker
 python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+
+echo "== lint gates (scripts/lint.sh; stubtest checks the package just installed)"
+bash scripts/lint.sh
 
 echo "== Rust tests (release profile, sharing the build above)"
 cargo test --release --workspace

@@ -18,8 +18,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -40,11 +40,11 @@ def broker_binary() -> Path:
 class Broker:
     """A myqueue-broker process. ``restart()`` starts it again on the same port and data."""
 
-    def __init__(self, args: list[str], env: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
         self.env = env
         self.port = 0
-        self.proc: Optional[subprocess.Popen[str]] = None
+        self.proc: subprocess.Popen[str] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="myqueue-broker-", suffix=".log")[1])
         self.start()
 
@@ -67,15 +67,15 @@ class Broker:
         env.pop("DATABASE_URL", None)
         env.update(self.env or {})
         env.setdefault("MYQUEUE_LOG", "info")
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [str(broker_binary()), "--listen", f"127.0.0.1:{self.port}", *self.args],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-        )
-        log.close()
+        # The child keeps its own descriptor of the log; ours is closed once it started.
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [str(broker_binary()), "--listen", f"127.0.0.1:{self.port}", *self.args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # the broker prints its address once ready
         match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
@@ -122,10 +122,14 @@ class Broker:
 
     # Small helpers for tests that speak HTTP directly.
     def post(self, path: str, body: object, **kwargs) -> requests.Response:
-        return requests.post(self.url + path, json=body, timeout=kwargs.pop("timeout", 30), **kwargs)
+        return requests.post(
+            self.url + path, json=body, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
 
-    def get(self, path: str, params: Optional[dict] = None, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, params=params, timeout=kwargs.pop("timeout", 30), **kwargs)
+    def get(self, path: str, params: dict | None = None, **kwargs) -> requests.Response:
+        return requests.get(
+            self.url + path, params=params, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
 
 
 @pytest.fixture
@@ -133,7 +137,7 @@ def make_broker(tmp_path: Path) -> Iterator:
     """``make_broker(*args)`` starts a broker with extra arguments; all are stopped at the end."""
     started: list[Broker] = []
 
-    def make(*args: str, env: Optional[dict[str, str]] = None) -> Broker:
+    def make(*args: str, env: dict[str, str] | None = None) -> Broker:
         broker = Broker(list(args), env)
         started.append(broker)
         return broker
@@ -162,8 +166,12 @@ def _with_database(url: str, name: str) -> str:
 
 
 def _psql(url: str, sql: str) -> None:
-    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], check=True, timeout=60,
-                   capture_output=True)
+    subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -189,20 +197,37 @@ class OwnPostgres:
         self.directory = directory
         self.url = subprocess.run(
             ["bash", str(self.script), "start", str(directory)],
-            check=True, capture_output=True, text=True, timeout=120,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         ).stdout.strip()
 
     def stop(self) -> None:
-        subprocess.run(["bash", str(self.script), "stop", str(self.directory)], check=True, timeout=120,
-                       capture_output=True)
+        subprocess.run(
+            ["bash", str(self.script), "stop", str(self.directory)],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
 
     def start(self) -> None:
         port = (self.directory / "port").read_text().strip()
         data = self.directory / "data"
-        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        cmd = [str(pg_ctl), "-D", str(data), "-l", str(self.directory / "server.log"), "-w", "-t", "60",
-               "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {self.directory} -c max_connections=200",
-               "start"]
+        pg_ctl = max(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        cmd = [
+            str(pg_ctl),
+            "-D",
+            str(data),
+            "-l",
+            str(self.directory / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {self.directory} -c max_connections=200",
+            "start",
+        ]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)

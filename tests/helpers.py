@@ -10,14 +10,21 @@ import requests
 
 def read_topic(base_url: str, topic: str, limit: int = 10_000_000) -> list[tuple[int, str]]:
     """Every (offset, message) of ``topic``, read with a fresh consumer through /consumer/fetch."""
-    consumer = requests.post(f"{base_url}/consumer/register", json={"topic": topic}, timeout=30).json()
+    consumer = requests.post(
+        f"{base_url}/consumer/register", json={"topic": topic}, timeout=30
+    ).json()
     consumer_id = consumer["consumer_id"]
     out: list[tuple[int, str]] = []
     offset = 0
     while len(out) < limit:
         page = requests.get(
             f"{base_url}/consumer/fetch",
-            params={"topic": topic, "consumer_id": consumer_id, "offset": offset, "max_messages": 10_000},
+            params={
+                "topic": topic,
+                "consumer_id": consumer_id,
+                "offset": offset,
+                "max_messages": 10_000,
+            },
             timeout=60,
         ).json()
         out.extend((m["offset"], m["message"]) for m in page["messages"])
@@ -29,9 +36,9 @@ def read_topic(base_url: str, topic: str, limit: int = 10_000_000) -> list[tuple
 
 def produce(base_url: str, topic: str, messages: list[str]) -> None:
     """Appends ``messages`` to ``topic`` through the assignment's endpoints."""
-    producer_id = requests.post(f"{base_url}/producer/register", json={"topic": topic}, timeout=30).json()[
-        "producer_id"
-    ]
+    producer_id = requests.post(
+        f"{base_url}/producer/register", json={"topic": topic}, timeout=30
+    ).json()["producer_id"]
     with requests.Session() as session:
         for message in messages:
             reply = session.post(
@@ -59,7 +66,9 @@ def ok(resp: requests.Response, *fields: str) -> dict[str, Any]:
 
 def failed(resp: requests.Response, http_status: int, code: str) -> dict[str, Any]:
     """A failure with the given HTTP status and code, in the one error shape."""
-    assert resp.status_code == http_status, f"expected {http_status} {code}, got {resp.status_code} {resp.text}"
+    assert resp.status_code == http_status, (
+        f"expected {http_status} {code}, got {resp.status_code} {resp.text}"
+    )
     assert is_json(resp), f"{resp.headers.get('content-type')}: {resp.text}"
     body = resp.json()
     assert isinstance(body, dict), body

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import requests
@@ -45,12 +45,18 @@ def register_consumer(broker, topic: str) -> int:
 
 
 def produce(broker, topic: str, producer_id: Any, message: str) -> None:
-    body = ok(broker.post("/producer/produce", {"topic": topic, "producer_id": producer_id, "message": message}))
+    body = ok(
+        broker.post(
+            "/producer/produce", {"topic": topic, "producer_id": producer_id, "message": message}
+        )
+    )
     assert body == {"status": "success"}
 
 
 def consume(broker, topic: str, consumer_id: Any) -> str:
-    body = ok(broker.get("/consumer/consume", {"topic": topic, "consumer_id": consumer_id}), "message")
+    body = ok(
+        broker.get("/consumer/consume", {"topic": topic, "consumer_id": consumer_id}), "message"
+    )
     assert isinstance(body["message"], str)
     return body["message"]
 
@@ -64,7 +70,9 @@ def size(broker, topic: str, consumer_id: Any) -> int:
 def fetch(broker, topic: str, consumer_id: Any, **params: Any) -> dict[str, Any]:
     body = ok(
         broker.get("/consumer/fetch", {"topic": topic, "consumer_id": consumer_id, **params}),
-        "messages", "next_offset", "end_offset",
+        "messages",
+        "next_offset",
+        "end_offset",
     )
     assert is_int(body["next_offset"]) and is_int(body["end_offset"]), body
     assert isinstance(body["messages"], list), body
@@ -74,17 +82,26 @@ def fetch(broker, topic: str, consumer_id: Any, **params: Any) -> dict[str, Any]
     return body
 
 
-def produce_batch(broker, topic: str, producer_id: Any, messages: list[str], sequence: Optional[int] = None):
+def produce_batch(
+    broker, topic: str, producer_id: Any, messages: list[str], sequence: int | None = None
+):
     body: dict[str, Any] = {"topic": topic, "producer_id": producer_id, "messages": messages}
     if sequence is not None:
         body["sequence"] = sequence
     return broker.post("/producer/produce_batch", body)
 
 
-def raw(broker, method: str, path: str, data: Any = None, headers: Optional[dict] = None,
-        params: Optional[dict] = None) -> requests.Response:
-    return requests.request(method, broker.url + path, data=data, headers=headers, params=params,
-                            timeout=TIMEOUT)
+def raw(
+    broker,
+    method: str,
+    path: str,
+    data: Any = None,
+    headers: dict | None = None,
+    params: dict | None = None,
+) -> requests.Response:
+    return requests.request(
+        method, broker.url + path, data=data, headers=headers, params=params, timeout=TIMEOUT
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,9 +131,32 @@ def test_create_duplicate_topic_is_409_topic_exists(broker, key):
 
 @pytest.mark.parametrize(
     "name",
-    ["", "a" * 250, "has space", "a/b", "/", " lead", "tab\t", "dot/../x", "é", "emoji😀", "new\nline"],
-    ids=["empty", "250-chars", "space", "slash", "only-slash", "leading-space", "tab", "path", "non-ascii",
-         "emoji", "newline"],
+    [
+        "",
+        "a" * 250,
+        "has space",
+        "a/b",
+        "/",
+        " lead",
+        "tab\t",
+        "dot/../x",
+        "é",
+        "emoji😀",
+        "new\nline",
+    ],
+    ids=[
+        "empty",
+        "250-chars",
+        "space",
+        "slash",
+        "only-slash",
+        "leading-space",
+        "tab",
+        "path",
+        "non-ascii",
+        "emoji",
+        "newline",
+    ],
 )
 def test_invalid_topic_names_are_400_invalid_topic_name(broker, name):
     failed(broker.post("/topics", {"name": name}), 400, "invalid_topic_name")
@@ -192,10 +232,18 @@ def test_register_consumer_with_a_group_returns_the_same_id(broker):
     """Addition: a durable consumer name; the same (topic, group) is the same consumer."""
     pid = register_producer(broker, "t")
     register_producer(broker, "u")
-    first = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")["consumer_id"]
-    again = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")["consumer_id"]
-    other = ok(broker.post("/consumer/register", {"topic": "t", "group": "g2"}), "consumer_id")["consumer_id"]
-    elsewhere = ok(broker.post("/consumer/register", {"topic": "u", "group": "g1"}), "consumer_id")["consumer_id"]
+    first = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")[
+        "consumer_id"
+    ]
+    again = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")[
+        "consumer_id"
+    ]
+    other = ok(broker.post("/consumer/register", {"topic": "t", "group": "g2"}), "consumer_id")[
+        "consumer_id"
+    ]
+    elsewhere = ok(broker.post("/consumer/register", {"topic": "u", "group": "g1"}), "consumer_id")[
+        "consumer_id"
+    ]
     plain = register_consumer(broker, "t")
     assert first == again
     assert len({first, other, elsewhere, plain}) == 4
@@ -203,12 +251,24 @@ def test_register_consumer_with_a_group_returns_the_same_id(broker):
     produce(broker, "t", pid, "two")
     assert consume(broker, "t", first) == "one"
     # The position belongs to the group's id.
-    again = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")["consumer_id"]
+    again = ok(broker.post("/consumer/register", {"topic": "t", "group": "g1"}), "consumer_id")[
+        "consumer_id"
+    ]
     assert consume(broker, "t", again) == "two"
     assert size(broker, "t", other) == 2
-    failed(broker.post("/consumer/register", {"topic": "t", "group": "bad group"}), 400, "invalid_topic_name")
-    failed(broker.post("/consumer/register", {"topic": "t", "group": ""}), 400, "invalid_topic_name")
-    failed(broker.post("/consumer/register", {"topic": "missing", "group": "g1"}), 404, "topic_not_found")
+    failed(
+        broker.post("/consumer/register", {"topic": "t", "group": "bad group"}),
+        400,
+        "invalid_topic_name",
+    )
+    failed(
+        broker.post("/consumer/register", {"topic": "t", "group": ""}), 400, "invalid_topic_name"
+    )
+    failed(
+        broker.post("/consumer/register", {"topic": "missing", "group": "g1"}),
+        404,
+        "topic_not_found",
+    )
 
 
 @pytest.mark.parametrize("path", ["/producer/register", "/consumer/register"])
@@ -237,8 +297,13 @@ def test_produce_with_unknown_producer_is_404_producer_not_found(broker):
     create_topic(broker, "t")
     cid = register_consumer(broker, "t")
     for unknown in [0, 999, 10**12, "4242"]:
-        failed(broker.post("/producer/produce", {"topic": "t", "producer_id": unknown, "message": "m"}),
-               404, "producer_not_found")
+        failed(
+            broker.post(
+                "/producer/produce", {"topic": "t", "producer_id": unknown, "message": "m"}
+            ),
+            404,
+            "producer_not_found",
+        )
     assert size(broker, "t", cid) == 0
 
 
@@ -247,10 +312,15 @@ def test_produce_with_producer_of_another_topic_is_403_wrong_topic(broker):
     register_producer(broker, "b")
     cid_b = register_consumer(broker, "b")
     cid_a = register_consumer(broker, "a")
-    failed(broker.post("/producer/produce", {"topic": "b", "producer_id": pid_a, "message": "m"}),
-           403, "wrong_topic")
+    failed(
+        broker.post("/producer/produce", {"topic": "b", "producer_id": pid_a, "message": "m"}),
+        403,
+        "wrong_topic",
+    )
     # A topic that does not exist at all: still the producer's wrong topic, and not created.
-    resp = broker.post("/producer/produce", {"topic": "nowhere", "producer_id": pid_a, "message": "m"})
+    resp = broker.post(
+        "/producer/produce", {"topic": "nowhere", "producer_id": pid_a, "message": "m"}
+    )
     assert resp.status_code in (403, 404), resp.text
     failed(resp, resp.status_code, "wrong_topic" if resp.status_code == 403 else "topic_not_found")
     assert sorted(ok(broker.get("/topics"), "topics")["topics"]) == ["a", "b"]
@@ -265,8 +335,14 @@ def test_ids_as_numeric_strings_work(broker):
     produce(broker, "t", pid, "two")
     assert size(broker, "t", str(cid)) == 2
     # JSON body on GET with the id as a string.
-    body = ok(requests.get(broker.url + "/consumer/consume", json={"topic": "t", "consumer_id": str(cid)},
-                           timeout=TIMEOUT), "message")
+    body = ok(
+        requests.get(
+            broker.url + "/consumer/consume",
+            json={"topic": "t", "consumer_id": str(cid)},
+            timeout=TIMEOUT,
+        ),
+        "message",
+    )
     assert body["message"] == "one"
     assert consume(broker, "t", str(cid)) == "two"
 
@@ -274,8 +350,11 @@ def test_ids_as_numeric_strings_work(broker):
 @pytest.mark.parametrize("bad_id", ["abc", -1, "-1", 1.5, "", None, [1], {"id": 1}, True])
 def test_produce_with_a_malformed_producer_id_is_400_invalid_request(broker, bad_id):
     register_producer(broker, "t")
-    failed(broker.post("/producer/produce", {"topic": "t", "producer_id": bad_id, "message": "m"}),
-           400, "invalid_request")
+    failed(
+        broker.post("/producer/produce", {"topic": "t", "producer_id": bad_id, "message": "m"}),
+        400,
+        "invalid_request",
+    )
 
 
 @pytest.mark.parametrize(
@@ -289,7 +368,15 @@ def test_produce_with_a_malformed_producer_id_is_400_invalid_request(broker, bad
         {"topic": "t", "producer_id": 1, "message": ["m"]},
         {},
     ],
-    ids=["no-topic", "no-producer-id", "no-message", "message-number", "message-null", "message-list", "empty"],
+    ids=[
+        "no-topic",
+        "no-producer-id",
+        "no-message",
+        "message-number",
+        "message-null",
+        "message-list",
+        "empty",
+    ],
 )
 def test_produce_with_missing_or_mistyped_field_is_400_invalid_request(broker, body):
     pid = register_producer(broker, "t")
@@ -302,12 +389,18 @@ def test_message_over_the_limit_is_413_payload_too_large(make_broker, tmp_path):
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
     produce(broker, "t", pid, "x" * 100)  # exactly the limit
-    failed(broker.post("/producer/produce", {"topic": "t", "producer_id": pid, "message": "x" * 101}),
-           413, "payload_too_large")
+    failed(
+        broker.post("/producer/produce", {"topic": "t", "producer_id": pid, "message": "x" * 101}),
+        413,
+        "payload_too_large",
+    )
     # The limit is in UTF-8 bytes: 25 four-byte emoji fit, 26 do not.
     produce(broker, "t", pid, "😀" * 25)
-    failed(broker.post("/producer/produce", {"topic": "t", "producer_id": pid, "message": "😀" * 26}),
-           413, "payload_too_large")
+    failed(
+        broker.post("/producer/produce", {"topic": "t", "producer_id": pid, "message": "😀" * 26}),
+        413,
+        "payload_too_large",
+    )
     # A batch with one message over the limit is refused whole.
     failed(produce_batch(broker, "t", pid, ["ok", "y" * 101]), 413, "payload_too_large")
     assert size(broker, "t", cid) == 2
@@ -321,8 +414,11 @@ def test_body_over_max_body_bytes_is_413_payload_too_large(make_broker, tmp_path
     cid = register_consumer(broker, "t")
     produce(broker, "t", pid, "y" * 900)
     # With a Content-Length.
-    failed(broker.post("/producer/produce", {"topic": "t", "producer_id": pid, "message": "x" * 2000}),
-           413, "payload_too_large")
+    failed(
+        broker.post("/producer/produce", {"topic": "t", "producer_id": pid, "message": "x" * 2000}),
+        413,
+        "payload_too_large",
+    )
     failed(produce_batch(broker, "t", pid, ["x" * 100] * 20), 413, "payload_too_large")
     failed(broker.post("/topics", {"name": "n" * 2000}), 413, "payload_too_large")
 
@@ -331,10 +427,14 @@ def test_body_over_max_body_bytes_is_413_payload_too_large(make_broker, tmp_path
 
     def chunks():
         for i in range(0, len(payload), 256):
-            yield payload[i:i + 256]
+            yield payload[i : i + 256]
 
-    resp = requests.post(broker.url + "/producer/produce", data=chunks(),
-                         headers={"content-type": "application/json"}, timeout=TIMEOUT)
+    resp = requests.post(
+        broker.url + "/producer/produce",
+        data=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=TIMEOUT,
+    )
     failed(resp, 413, "payload_too_large")
     assert size(broker, "t", cid) == 1
     assert consume(broker, "t", cid) == "y" * 900
@@ -351,22 +451,41 @@ def test_consume_with_query_string_and_with_json_body_on_get(broker):
     for m in ["a", "b", "c"]:
         produce(broker, "t", pid, m)
     # Query string.
-    assert ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")["message"] == "a"
+    assert (
+        ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")[
+            "message"
+        ]
+        == "a"
+    )
     # JSON body on GET.
-    resp = requests.get(broker.url + "/consumer/consume", json={"topic": "t", "consumer_id": cid}, timeout=TIMEOUT)
+    resp = requests.get(
+        broker.url + "/consumer/consume", json={"topic": "t", "consumer_id": cid}, timeout=TIMEOUT
+    )
     assert ok(resp, "message")["message"] == "b"
     # JSON body on GET without a content type.
-    resp = requests.get(broker.url + "/consumer/consume",
-                        data=json.dumps({"topic": "t", "consumer_id": cid}).encode(), timeout=TIMEOUT)
+    resp = requests.get(
+        broker.url + "/consumer/consume",
+        data=json.dumps({"topic": "t", "consumer_id": cid}).encode(),
+        timeout=TIMEOUT,
+    )
     assert ok(resp, "message")["message"] == "c"
-    failed(requests.get(broker.url + "/consumer/consume", json={"topic": "t", "consumer_id": cid},
-                        timeout=TIMEOUT), 404, "queue_empty")
+    failed(
+        requests.get(
+            broker.url + "/consumer/consume",
+            json={"topic": "t", "consumer_id": cid},
+            timeout=TIMEOUT,
+        ),
+        404,
+        "queue_empty",
+    )
 
 
 def test_consume_on_an_empty_topic_is_404_queue_empty(broker):
     create_topic(broker, "t")
     cid = register_consumer(broker, "t")
-    body = failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), 404, "queue_empty")
+    body = failed(
+        broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), 404, "queue_empty"
+    )
     assert body["message"]
     # Still empty, still the same answer; and a later message is delivered.
     failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), 404, "queue_empty")
@@ -381,7 +500,9 @@ def test_consume_with_wrong_topic_is_403(broker):
     pid = register_producer(broker, "a")
     produce(broker, "a", pid, "m")
     cid_a = register_consumer(broker, "a")
-    failed(broker.get("/consumer/consume", {"topic": "b", "consumer_id": cid_a}), 403, "wrong_topic")
+    failed(
+        broker.get("/consumer/consume", {"topic": "b", "consumer_id": cid_a}), 403, "wrong_topic"
+    )
     failed(broker.get("/size", {"topic": "b", "consumer_id": cid_a}), 403, "wrong_topic")
     # The refused consume did not move the position.
     assert consume(broker, "a", cid_a) == "m"
@@ -390,20 +511,36 @@ def test_consume_with_wrong_topic_is_403(broker):
 def test_consume_with_unknown_consumer_is_404_consumer_not_found(broker):
     create_topic(broker, "t")
     for unknown in [0, 77, "12345"]:
-        failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": unknown}), 404, "consumer_not_found")
-        failed(broker.get("/size", {"topic": "t", "consumer_id": unknown}), 404, "consumer_not_found")
+        failed(
+            broker.get("/consumer/consume", {"topic": "t", "consumer_id": unknown}),
+            404,
+            "consumer_not_found",
+        )
+        failed(
+            broker.get("/size", {"topic": "t", "consumer_id": unknown}), 404, "consumer_not_found"
+        )
 
 
 def test_producer_id_is_not_a_consumer_id(broker):
     pid = register_producer(broker, "t")
     produce(broker, "t", pid, "m")
     # No consumer was registered, so the producer's id is not a consumer id.
-    failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": pid}), 404, "consumer_not_found")
+    failed(
+        broker.get("/consumer/consume", {"topic": "t", "consumer_id": pid}),
+        404,
+        "consumer_not_found",
+    )
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"topic": "t"}, {"consumer_id": 1}, {}, {"topic": "t", "consumer_id": "abc"}, {"topic": "t", "consumer_id": -3}],
+    [
+        {"topic": "t"},
+        {"consumer_id": 1},
+        {},
+        {"topic": "t", "consumer_id": "abc"},
+        {"topic": "t", "consumer_id": -3},
+    ],
     ids=["no-consumer-id", "no-topic", "nothing", "id-not-a-number", "negative-id"],
 )
 @pytest.mark.parametrize("path", ["/consumer/consume", "/size", "/consumer/fetch"])
@@ -450,7 +587,10 @@ def test_size_counts_what_is_left_for_this_consumer(broker):
     pid = register_producer(broker, "t")
     c1 = register_consumer(broker, "t")
     c2 = register_consumer(broker, "t")
-    assert ok(broker.get("/size", {"topic": "t", "consumer_id": c1}), "size") == {"status": "success", "size": 0}
+    assert ok(broker.get("/size", {"topic": "t", "consumer_id": c1}), "size") == {
+        "status": "success",
+        "size": 0,
+    }
     for i in range(7):
         produce(broker, "t", pid, f"m{i}")
     assert size(broker, "t", c1) == 7
@@ -462,7 +602,9 @@ def test_size_counts_what_is_left_for_this_consumer(broker):
     assert size(broker, "t", c1) == 4
     assert consume(broker, "t", c1) == "m3"
     # JSON body on GET.
-    resp = requests.get(broker.url + "/size", json={"topic": "t", "consumer_id": c1}, timeout=TIMEOUT)
+    resp = requests.get(
+        broker.url + "/size", json={"topic": "t", "consumer_id": c1}, timeout=TIMEOUT
+    )
     assert ok(resp, "size")["size"] == 3
     for _ in range(3):
         consume(broker, "t", c1)
@@ -474,11 +616,22 @@ def test_size_counts_what_is_left_for_this_consumer(broker):
 def test_size_after_batches_and_commits(broker):
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    ok(produce_batch(broker, "t", pid, [str(i) for i in range(50)]), "base_offset", "count", "duplicate")
+    ok(
+        produce_batch(broker, "t", pid, [str(i) for i in range(50)]),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert size(broker, "t", cid) == 50
-    ok(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": 20}), "position")
+    ok(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": 20}),
+        "position",
+    )
     assert size(broker, "t", cid) == 30
-    ok(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": "end"}), "position")
+    ok(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": "end"}),
+        "position",
+    )
     assert size(broker, "t", cid) == 0
 
 
@@ -486,26 +639,54 @@ def test_size_after_batches_and_commits(broker):
 # Malformed requests, unknown paths, wrong methods
 # --------------------------------------------------------------------------------------------
 
-POST_ENDPOINTS = ["/topics", "/producer/register", "/consumer/register", "/producer/produce",
-                  "/producer/produce_batch", "/consumer/commit"]
+POST_ENDPOINTS = [
+    "/topics",
+    "/producer/register",
+    "/consumer/register",
+    "/producer/produce",
+    "/producer/produce_batch",
+    "/consumer/commit",
+]
 GET_ENDPOINTS = ["/consumer/consume", "/size", "/consumer/fetch"]
 
 
 @pytest.mark.parametrize("path", POST_ENDPOINTS)
 @pytest.mark.parametrize(
     "data",
-    [b"{", b"{\"topic\": ", b"not json", b"[1, 2", b"{\"topic\": \"t\",}", b"\xff\xfe\x00garbage", b"{'topic': 't'}"],
-    ids=["open-brace", "truncated", "text", "open-list", "trailing-comma", "binary", "single-quotes"],
+    [
+        b"{",
+        b'{"topic": ',
+        b"not json",
+        b"[1, 2",
+        b'{"topic": "t",}',
+        b"\xff\xfe\x00garbage",
+        b"{'topic': 't'}",
+    ],
+    ids=[
+        "open-brace",
+        "truncated",
+        "text",
+        "open-list",
+        "trailing-comma",
+        "binary",
+        "single-quotes",
+    ],
 )
 def test_malformed_json_is_400_invalid_request(broker, path, data):
-    failed(raw(broker, "POST", path, data=data, headers={"content-type": "application/json"}),
-           400, "invalid_request")
+    failed(
+        raw(broker, "POST", path, data=data, headers={"content-type": "application/json"}),
+        400,
+        "invalid_request",
+    )
 
 
 @pytest.mark.parametrize("path", GET_ENDPOINTS)
 def test_malformed_json_body_on_get_is_400_invalid_request(broker, path):
-    failed(raw(broker, "GET", path, data=b"{\"topic\": ", headers={"content-type": "application/json"}),
-           400, "invalid_request")
+    failed(
+        raw(broker, "GET", path, data=b'{"topic": ', headers={"content-type": "application/json"}),
+        400,
+        "invalid_request",
+    )
 
 
 @pytest.mark.parametrize("path", POST_ENDPOINTS)
@@ -517,11 +698,28 @@ def test_missing_fields_are_400_invalid_request(broker, path):
     failed(broker.post(path, None), 400, "invalid_request")
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/topic", "/topics/x", "/producer", "/consumer/consume/extra",
-                                  "/producer/produce2", "/SIZE", "/healthz/x", "/%ff"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/nope",
+        "/topic",
+        "/topics/x",
+        "/producer",
+        "/consumer/consume/extra",
+        "/producer/produce2",
+        "/SIZE",
+        "/healthz/x",
+        "/%ff",
+    ],
+)
 def test_unknown_path_is_404_not_found(broker, path):
     failed(raw(broker, "GET", path), 404, "not_found")
-    failed(raw(broker, "POST", path, data=b"{}", headers={"content-type": "application/json"}), 404, "not_found")
+    failed(
+        raw(broker, "POST", path, data=b"{}", headers={"content-type": "application/json"}),
+        404,
+        "not_found",
+    )
 
 
 @pytest.mark.parametrize(
@@ -543,15 +741,23 @@ def test_unknown_path_is_404_not_found(broker, path):
     ],
 )
 def test_wrong_method_is_405_method_not_allowed(broker, method, path):
-    failed(raw(broker, method, path, data=b"{}", headers={"content-type": "application/json"}),
-           405, "method_not_allowed")
+    failed(
+        raw(broker, method, path, data=b"{}", headers={"content-type": "application/json"}),
+        405,
+        "method_not_allowed",
+    )
 
 
 def test_form_body_is_accepted(broker):
     """Parameters may come as a form body too (clients of the assignment differ)."""
     resp = raw(broker, "POST", "/producer/register", data={"topic": "formed"})
     pid = ok(resp, "producer_id")["producer_id"]
-    resp = raw(broker, "POST", "/producer/produce", data={"topic": "formed", "producer_id": str(pid), "message": "hi"})
+    resp = raw(
+        broker,
+        "POST",
+        "/producer/produce",
+        data={"topic": "formed", "producer_id": str(pid), "message": "hi"},
+    )
     assert ok(resp) == {"status": "success"}
 
 
@@ -560,73 +766,215 @@ def _bad_requests() -> list[tuple[str, str, dict]]:
     huge_number = "1" + "0" * 40
     return [
         ("POST", "/topics", {"data": b"{", "headers": j}),
-        ("POST", "/topics", {"data": b"{\"name\": null}", "headers": j}),
-        ("POST", "/topics", {"data": b"{\"name\": 123}", "headers": j}),
-        ("POST", "/topics", {"data": b"{\"name\": \"\\ud800\"}", "headers": j}),  # lone surrogate
-        ("POST", "/topics", {"data": b"{\"name\": \"a\x00b\"}", "headers": j}),  # raw NUL in JSON
+        ("POST", "/topics", {"data": b'{"name": null}', "headers": j}),
+        ("POST", "/topics", {"data": b'{"name": 123}', "headers": j}),
+        ("POST", "/topics", {"data": b'{"name": "\\ud800"}', "headers": j}),  # lone surrogate
+        ("POST", "/topics", {"data": b'{"name": "a\x00b"}', "headers": j}),  # raw NUL in JSON
         ("POST", "/topics", {"data": b"\x00\x01\x02", "headers": j}),
-        ("POST", "/topics", {"data": "{\"name\": \"x\"}".encode("utf-16"), "headers": j}),
-        ("POST", "/topics", {"data": b"{\"name\": \"t\"}", "headers": {"content-type": "text/plain"}}),
-        ("POST", "/topics", {"data": b"name=%ZZ", "headers": {"content-type": "application/x-www-form-urlencoded"}}),
-        ("POST", "/topics", {"data": b"{\"name\": " + b"[" * 10000 + b"]" * 10000 + b"}", "headers": j}),
-        ("POST", "/producer/register", {"data": b"{\"topic\": {\"x\": 1}}", "headers": j}),
-        ("POST", "/producer/register", {"data": b"{\"topic\": \"" + b"a" * 5000 + b"\"}", "headers": j}),
-        ("POST", "/consumer/register", {"data": b"{\"topic\": \"missing\"}", "headers": j}),
-        ("POST", "/consumer/register", {"data": b"{\"topic\": \"t\", \"group\": \"bad group\"}", "headers": j}),
-        ("POST", "/consumer/register", {"data": b"{\"topic\": \"t\", \"group\": 5}", "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"t\", \"producer_id\": " + huge_number.encode()
-                                       + b", \"message\": \"m\"}", "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"t\", \"producer_id\": \"" + huge_number.encode()
-                                       + b"\", \"message\": \"m\"}", "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"t\", \"producer_id\": 1e400, \"message\": \"m\"}",
-                                       "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"t\", \"producer_id\": 18446744073709551615,"
-                                       b" \"message\": \"m\"}", "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"t\", \"producer_id\": 9223372036854775808,"
-                                       b" \"message\": \"m\"}", "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"t\", \"producer_id\": -9223372036854775808,"
-                                       b" \"message\": \"m\"}", "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"\", \"producer_id\": 1, \"message\": \"m\"}",
-                                       "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"nope\", \"producer_id\": 1, \"message\": \"m\"}",
-                                       "headers": j}),
-        ("POST", "/producer/produce", {"data": b"{\"topic\": \"t\", \"producer_id\": 1, \"message\": \"\xff\"}",
-                                       "headers": j}),  # invalid UTF-8
-        ("POST", "/producer/produce_batch", {"data": b"{\"topic\": \"t\", \"producer_id\": 1, \"messages\": \"m\"}",
-                                             "headers": j}),
-        ("POST", "/producer/produce_batch", {"data": b"{\"topic\": \"t\", \"producer_id\": 1, \"messages\": [1]}",
-                                             "headers": j}),
-        ("POST", "/producer/produce_batch", {"data": b"{\"topic\": \"t\", \"producer_id\": 1, \"messages\": [\"m\"],"
-                                             b" \"sequence\": -1}", "headers": j}),
-        ("POST", "/producer/produce_batch", {"data": b"{\"topic\": \"t\", \"producer_id\": 1, \"messages\": [\"m\"],"
-                                             b" \"sequence\": 18446744073709551615}", "headers": j}),
-        ("POST", "/producer/produce_batch", {"data": b"{\"topic\": \"t\", \"producer_id\": 1, \"messages\": [\"m\"],"
-                                             b" \"sequence\": 9223372036854775807}", "headers": j}),
-        ("POST", "/consumer/commit", {"data": b"{\"topic\": \"t\", \"consumer_id\": 1, \"offset\": \"middle\"}",
-                                      "headers": j}),
-        ("POST", "/consumer/commit", {"data": b"{\"topic\": \"t\", \"consumer_id\": 1, \"offset\": -1}",
-                                      "headers": j}),
-        ("POST", "/consumer/commit", {"data": b"{\"topic\": \"t\", \"consumer_id\": 1, \"offset\": 18446744073709551615}",
-                                      "headers": j}),
-        ("POST", "/consumer/commit", {"data": b"{\"topic\": \"t\", \"consumer_id\": 1, \"offset\": 9223372036854775808}",
-                                      "headers": j}),
+        ("POST", "/topics", {"data": '{"name": "x"}'.encode("utf-16"), "headers": j}),
+        ("POST", "/topics", {"data": b'{"name": "t"}', "headers": {"content-type": "text/plain"}}),
+        (
+            "POST",
+            "/topics",
+            {"data": b"name=%ZZ", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+        ),
+        (
+            "POST",
+            "/topics",
+            {"data": b'{"name": ' + b"[" * 10000 + b"]" * 10000 + b"}", "headers": j},
+        ),
+        ("POST", "/producer/register", {"data": b'{"topic": {"x": 1}}', "headers": j}),
+        (
+            "POST",
+            "/producer/register",
+            {"data": b'{"topic": "' + b"a" * 5000 + b'"}', "headers": j},
+        ),
+        ("POST", "/consumer/register", {"data": b'{"topic": "missing"}', "headers": j}),
+        (
+            "POST",
+            "/consumer/register",
+            {"data": b'{"topic": "t", "group": "bad group"}', "headers": j},
+        ),
+        ("POST", "/consumer/register", {"data": b'{"topic": "t", "group": 5}', "headers": j}),
+        (
+            "POST",
+            "/producer/produce",
+            {
+                "data": b'{"topic": "t", "producer_id": '
+                + huge_number.encode()
+                + b', "message": "m"}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {
+                "data": b'{"topic": "t", "producer_id": "'
+                + huge_number.encode()
+                + b'", "message": "m"}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {"data": b'{"topic": "t", "producer_id": 1e400, "message": "m"}', "headers": j},
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {
+                "data": b'{"topic": "t", "producer_id": 18446744073709551615, "message": "m"}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {
+                "data": b'{"topic": "t", "producer_id": 9223372036854775808, "message": "m"}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {
+                "data": b'{"topic": "t", "producer_id": -9223372036854775808, "message": "m"}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {"data": b'{"topic": "", "producer_id": 1, "message": "m"}', "headers": j},
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {"data": b'{"topic": "nope", "producer_id": 1, "message": "m"}', "headers": j},
+        ),
+        (
+            "POST",
+            "/producer/produce",
+            {"data": b'{"topic": "t", "producer_id": 1, "message": "\xff"}', "headers": j},
+        ),  # invalid UTF-8
+        (
+            "POST",
+            "/producer/produce_batch",
+            {"data": b'{"topic": "t", "producer_id": 1, "messages": "m"}', "headers": j},
+        ),
+        (
+            "POST",
+            "/producer/produce_batch",
+            {"data": b'{"topic": "t", "producer_id": 1, "messages": [1]}', "headers": j},
+        ),
+        (
+            "POST",
+            "/producer/produce_batch",
+            {
+                "data": b'{"topic": "t", "producer_id": 1, "messages": ["m"], "sequence": -1}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/producer/produce_batch",
+            {
+                "data": b'{"topic": "t", "producer_id": 1, "messages": ["m"],'
+                b' "sequence": 18446744073709551615}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/producer/produce_batch",
+            {
+                "data": b'{"topic": "t", "producer_id": 1, "messages": ["m"],'
+                b' "sequence": 9223372036854775807}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/consumer/commit",
+            {"data": b'{"topic": "t", "consumer_id": 1, "offset": "middle"}', "headers": j},
+        ),
+        (
+            "POST",
+            "/consumer/commit",
+            {"data": b'{"topic": "t", "consumer_id": 1, "offset": -1}', "headers": j},
+        ),
+        (
+            "POST",
+            "/consumer/commit",
+            {
+                "data": b'{"topic": "t", "consumer_id": 1, "offset": 18446744073709551615}',
+                "headers": j,
+            },
+        ),
+        (
+            "POST",
+            "/consumer/commit",
+            {
+                "data": b'{"topic": "t", "consumer_id": 1, "offset": 9223372036854775808}',
+                "headers": j,
+            },
+        ),
         ("GET", "/consumer/consume", {"params": {"topic": "t", "consumer_id": huge_number}}),
-        ("GET", "/consumer/consume", {"params": {"topic": "t", "consumer_id": "18446744073709551615"}}),
-        ("GET", "/consumer/consume", {"params": {"topic": "t", "consumer_id": "9223372036854775808"}}),
+        (
+            "GET",
+            "/consumer/consume",
+            {"params": {"topic": "t", "consumer_id": "18446744073709551615"}},
+        ),
+        (
+            "GET",
+            "/consumer/consume",
+            {"params": {"topic": "t", "consumer_id": "9223372036854775808"}},
+        ),
         ("GET", "/consumer/consume", {"params": {"topic": "t", "consumer_id": "1", "extra": "x"}}),
         ("GET", "/consumer/consume", {"params": {"topic": "t" * 10000, "consumer_id": "1"}}),
         ("GET", "/consumer/consume", {"params": {"topic": "", "consumer_id": "1"}}),
         ("GET", "/consumer/consume", {"data": b"\xff\xff", "headers": j}),
         ("GET", "/size", {"params": {"topic": "t", "consumer_id": "1.5"}}),
         ("GET", "/size", {"params": {"topic": "t", "consumer_id": "0x10"}}),
-        ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "max_messages": "0"}}),
-        ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "max_messages": "10001"}}),
-        ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "max_messages": huge_number}}),
-        ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "wait_ms": "30001"}}),
+        (
+            "GET",
+            "/consumer/fetch",
+            {"params": {"topic": "t", "consumer_id": "1", "max_messages": "0"}},
+        ),
+        (
+            "GET",
+            "/consumer/fetch",
+            {"params": {"topic": "t", "consumer_id": "1", "max_messages": "10001"}},
+        ),
+        (
+            "GET",
+            "/consumer/fetch",
+            {"params": {"topic": "t", "consumer_id": "1", "max_messages": huge_number}},
+        ),
+        (
+            "GET",
+            "/consumer/fetch",
+            {"params": {"topic": "t", "consumer_id": "1", "wait_ms": "30001"}},
+        ),
         ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "wait_ms": "-5"}}),
-        ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "offset": "99999999"}}),
-        ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "offset": "18446744073709551615"}}),
-        ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "offset": "9223372036854775808"}}),
+        (
+            "GET",
+            "/consumer/fetch",
+            {"params": {"topic": "t", "consumer_id": "1", "offset": "99999999"}},
+        ),
+        (
+            "GET",
+            "/consumer/fetch",
+            {"params": {"topic": "t", "consumer_id": "1", "offset": "18446744073709551615"}},
+        ),
+        (
+            "GET",
+            "/consumer/fetch",
+            {"params": {"topic": "t", "consumer_id": "1", "offset": "9223372036854775808"}},
+        ),
         ("GET", "/consumer/fetch", {"params": {"topic": "t", "consumer_id": "1", "offset": "x"}}),
         ("DELETE", "/consumer/fetch", {}),
         ("OPTIONS", "/topics", {}),
@@ -634,8 +982,11 @@ def _bad_requests() -> list[tuple[str, str, dict]]:
     ]
 
 
-@pytest.mark.parametrize("method,path,kwargs", _bad_requests(),
-                         ids=[f"{i}-{m}-{p}" for i, (m, p, _) in enumerate(_bad_requests())])
+@pytest.mark.parametrize(
+    "method,path,kwargs",
+    _bad_requests(),
+    ids=[f"{i}-{m}-{p}" for i, (m, p, _) in enumerate(_bad_requests())],
+)
 def test_bad_requests_are_json_failures_never_5xx_or_html(broker, method, path, kwargs):
     pid = register_producer(broker, "t")
     register_consumer(broker, "t")
@@ -670,18 +1021,36 @@ def test_huge_ids_and_offsets_are_not_found_or_out_of_range(make_broker, durable
     cid = register_consumer(broker, "t")
     produce(broker, "t", pid, "m")
     for big in [2**63 - 1, 2**63, 2**64 - 1]:
-        failed(broker.post("/producer/produce", {"topic": "t", "producer_id": big, "message": "m"}),
-               404, "producer_not_found")
+        failed(
+            broker.post("/producer/produce", {"topic": "t", "producer_id": big, "message": "m"}),
+            404,
+            "producer_not_found",
+        )
         failed(produce_batch(broker, "t", big, ["m"], sequence=0), 404, "producer_not_found")
-        failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": str(big)}), 404, "consumer_not_found")
-        failed(broker.get("/size", {"topic": "t", "consumer_id": str(big)}), 404, "consumer_not_found")
-        failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": big}),
-               400, "offset_out_of_range")
-        failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "offset": str(big)}),
-               400, "offset_out_of_range")
+        failed(
+            broker.get("/consumer/consume", {"topic": "t", "consumer_id": str(big)}),
+            404,
+            "consumer_not_found",
+        )
+        failed(
+            broker.get("/size", {"topic": "t", "consumer_id": str(big)}), 404, "consumer_not_found"
+        )
+        failed(
+            broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": big}),
+            400,
+            "offset_out_of_range",
+        )
+        failed(
+            broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "offset": str(big)}),
+            400,
+            "offset_out_of_range",
+        )
         failed(produce_batch(broker, "t", pid, ["m"], sequence=big), 409, "sequence_mismatch")
-    failed(broker.post("/producer/produce", {"topic": "t", "producer_id": 2**64, "message": "m"}),
-           400, "invalid_request")
+    failed(
+        broker.post("/producer/produce", {"topic": "t", "producer_id": 2**64, "message": "m"}),
+        400,
+        "invalid_request",
+    )
     assert size(broker, "t", cid) == 1
     assert consume(broker, "t", cid) == "m"
 
@@ -716,16 +1085,33 @@ def test_an_empty_batch_is_refused_and_stores_nothing(broker):
 def test_produce_batch_retry_with_sequence_is_a_duplicate_and_stored_once(broker):
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    first = ok(produce_batch(broker, "t", pid, ["a", "b", "c"], sequence=0), "base_offset", "count", "duplicate")
+    first = ok(
+        produce_batch(broker, "t", pid, ["a", "b", "c"], sequence=0),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert first == {"status": "success", "base_offset": 0, "count": 3, "duplicate": False}
     # The response was "lost": the client retries the same batch.
     for _ in range(3):
-        retry = ok(produce_batch(broker, "t", pid, ["a", "b", "c"], sequence=0), "base_offset", "count", "duplicate")
+        retry = ok(
+            produce_batch(broker, "t", pid, ["a", "b", "c"], sequence=0),
+            "base_offset",
+            "count",
+            "duplicate",
+        )
         assert retry == {"status": "success", "base_offset": 0, "count": 3, "duplicate": True}
     assert size(broker, "t", cid) == 3
-    second = ok(produce_batch(broker, "t", pid, ["d", "e"], sequence=3), "base_offset", "count", "duplicate")
+    second = ok(
+        produce_batch(broker, "t", pid, ["d", "e"], sequence=3), "base_offset", "count", "duplicate"
+    )
     assert second == {"status": "success", "base_offset": 3, "count": 2, "duplicate": False}
-    retry = ok(produce_batch(broker, "t", pid, ["d", "e"], sequence="3"), "base_offset", "count", "duplicate")
+    retry = ok(
+        produce_batch(broker, "t", pid, ["d", "e"], sequence="3"),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert retry == {"status": "success", "base_offset": 3, "count": 2, "duplicate": True}
     # Only the last batch is remembered: an older one is a mismatch.
     failed(produce_batch(broker, "t", pid, ["a", "b", "c"], sequence=0), 409, "sequence_mismatch")
@@ -754,10 +1140,23 @@ def test_produce_batch_failures(broker):
     cid = register_consumer(broker, "b")
     failed(produce_batch(broker, "b", pa, ["m"]), 403, "wrong_topic")
     failed(produce_batch(broker, "b", 9999, ["m"]), 404, "producer_not_found")
-    failed(broker.post("/producer/produce_batch", {"topic": "b", "producer_id": pa}), 400, "invalid_request")
-    failed(broker.post("/producer/produce_batch", {"topic": "b", "messages": ["m"]}), 400, "invalid_request")
-    failed(broker.post("/producer/produce_batch", {"topic": "b", "producer_id": pa, "messages": [1, 2]}),
-           400, "invalid_request")
+    failed(
+        broker.post("/producer/produce_batch", {"topic": "b", "producer_id": pa}),
+        400,
+        "invalid_request",
+    )
+    failed(
+        broker.post("/producer/produce_batch", {"topic": "b", "messages": ["m"]}),
+        400,
+        "invalid_request",
+    )
+    failed(
+        broker.post(
+            "/producer/produce_batch", {"topic": "b", "producer_id": pa, "messages": [1, 2]}
+        ),
+        400,
+        "invalid_request",
+    )
     assert size(broker, "b", cid) == 0
 
 
@@ -769,7 +1168,12 @@ def test_produce_batch_failures(broker):
 def test_fetch_does_not_move_the_position(broker):
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    ok(produce_batch(broker, "t", pid, [f"m{i}" for i in range(10)]), "base_offset", "count", "duplicate")
+    ok(
+        produce_batch(broker, "t", pid, [f"m{i}" for i in range(10)]),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     before = time.time() * 1000
     body = fetch(broker, "t", cid)
     assert [m["offset"] for m in body["messages"]] == list(range(10))
@@ -790,9 +1194,18 @@ def test_fetch_does_not_move_the_position(broker):
 def test_fetch_with_offset_and_max_messages(broker):
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    ok(produce_batch(broker, "t", pid, [f"m{i}" for i in range(25)]), "base_offset", "count", "duplicate")
+    ok(
+        produce_batch(broker, "t", pid, [f"m{i}" for i in range(25)]),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     body = fetch(broker, "t", cid, offset=5, max_messages=3)
-    assert [(m["offset"], m["message"]) for m in body["messages"]] == [(5, "m5"), (6, "m6"), (7, "m7")]
+    assert [(m["offset"], m["message"]) for m in body["messages"]] == [
+        (5, "m5"),
+        (6, "m6"),
+        (7, "m7"),
+    ]
     assert body["next_offset"] == 8 and body["end_offset"] == 25
     body = fetch(broker, "t", cid, offset="20", max_messages="100")
     assert [m["offset"] for m in body["messages"]] == list(range(20, 25))
@@ -810,8 +1223,11 @@ def test_fetch_with_offset_and_max_messages(broker):
     body = fetch(broker, "t", cid, offset=25)
     assert body["messages"] == [] and body["next_offset"] == 25 and body["end_offset"] == 25
     # JSON body on GET.
-    resp = requests.get(broker.url + "/consumer/fetch",
-                        json={"topic": "t", "consumer_id": cid, "offset": 24, "max_messages": 1}, timeout=TIMEOUT)
+    resp = requests.get(
+        broker.url + "/consumer/fetch",
+        json={"topic": "t", "consumer_id": cid, "offset": 24, "max_messages": 1},
+        timeout=TIMEOUT,
+    )
     body = ok(resp, "messages", "next_offset", "end_offset")
     assert [m["message"] for m in body["messages"]] == ["m24"]
     assert size(broker, "t", cid) == 25
@@ -823,16 +1239,38 @@ def test_fetch_failures(broker):
     cid = register_consumer(broker, "t")
     other = register_consumer(broker, "other")
     produce(broker, "t", pid, "m")
-    failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "offset": 2}), 400, "offset_out_of_range")
-    failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "max_messages": 0}), 400, "invalid_request")
-    failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "max_messages": 10001}),
-           400, "invalid_request")
-    failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "wait_ms": 30001}), 400, "invalid_request")
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "offset": 2}),
+        400,
+        "offset_out_of_range",
+    )
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "max_messages": 0}),
+        400,
+        "invalid_request",
+    )
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "max_messages": 10001}),
+        400,
+        "invalid_request",
+    )
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "wait_ms": 30001}),
+        400,
+        "invalid_request",
+    )
     failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": other}), 403, "wrong_topic")
-    failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": 999}), 404, "consumer_not_found")
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": 999}), 404, "consumer_not_found"
+    )
     # A wait on an unknown consumer is refused at once, not after the wait.
-    failed(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": 999, "wait_ms": 20000}, timeout=10),
-           404, "consumer_not_found")
+    failed(
+        broker.get(
+            "/consumer/fetch", {"topic": "t", "consumer_id": 999, "wait_ms": 20000}, timeout=10
+        ),
+        404,
+        "consumer_not_found",
+    )
 
 
 def test_fetch_max_messages_limit(broker):
@@ -840,7 +1278,11 @@ def test_fetch_max_messages_limit(broker):
     cid = register_consumer(broker, "t")
     ok(produce_batch(broker, "t", pid, ["x"] * 10050), "base_offset", "count", "duplicate")
     body = fetch(broker, "t", cid, max_messages=10000)
-    assert len(body["messages"]) == 10000 and body["next_offset"] == 10000 and body["end_offset"] == 10050
+    assert (
+        len(body["messages"]) == 10000
+        and body["next_offset"] == 10000
+        and body["end_offset"] == 10050
+    )
     # The default is a page of at most 1000.
     body = fetch(broker, "t", cid)
     assert 1 <= len(body["messages"]) <= 1000
@@ -857,8 +1299,11 @@ def test_fetch_long_poll_returns_the_message_produced_meanwhile(broker):
     def poll():
         try:
             with requests.Session() as session:
-                result["resp"] = session.get(broker.url + "/consumer/fetch",
-                                             params={"topic": "t", "consumer_id": cid, "wait_ms": 25000}, timeout=40)
+                result["resp"] = session.get(
+                    broker.url + "/consumer/fetch",
+                    params={"topic": "t", "consumer_id": cid, "wait_ms": 25000},
+                    timeout=40,
+                )
         except Exception as err:  # noqa: BLE001
             result["error"] = err
 
@@ -867,8 +1312,11 @@ def test_fetch_long_poll_returns_the_message_produced_meanwhile(broker):
     time.sleep(0.5)  # let the poll start waiting
     assert thread.is_alive(), result
     with requests.Session() as session:
-        resp = session.post(broker.url + "/producer/produce",
-                            json={"topic": "t", "producer_id": pid, "message": "new"}, timeout=TIMEOUT)
+        resp = session.post(
+            broker.url + "/producer/produce",
+            json={"topic": "t", "producer_id": pid, "message": "new"},
+            timeout=TIMEOUT,
+        )
         ok(resp)
     thread.join(timeout=40)
     assert not thread.is_alive()
@@ -887,9 +1335,11 @@ def test_fetch_long_poll_with_explicit_offset(broker):
 
     def poll():
         try:
-            result["resp"] = requests.get(broker.url + "/consumer/fetch",
-                                          params={"topic": "t", "consumer_id": cid, "offset": 2, "wait_ms": 25000},
-                                          timeout=40)
+            result["resp"] = requests.get(
+                broker.url + "/consumer/fetch",
+                params={"topic": "t", "consumer_id": cid, "offset": 2, "wait_ms": 25000},
+                timeout=40,
+            )
         except Exception as err:  # noqa: BLE001
             result["error"] = err
 
@@ -918,8 +1368,11 @@ def test_fetch_long_poll_is_not_woken_by_another_topic(broker):
 
     def poll():
         try:
-            result["resp"] = requests.get(broker.url + "/consumer/fetch",
-                                          params={"topic": "t", "consumer_id": cid, "wait_ms": 1500}, timeout=30)
+            result["resp"] = requests.get(
+                broker.url + "/consumer/fetch",
+                params={"topic": "t", "consumer_id": cid, "wait_ms": 1500},
+                timeout=30,
+            )
         except Exception as err:  # noqa: BLE001
             result["error"] = err
 
@@ -941,10 +1394,18 @@ def test_fetch_long_poll_is_not_woken_by_another_topic(broker):
 def test_commit_offsets_beginning_and_end(broker):
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    ok(produce_batch(broker, "t", pid, [f"m{i}" for i in range(10)]), "base_offset", "count", "duplicate")
+    ok(
+        produce_batch(broker, "t", pid, [f"m{i}" for i in range(10)]),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
 
     def commit(offset):
-        return ok(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": offset}), "position")
+        return ok(
+            broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": offset}),
+            "position",
+        )
 
     assert commit(4) == {"status": "success", "position": 4}
     assert size(broker, "t", cid) == 6
@@ -960,8 +1421,15 @@ def test_commit_offsets_beginning_and_end(broker):
     assert commit(0)["position"] == 0
     assert fetch(broker, "t", cid, max_messages=1)["messages"][0]["message"] == "m0"
     # Commit by a JSON body with the id as a string.
-    assert ok(broker.post("/consumer/commit", {"topic": "t", "consumer_id": str(cid), "offset": "end"}),
-              "position")["position"] == 10
+    assert (
+        ok(
+            broker.post(
+                "/consumer/commit", {"topic": "t", "consumer_id": str(cid), "offset": "end"}
+            ),
+            "position",
+        )["position"]
+        == 10
+    )
 
 
 def test_commit_failures(broker):
@@ -971,14 +1439,39 @@ def test_commit_failures(broker):
     other = register_consumer(broker, "other")
     ok(produce_batch(broker, "t", pid, ["a", "b", "c"]), "base_offset", "count", "duplicate")
     consume(broker, "t", cid)
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": 4}), 400, "offset_out_of_range")
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": 10**15}),
-           400, "offset_out_of_range")
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": "middle"}), 400, "invalid_request")
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": -1}), 400, "invalid_request")
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid}), 400, "invalid_request")
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": other, "offset": 0}), 403, "wrong_topic")
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": 999, "offset": 0}), 404, "consumer_not_found")
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": 4}),
+        400,
+        "offset_out_of_range",
+    )
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": 10**15}),
+        400,
+        "offset_out_of_range",
+    )
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": "middle"}),
+        400,
+        "invalid_request",
+    )
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": -1}),
+        400,
+        "invalid_request",
+    )
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": cid}), 400, "invalid_request"
+    )
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": other, "offset": 0}),
+        403,
+        "wrong_topic",
+    )
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": 999, "offset": 0}),
+        404,
+        "consumer_not_found",
+    )
     # None of the refused commits moved the position.
     assert size(broker, "t", cid) == 2
     assert consume(broker, "t", cid) == "b"
@@ -1013,7 +1506,7 @@ ODD_MESSAGES = [
     "\u0000",
     "\u0000\u0000leading and trailing\u0000",
     "control \u0001\u001f\u007f chars",
-    "json-looking {\"status\": \"failure\"}",
+    'json-looking {"status": "failure"}',
     "%20%00&topic=x&consumer_id=1",
     "<html><body>not html</body></html>",
     "CJK 日本語 中文 한국어",
@@ -1038,27 +1531,46 @@ def test_unicode_messages_come_back_byte_exact(broker, via):
     assert size(broker, "t", cid) == len(ODD_MESSAGES)
     # Via fetch (JSON-decoded, then compared as UTF-8 bytes).
     page = fetch(broker, "t", cid)
-    assert [m["message"].encode("utf-8") for m in page["messages"]] == [m.encode("utf-8") for m in ODD_MESSAGES]
+    assert [m["message"].encode("utf-8") for m in page["messages"]] == [
+        m.encode("utf-8") for m in ODD_MESSAGES
+    ]
     # Via consume, with query string and with a JSON body.
     for i, expected in enumerate(ODD_MESSAGES):
         if i % 2:
-            resp = requests.get(broker.url + "/consumer/consume", json={"topic": "t", "consumer_id": cid},
-                                timeout=TIMEOUT)
+            resp = requests.get(
+                broker.url + "/consumer/consume",
+                json={"topic": "t", "consumer_id": cid},
+                timeout=TIMEOUT,
+            )
         else:
             resp = broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid})
         body = ok(resp, "message")
-        assert body["message"].encode("utf-8") == expected.encode("utf-8"), (i, body["message"][:80])
+        assert body["message"].encode("utf-8") == expected.encode("utf-8"), (
+            i,
+            body["message"][:80],
+        )
     failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), 404, "queue_empty")
 
 
 def test_raw_utf8_and_escaped_json_are_the_same_message(broker):
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    text = "é😀\u0000\n\""
-    raw_body = json.dumps({"topic": "t", "producer_id": pid, "message": text}, ensure_ascii=False).encode("utf-8")
-    escaped_body = json.dumps({"topic": "t", "producer_id": pid, "message": text}, ensure_ascii=True).encode("ascii")
+    text = 'é😀\u0000\n"'
+    raw_body = json.dumps(
+        {"topic": "t", "producer_id": pid, "message": text}, ensure_ascii=False
+    ).encode("utf-8")
+    escaped_body = json.dumps(
+        {"topic": "t", "producer_id": pid, "message": text}, ensure_ascii=True
+    ).encode("ascii")
     for data in (raw_body, escaped_body):
-        ok(raw(broker, "POST", "/producer/produce", data=data,
-               headers={"content-type": "application/json; charset=utf-8"}))
+        ok(
+            raw(
+                broker,
+                "POST",
+                "/producer/produce",
+                data=data,
+                headers={"content-type": "application/json; charset=utf-8"},
+            )
+        )
     assert consume(broker, "t", cid) == text
     assert consume(broker, "t", cid) == text

@@ -40,11 +40,21 @@ def read_all(url: str, topic: str, cid: int) -> list[dict[str, Any]]:
     offset = 0
     with requests.Session() as session:
         for _ in range(10_000):
-            body = ok(session.get(url + "/consumer/fetch",
-                                  params={"topic": topic, "consumer_id": cid, "offset": offset,
-                                          "max_messages": 700},
-                                  timeout=TIMEOUT),
-                      "messages", "next_offset", "end_offset")
+            body = ok(
+                session.get(
+                    url + "/consumer/fetch",
+                    params={
+                        "topic": topic,
+                        "consumer_id": cid,
+                        "offset": offset,
+                        "max_messages": 700,
+                    },
+                    timeout=TIMEOUT,
+                ),
+                "messages",
+                "next_offset",
+                "end_offset",
+            )
             messages += body["messages"]
             offset = body["next_offset"]
             if offset >= body["end_offset"]:
@@ -63,6 +73,7 @@ def run_threads(targets: list[Callable[[], None]], timeout: float = 60) -> None:
                 target()
             except BaseException as err:  # noqa: BLE001
                 errors.append(err)
+
         return run
 
     threads = [threading.Thread(target=wrap(t), daemon=True) for t in targets]
@@ -80,10 +91,13 @@ def producer_loop(url: str, topic: str, pid: int, tag: str, n: int) -> Callable[
     def run() -> None:
         with requests.Session() as session:
             for i in range(n):
-                resp = session.post(url + "/producer/produce",
-                                    json={"topic": topic, "producer_id": pid, "message": f"{tag}:{i}"},
-                                    timeout=TIMEOUT)
+                resp = session.post(
+                    url + "/producer/produce",
+                    json={"topic": topic, "producer_id": pid, "message": f"{tag}:{i}"},
+                    timeout=TIMEOUT,
+                )
                 assert ok(resp) == {"status": "success"}
+
     return run
 
 
@@ -99,12 +113,21 @@ def check_log(messages: list[dict[str, Any]], expected_per_tag: dict[str, int]) 
         per_tag[tag].append(int(i))
     assert set(per_tag) == set(expected_per_tag)
     for tag, n in expected_per_tag.items():
-        assert per_tag[tag] == list(range(n)), f"producer {tag}'s messages are missing or out of order"
+        assert per_tag[tag] == list(range(n)), (
+            f"producer {tag}'s messages are missing or out of order"
+        )
 
 
-def consumer_loop(url: str, topic: str, cid: int, out: list[tuple[int, str]], worker: int,
-                  stop: Callable[[], bool]) -> Callable[[], None]:
+def consumer_loop(
+    url: str,
+    topic: str,
+    cid: int,
+    out: list[tuple[int, str]],
+    worker: int,
+    stop: Callable[[], bool],
+) -> Callable[[], None]:
     """Consumes until ``stop()`` says so; records (worker, message)."""
+
     def run() -> None:
         deadline = time.monotonic() + 45
         with requests.Session() as session:
@@ -112,8 +135,11 @@ def consumer_loop(url: str, topic: str, cid: int, out: list[tuple[int, str]], wo
                 # Asked before the request: a queue_empty after everything was produced means
                 # everything was consumed.
                 done = stop()
-                resp = session.get(url + "/consumer/consume", params={"topic": topic, "consumer_id": cid},
-                                   timeout=TIMEOUT)
+                resp = session.get(
+                    url + "/consumer/consume",
+                    params={"topic": topic, "consumer_id": cid},
+                    timeout=TIMEOUT,
+                )
                 if resp.status_code == 200:
                     out.append((worker, ok(resp, "message")["message"]))
                     continue
@@ -122,6 +148,7 @@ def consumer_loop(url: str, topic: str, cid: int, out: list[tuple[int, str]], wo
                     return
                 time.sleep(0.002)
         raise AssertionError("consumer did not finish in time")
+
     return run
 
 
@@ -130,7 +157,9 @@ def consumer_loop(url: str, topic: str, cid: int, out: list[tuple[int, str]], wo
 # --------------------------------------------------------------------------------------------
 
 
-def test_eight_concurrent_producers_each_message_once_in_producer_order(make_broker, durable_broker_args):
+def test_eight_concurrent_producers_each_message_once_in_producer_order(
+    make_broker, durable_broker_args
+):
     broker = make_broker(*durable_broker_args)
     topic = "many"
     per_producer = 200
@@ -141,12 +170,18 @@ def test_eight_concurrent_producers_each_message_once_in_producer_order(make_bro
 
     messages = read_all(broker.url, topic, cid)
     check_log(messages, {f"p{pid}": per_producer for pid in pids})
-    assert ok(broker.get("/size", {"topic": topic, "consumer_id": cid}), "size")["size"] == 8 * per_producer
+    assert (
+        ok(broker.get("/size", {"topic": topic, "consumer_id": cid}), "size")["size"]
+        == 8 * per_producer
+    )
     # /consumer/consume hands out the same log in the same order.
     with requests.Session() as session:
         for expected in messages[:50]:
-            resp = session.get(broker.url + "/consumer/consume", params={"topic": topic, "consumer_id": cid},
-                               timeout=TIMEOUT)
+            resp = session.get(
+                broker.url + "/consumer/consume",
+                params={"topic": topic, "consumer_id": cid},
+                timeout=TIMEOUT,
+            )
             assert ok(resp, "message")["message"] == expected["message"]
 
 
@@ -154,21 +189,35 @@ def test_concurrent_producers_on_several_topics_do_not_mix(make_broker, durable_
     broker = make_broker(*durable_broker_args)
     topics = ["a", "b", "c", "d"]
     pids = {t: [register_producer(broker.url, t) for _ in range(2)] for t in topics}
-    run_threads([producer_loop(broker.url, t, pid, f"{t}{pid}", 100) for t in topics for pid in pids[t]])
+    run_threads(
+        [producer_loop(broker.url, t, pid, f"{t}{pid}", 100) for t in topics for pid in pids[t]]
+    )
     for t in topics:
         cid = register_consumer(broker.url, t)
         check_log(read_all(broker.url, t, cid), {f"{t}{pid}": 100 for pid in pids[t]})
 
 
-def test_four_threads_sharing_one_consumer_id_get_each_message_once(make_broker, durable_broker_args):
+def test_four_threads_sharing_one_consumer_id_get_each_message_once(
+    make_broker, durable_broker_args
+):
     broker = make_broker(*durable_broker_args)
     topic = "shared"
     pid = register_producer(broker.url, topic)
     total = 1200
     for start in range(0, total, 400):
-        ok(broker.post("/producer/produce_batch",
-                       {"topic": topic, "producer_id": pid, "messages": [f"m:{i}" for i in range(start, start + 400)]}),
-           "base_offset", "count", "duplicate")
+        ok(
+            broker.post(
+                "/producer/produce_batch",
+                {
+                    "topic": topic,
+                    "producer_id": pid,
+                    "messages": [f"m:{i}" for i in range(start, start + 400)],
+                },
+            ),
+            "base_offset",
+            "count",
+            "duplicate",
+        )
     cid = register_consumer(broker.url, topic)
 
     got: list[tuple[int, str]] = []
@@ -195,12 +244,16 @@ def test_producers_and_shared_consumer_at_the_same_time(make_broker, durable_bro
 
     def producers() -> None:
         try:
-            run_threads([producer_loop(broker.url, topic, pid, f"p{pid}", per_producer) for pid in pids])
+            run_threads(
+                [producer_loop(broker.url, topic, pid, f"p{pid}", per_producer) for pid in pids]
+            )
         finally:
             produced_done.set()
 
-    run_threads([producers] + [consumer_loop(broker.url, topic, cid, got, w, produced_done.is_set)
-                               for w in range(4)])
+    run_threads(
+        [producers]
+        + [consumer_loop(broker.url, topic, cid, got, w, produced_done.is_set) for w in range(4)]
+    )
     texts = [m for _, m in got]
     assert len(texts) == len(set(texts)), "a message was consumed twice"
     assert set(texts) == {f"p{pid}:{i}" for pid in pids for i in range(per_producer)}
@@ -218,11 +271,17 @@ def test_concurrent_registrations_get_distinct_ids(make_broker, durable_broker_a
             with requests.Session() as session:
                 for _ in range(25):
                     # Registering a producer creates its topic: many threads race to create it.
-                    resp = session.post(broker.url + "/producer/register", json={"topic": f"new{i % 3}"},
-                                        timeout=TIMEOUT)
+                    resp = session.post(
+                        broker.url + "/producer/register",
+                        json={"topic": f"new{i % 3}"},
+                        timeout=TIMEOUT,
+                    )
                     producer_ids.append(ok(resp, "producer_id")["producer_id"])
-                    resp = session.post(broker.url + "/consumer/register", json={"topic": "t"}, timeout=TIMEOUT)
+                    resp = session.post(
+                        broker.url + "/consumer/register", json={"topic": "t"}, timeout=TIMEOUT
+                    )
                     consumer_ids.append(ok(resp, "consumer_id")["consumer_id"])
+
         return run
 
     run_threads([register(i) for i in range(8)])
@@ -274,13 +333,16 @@ def test_two_brokers_on_one_database(make_broker, postgres_url):
                     # Order per producer holds because each produce is acknowledged before
                     # the next one is sent, whichever broker it goes to.
                     url = urls[(i + k) % 2]
-                    resp = sessions[(i + k) % 2].post(url + "/producer/produce",
-                                                      json={"topic": topic, "producer_id": pid,
-                                                            "message": f"p{pid}:{i}"}, timeout=TIMEOUT)
+                    resp = sessions[(i + k) % 2].post(
+                        url + "/producer/produce",
+                        json={"topic": topic, "producer_id": pid, "message": f"p{pid}:{i}"},
+                        timeout=TIMEOUT,
+                    )
                     assert ok(resp) == {"status": "success"}
             finally:
                 for s in sessions:
                     s.close()
+
         return run
 
     def producers() -> None:
@@ -289,7 +351,9 @@ def test_two_brokers_on_one_database(make_broker, postgres_url):
         finally:
             produced_done.set()
 
-    consumers = [consumer_loop(urls[w % 2], topic, cid, got, w, produced_done.is_set) for w in range(4)]
+    consumers = [
+        consumer_loop(urls[w % 2], topic, cid, got, w, produced_done.is_set) for w in range(4)
+    ]
     run_threads([producers] + consumers)
 
     texts = [m for _, m in got]
@@ -315,8 +379,15 @@ def test_two_brokers_on_one_database(make_broker, postgres_url):
     assert log_a == log_b
     check_log(log_a, {f"p{pid}": per_producer for pid in pids})
     for url in urls:
-        assert ok(requests.get(url + "/size", params={"topic": topic, "consumer_id": cid}, timeout=TIMEOUT),
-                  "size")["size"] == 0
+        assert (
+            ok(
+                requests.get(
+                    url + "/size", params={"topic": topic, "consumer_id": cid}, timeout=TIMEOUT
+                ),
+                "size",
+            )["size"]
+            == 0
+        )
 
 
 def test_two_brokers_share_consumer_positions_and_sequences(make_broker, postgres_url):
@@ -324,18 +395,44 @@ def test_two_brokers_share_consumer_positions_and_sequences(make_broker, postgre
     b = make_broker("--database-url", postgres_url)
     pid = register_producer(a.url, "t")
     cid = register_consumer(a.url, "t")
-    body = ok(b.post("/producer/produce_batch", {"topic": "t", "producer_id": pid, "messages": ["x", "y", "z"],
-                                                 "sequence": 0}), "base_offset", "count", "duplicate")
+    body = ok(
+        b.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": pid, "messages": ["x", "y", "z"], "sequence": 0},
+        ),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert body["duplicate"] is False
     # The retry arrives at the other broker: still recognised.
-    retry = ok(a.post("/producer/produce_batch", {"topic": "t", "producer_id": pid, "messages": ["x", "y", "z"],
-                                                  "sequence": 0}), "base_offset", "count", "duplicate")
+    retry = ok(
+        a.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": pid, "messages": ["x", "y", "z"], "sequence": 0},
+        ),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert retry == {"status": "success", "base_offset": 0, "count": 3, "duplicate": True}
-    assert ok(a.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")["message"] == "x"
-    assert ok(b.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")["message"] == "y"
+    assert (
+        ok(a.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")["message"]
+        == "x"
+    )
+    assert (
+        ok(b.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")["message"]
+        == "y"
+    )
     assert ok(a.get("/size", {"topic": "t", "consumer_id": cid}), "size")["size"] == 1
-    ok(b.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": "beginning"}), "position")
-    assert ok(a.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")["message"] == "x"
+    ok(
+        b.post("/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": "beginning"}),
+        "position",
+    )
+    assert (
+        ok(a.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), "message")["message"]
+        == "x"
+    )
     # Wrong-topic and unknown-id checks hold on the other broker too.
     other = register_producer(b.url, "other")
     resp = a.post("/producer/produce", {"topic": "t", "producer_id": other, "message": "m"})
@@ -351,8 +448,11 @@ def test_long_poll_on_one_broker_wakes_on_a_produce_at_the_other(make_broker, po
 
     def poll() -> None:
         try:
-            result["resp"] = requests.get(b.url + "/consumer/fetch",
-                                          params={"topic": "t", "consumer_id": cid, "wait_ms": 20000}, timeout=40)
+            result["resp"] = requests.get(
+                b.url + "/consumer/fetch",
+                params={"topic": "t", "consumer_id": cid, "wait_ms": 20000},
+                timeout=40,
+            )
         except requests.RequestException as err:
             result["error"] = err
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import requests
 from helpers import failed, is_json, ok
@@ -37,7 +37,9 @@ def produce(broker, topic: str, pid: int, message: str) -> None:
 
 
 def consume(broker, topic: str, cid: int) -> str:
-    return ok(broker.get("/consumer/consume", {"topic": topic, "consumer_id": cid}), "message")["message"]
+    return ok(broker.get("/consumer/consume", {"topic": topic, "consumer_id": cid}), "message")[
+        "message"
+    ]
 
 
 def size(broker, topic: str, cid: int) -> int:
@@ -49,10 +51,18 @@ def read_all(broker, topic: str, cid: int) -> list[str]:
     messages: list[str] = []
     offset = 0
     for _ in range(10_000):
-        body = ok(broker.get("/consumer/fetch",
-                             {"topic": topic, "consumer_id": cid, "offset": offset, "max_messages": 1000}),
-                  "messages", "next_offset", "end_offset")
-        assert [m["offset"] for m in body["messages"]] == list(range(offset, offset + len(body["messages"])))
+        body = ok(
+            broker.get(
+                "/consumer/fetch",
+                {"topic": topic, "consumer_id": cid, "offset": offset, "max_messages": 1000},
+            ),
+            "messages",
+            "next_offset",
+            "end_offset",
+        )
+        assert [m["offset"] for m in body["messages"]] == list(
+            range(offset, offset + len(body["messages"]))
+        )
         messages += [m["message"] for m in body["messages"]]
         offset = body["next_offset"]
         if offset >= body["end_offset"]:
@@ -61,7 +71,7 @@ def read_all(broker, topic: str, cid: int) -> list[str]:
     raise AssertionError("fetch did not reach the end")
 
 
-def assert_acknowledged_kept(stored: list[str], acked: list[str], in_flight: Optional[str]) -> None:
+def assert_acknowledged_kept(stored: list[str], acked: list[str], in_flight: str | None) -> None:
     """``stored`` is exactly ``acked`` in order, optionally followed by the in-flight one."""
     assert len(stored) == len(set(stored)), "a message is stored twice"
     if in_flight is not None and len(stored) == len(acked) + 1:
@@ -74,13 +84,21 @@ def assert_acknowledged_kept(stored: list[str], acked: list[str], in_flight: Opt
 class ProduceStream(threading.Thread):
     """Produces ``prefix-i`` one at a time until the broker stops answering (or ``n``)."""
 
-    def __init__(self, url: str, topic: str, pid: int, prefix: str, n: int = 1_000_000, deadline: float = 25.0):
+    def __init__(
+        self,
+        url: str,
+        topic: str,
+        pid: int,
+        prefix: str,
+        n: int = 1_000_000,
+        deadline: float = 25.0,
+    ):
         super().__init__(daemon=True)
         self.url, self.topic, self.pid, self.prefix, self.n = url, topic, pid, prefix, n
         self.deadline = time.monotonic() + deadline
         self.acked: list[str] = []
-        self.in_flight: Optional[str] = None
-        self.refused: Optional[requests.Response] = None
+        self.in_flight: str | None = None
+        self.refused: requests.Response | None = None
         self.errors: list[str] = []
 
     def run(self) -> None:
@@ -91,9 +109,11 @@ class ProduceStream(threading.Thread):
                 message = f"{self.prefix}-{i:06d}"
                 self.in_flight = message
                 try:
-                    resp = session.post(self.url + "/producer/produce",
-                                        json={"topic": self.topic, "producer_id": self.pid, "message": message},
-                                        timeout=TIMEOUT)
+                    resp = session.post(
+                        self.url + "/producer/produce",
+                        json={"topic": self.topic, "producer_id": self.pid, "message": message},
+                        timeout=TIMEOUT,
+                    )
                 except requests.RequestException:
                     return  # the broker went away with this message in flight
                 if resp.status_code == 200:
@@ -103,7 +123,11 @@ class ProduceStream(threading.Thread):
                     self.acked.append(message)
                     self.in_flight = None
                     continue
-                if resp.status_code == 503 and is_json(resp) and resp.json().get("code") == "shutting_down":
+                if (
+                    resp.status_code == 503
+                    and is_json(resp)
+                    and resp.json().get("code") == "shutting_down"
+                ):
                     self.refused = resp  # refused, so not stored (checked by the caller)
                     return
                 self.errors.append(f"{message}: {resp.status_code} {resp.text}")
@@ -126,8 +150,11 @@ class ConsumeStream(threading.Thread):
             while time.monotonic() < self.deadline:
                 self.in_flight = True
                 try:
-                    resp = session.get(self.url + "/consumer/consume",
-                                       params={"topic": self.topic, "consumer_id": self.cid}, timeout=TIMEOUT)
+                    resp = session.get(
+                        self.url + "/consumer/consume",
+                        params={"topic": self.topic, "consumer_id": self.cid},
+                        timeout=TIMEOUT,
+                    )
                 except requests.RequestException:
                     return
                 if resp.status_code == 200:
@@ -157,7 +184,9 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_sigkill_mid_stream_keeps_every_acknowledged_message_once_and_in_order(make_broker, durable_broker_args):
+def test_sigkill_mid_stream_keeps_every_acknowledged_message_once_and_in_order(
+    make_broker, durable_broker_args
+):
     broker = make_broker(*durable_broker_args)
     topic = "durable"
     pid = register_producer(broker, topic)
@@ -168,13 +197,18 @@ def test_sigkill_mid_stream_keeps_every_acknowledged_message_once_and_in_order(m
     for m in pre:
         produce(broker, topic, pid, m)
     assert [consume(broker, topic, c_consumed) for _ in range(7)] == pre[:7]
-    ok(broker.post("/consumer/commit", {"topic": topic, "consumer_id": c_committed, "offset": 15}), "position")
+    ok(
+        broker.post("/consumer/commit", {"topic": topic, "consumer_id": c_committed, "offset": 15}),
+        "position",
+    )
 
     stream = ProduceStream(broker.url, topic, pid, "live")
     consumer = ConsumeStream(broker.url, topic, c_consumed)
     stream.start()
     consumer.start()
-    wait_for(lambda: len(stream.acked) >= 200 or not stream.is_alive(), 20, "200 acknowledged produces")
+    wait_for(
+        lambda: len(stream.acked) >= 200 or not stream.is_alive(), 20, "200 acknowledged produces"
+    )
     assert stream.is_alive(), f"the stream stopped early: {stream.errors}"
     broker.kill()
     stream.join(timeout=20)
@@ -189,7 +223,7 @@ def test_sigkill_mid_stream_keeps_every_acknowledged_message_once_and_in_order(m
 
     # What the consumer received was the log, in order, once each.
     received = pre[:7] + consumer.received
-    assert received == stored[:len(received)]
+    assert received == stored[: len(received)]
     # Its position is kept: right after what it received (or one further, if a consume was
     # in flight when the broker died and had been committed).
     position = len(stored) - size(broker, topic, c_consumed)
@@ -216,7 +250,9 @@ def test_sigkill_twice_and_restart_without_traffic(make_broker, durable_broker_a
     broker = make_broker(*durable_broker_args)
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    group_id = ok(broker.post("/consumer/register", {"topic": "t", "group": "g"}), "consumer_id")["consumer_id"]
+    group_id = ok(broker.post("/consumer/register", {"topic": "t", "group": "g"}), "consumer_id")[
+        "consumer_id"
+    ]
     for i in range(10):
         produce(broker, "t", pid, f"m{i}")
     consume(broker, "t", cid)
@@ -225,7 +261,12 @@ def test_sigkill_twice_and_restart_without_traffic(make_broker, durable_broker_a
         broker.kill()
         broker.restart()
     # A consumer group keeps its id and its position.
-    assert ok(broker.post("/consumer/register", {"topic": "t", "group": "g"}), "consumer_id")["consumer_id"] == group_id
+    assert (
+        ok(broker.post("/consumer/register", {"topic": "t", "group": "g"}), "consumer_id")[
+            "consumer_id"
+        ]
+        == group_id
+    )
     assert consume(broker, "t", group_id) == "m1"
     assert size(broker, "t", cid) == 9
     assert consume(broker, "t", cid) == "m1"
@@ -237,26 +278,52 @@ def test_producer_sequences_survive_a_sigkill(make_broker, durable_broker_args):
     broker = make_broker(*durable_broker_args)
     pid = register_producer(broker, "t")
     cid = register_consumer(broker, "t")
-    body = ok(broker.post("/producer/produce_batch",
-                          {"topic": "t", "producer_id": pid, "messages": ["a", "b", "c"], "sequence": 0}),
-              "base_offset", "count", "duplicate")
+    body = ok(
+        broker.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": pid, "messages": ["a", "b", "c"], "sequence": 0},
+        ),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert body["duplicate"] is False
     broker.kill()
     broker.restart()
     # The response was "lost" by the crash: the retry is recognised.
-    retry = ok(broker.post("/producer/produce_batch",
-                           {"topic": "t", "producer_id": pid, "messages": ["a", "b", "c"], "sequence": 0}),
-               "base_offset", "count", "duplicate")
+    retry = ok(
+        broker.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": pid, "messages": ["a", "b", "c"], "sequence": 0},
+        ),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert retry == {"status": "success", "base_offset": 0, "count": 3, "duplicate": True}
-    failed(broker.post("/producer/produce_batch",
-                       {"topic": "t", "producer_id": pid, "messages": ["x"], "sequence": 7}), 409, "sequence_mismatch")
-    ok(broker.post("/producer/produce_batch",
-                   {"topic": "t", "producer_id": pid, "messages": ["d"], "sequence": 3}),
-       "base_offset", "count", "duplicate")
+    failed(
+        broker.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": pid, "messages": ["x"], "sequence": 7},
+        ),
+        409,
+        "sequence_mismatch",
+    )
+    ok(
+        broker.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": pid, "messages": ["d"], "sequence": 3},
+        ),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
     assert read_all(broker, "t", cid) == ["a", "b", "c", "d"]
 
 
-def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(make_broker, durable_broker_args):
+def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(
+    make_broker, durable_broker_args
+):
     """A batch is stored whole or not at all, and retrying the batch that was in flight at the
     crash (same sequence) stores it exactly once."""
     broker = make_broker(*durable_broker_args)
@@ -275,16 +342,28 @@ def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(make_b
                 messages = [f"b{b:05d}-{j:02d}" for j in range(50)]
                 state["in_flight"] = (sequence, messages)
                 try:
-                    resp = session.post(broker.url + "/producer/produce_batch",
-                                        json={"topic": "t", "producer_id": pid, "messages": messages,
-                                              "sequence": sequence}, timeout=TIMEOUT)
+                    resp = session.post(
+                        broker.url + "/producer/produce_batch",
+                        json={
+                            "topic": "t",
+                            "producer_id": pid,
+                            "messages": messages,
+                            "sequence": sequence,
+                        },
+                        timeout=TIMEOUT,
+                    )
                 except requests.RequestException:
                     return
                 if resp.status_code != 200:
                     state["errors"].append(f"{resp.status_code} {resp.text}")
                     return
                 body = resp.json()
-                if body != {"status": "success", "base_offset": sequence, "count": 50, "duplicate": False}:
+                if body != {
+                    "status": "success",
+                    "base_offset": sequence,
+                    "count": 50,
+                    "duplicate": False,
+                }:
                     state["errors"].append(f"batch {b}: {body}")
                     return
                 acked.extend(messages)
@@ -310,10 +389,21 @@ def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(make_b
     assert stored in (acked, acked + messages), "a batch was stored in part, lost, or twice"
     was_stored = len(stored) > len(acked)
     # The producer does not know whether the in-flight batch was stored: it retries it.
-    retry = ok(broker.post("/producer/produce_batch",
-                           {"topic": "t", "producer_id": pid, "messages": messages, "sequence": sequence}),
-               "base_offset", "count", "duplicate")
-    assert retry == {"status": "success", "base_offset": len(acked), "count": 50, "duplicate": was_stored}
+    retry = ok(
+        broker.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": pid, "messages": messages, "sequence": sequence},
+        ),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
+    assert retry == {
+        "status": "success",
+        "base_offset": len(acked),
+        "count": 50,
+        "duplicate": was_stored,
+    }
     assert read_all(broker, "t", reader) == acked + messages
 
 
@@ -339,9 +429,11 @@ def test_sigterm_exits_0_and_keeps_everything(make_broker, durable_broker_args):
 
     def long_poll():
         try:
-            poll["resp"] = requests.get(broker.url + "/consumer/fetch",
-                                        params={"topic": "idle", "consumer_id": idle_cid, "wait_ms": 25000},
-                                        timeout=40)
+            poll["resp"] = requests.get(
+                broker.url + "/consumer/fetch",
+                params={"topic": "idle", "consumer_id": idle_cid, "wait_ms": 25000},
+                timeout=40,
+            )
         except requests.RequestException as err:
             poll["error"] = err
 
@@ -349,7 +441,9 @@ def test_sigterm_exits_0_and_keeps_everything(make_broker, durable_broker_args):
     poller.start()
     stream = ProduceStream(broker.url, "t", pid, "live")
     stream.start()
-    wait_for(lambda: len(stream.acked) >= 100 or not stream.is_alive(), 20, "100 acknowledged produces")
+    wait_for(
+        lambda: len(stream.acked) >= 100 or not stream.is_alive(), 20, "100 acknowledged produces"
+    )
     assert stream.is_alive(), stream.errors
     assert poller.is_alive()
 
@@ -409,15 +503,28 @@ def test_postgres_restart_answers_503_then_recovers_by_itself(make_broker, own_p
         message = f"during-{i}"
         attempted.append(message)
         started = time.monotonic()
-        resp = session.post(broker.url + "/producer/produce",
-                            json={"topic": "t", "producer_id": pid, "message": message}, timeout=TIMEOUT)
+        resp = session.post(
+            broker.url + "/producer/produce",
+            json={"topic": "t", "producer_id": pid, "message": message},
+            timeout=TIMEOUT,
+        )
         failed(resp, 503, "storage_unavailable")
         assert time.monotonic() - started < TIMEOUT
-    failed(session.get(broker.url + "/consumer/consume", params={"topic": "t", "consumer_id": cid}, timeout=TIMEOUT),
-           503, "storage_unavailable")
+    failed(
+        session.get(
+            broker.url + "/consumer/consume",
+            params={"topic": "t", "consumer_id": cid},
+            timeout=TIMEOUT,
+        ),
+        503,
+        "storage_unavailable",
+    )
     failed(session.get(broker.url + "/healthz", timeout=TIMEOUT), 503, "storage_unavailable")
-    failed(session.post(broker.url + "/producer/register", json={"topic": "t2"}, timeout=TIMEOUT),
-           503, "storage_unavailable")
+    failed(
+        session.post(broker.url + "/producer/register", json={"topic": "t2"}, timeout=TIMEOUT),
+        503,
+        "storage_unavailable",
+    )
 
     own_postgres.start()
 
@@ -431,8 +538,11 @@ def test_postgres_restart_answers_503_then_recovers_by_itself(make_broker, own_p
         i += 1
         attempted.append(message)
         try:
-            last = session.post(broker.url + "/producer/produce",
-                                json={"topic": "t", "producer_id": pid, "message": message}, timeout=TIMEOUT)
+            last = session.post(
+                broker.url + "/producer/produce",
+                json={"topic": "t", "producer_id": pid, "message": message},
+                timeout=TIMEOUT,
+            )
         except requests.RequestException as err:
             last = err
             time.sleep(0.2)
@@ -451,7 +561,9 @@ def test_postgres_restart_answers_503_then_recovers_by_itself(make_broker, own_p
 
     stored = read_all(broker, "t", reader)
     assert len(stored) == len(set(stored)), "a message is stored twice"
-    assert [m for m in stored if m in set(acked)] == acked, "an acknowledged message was lost or reordered"
+    assert [m for m in stored if m in set(acked)] == acked, (
+        "an acknowledged message was lost or reordered"
+    )
     assert set(stored) <= set(acked) | set(attempted)
     # Refused while the database was down means not stored.
     assert not any(m.startswith("during-") for m in stored), stored
@@ -459,4 +571,3 @@ def test_postgres_restart_answers_503_then_recovers_by_itself(make_broker, own_p
     assert consume(broker, "t", cid) == acked[5]
     assert size(broker, "t", cid) == len(stored) - 6
     session.close()
-

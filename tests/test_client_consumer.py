@@ -175,11 +175,10 @@ def test_a_consumer_killed_while_handling_a_message_gets_it_again(broker):
 
 def test_a_with_block_that_fails_does_not_consume_the_message_in_hand(broker):
     fill(broker, "t", 5)
-    with pytest.raises(RuntimeError):
-        with MyConsumer(["t"], broker.address, group="g") as consumer:
-            for msg in consumer.get_next(timeout=10):
-                if msg.offset == 2:
-                    raise RuntimeError("handling failed")
+    with pytest.raises(RuntimeError), MyConsumer(["t"], broker.address, group="g") as consumer:
+        for msg in consumer.get_next(timeout=10):
+            if msg.offset == 2:
+                raise RuntimeError("handling failed")
     with MyConsumer(["t"], broker.address, group="g") as again:
         assert take(again, 1)[0].offset == 2, "the failed message comes again"
 

@@ -35,7 +35,7 @@ def interrupt(proc: subprocess.Popen, timeout: float = 30) -> tuple[str, str, fl
 def test_the_producer_example_delivers_every_accepted_message(broker):
     proc = start_example("producer.py", broker)
     time.sleep(2)
-    out, err, _ = interrupt(proc)
+    _out, err, _ = interrupt(proc)
     assert proc.returncode == 0, err
     accepted = json.loads(err.strip().splitlines()[-1])["accepted"]
     assert accepted > 1000, "the loop sends until interrupted"
@@ -74,6 +74,6 @@ def test_the_consumer_example_answers_ctrl_c_while_waiting(broker):
     assert proc.stdout is not None
     assert proc.stdout.readline() and proc.stdout.readline()  # both consumed; now it waits
     time.sleep(0.5)
-    out, err, seconds = interrupt(proc, timeout=10)
+    _out, err, seconds = interrupt(proc, timeout=10)
     assert proc.returncode == 0, err
     print(f"exited {seconds:.3f}s after SIGINT while blocked in get_next()")

@@ -1,6 +1,6 @@
 """MyConsumer.get_next() draining COUNT messages from the beginning of TOPIC, timed.
 
-    python consume.py ADDRESS TOPIC COUNT  ->  {"seconds": .., "rate": ..}
+python consume.py ADDRESS TOPIC COUNT  ->  {"seconds": .., "rate": ..}
 """
 
 import json

@@ -44,9 +44,13 @@ consumer.stop()
 sender.wait(timeout=60)
 delays.sort()
 warm = delays  # every message counts: no warm-up is discarded
-print(json.dumps({
-    "count": len(warm),
-    "p50_ms": warm[len(warm) // 2],
-    "p99_ms": warm[min(len(warm) - 1, int(len(warm) * 0.99))],
-    "max_ms": warm[-1],
-}))
+print(
+    json.dumps(
+        {
+            "count": len(warm),
+            "p50_ms": warm[len(warm) // 2],
+            "p99_ms": warm[min(len(warm) - 1, int(len(warm) * 0.99))],
+            "max_ms": warm[-1],
+        }
+    )
+)

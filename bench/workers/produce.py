@@ -1,6 +1,6 @@
 """MyProducer from one process: COUNT messages of SIZE bytes, timed until stop() returns.
 
-    python produce.py ADDRESS TOPIC COUNT SIZE  ->  {"seconds": .., "rate": .., "peak_rss_mb": ..}
+python produce.py ADDRESS TOPIC COUNT SIZE  ->  {"seconds": .., "rate": .., "peak_rss_mb": ..}
 """
 
 import json
@@ -19,8 +19,12 @@ for _ in range(count):
     send(topic, message)
 producer.stop()
 seconds = time.perf_counter() - started
-print(json.dumps({
-    "seconds": seconds,
-    "rate": count / seconds,
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-}))
+print(
+    json.dumps(
+        {
+            "seconds": seconds,
+            "rate": count / seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+)

@@ -15,7 +15,9 @@ directory, clients, seconds = Path(sys.argv[1]), int(sys.argv[2]), float(sys.arg
 path = directory / "baseline.sqlite3"
 setup = sqlite3.connect(path)
 setup.execute("PRAGMA journal_mode=WAL")
-setup.execute("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, producer_id INTEGER, stored_ms INTEGER, payload TEXT)")
+setup.execute(
+    "CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, producer_id INTEGER, stored_ms INTEGER, payload TEXT)"
+)
 setup.commit()
 setup.close()
 payload = "x" * 100
@@ -28,8 +30,10 @@ def client(index: int) -> None:
     conn.execute("PRAGMA synchronous=FULL")
     while time.perf_counter() < stop_at:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO rows (producer_id, stored_ms, payload) VALUES (?, ?, ?)",
-                         [(index, 0, payload)] * 100)
+        conn.executemany(
+            "INSERT INTO rows (producer_id, stored_ms, payload) VALUES (?, ?, ?)",
+            [(index, 0, payload)] * 100,
+        )
         conn.execute("COMMIT")
         inserted[index] += 100
     conn.close()

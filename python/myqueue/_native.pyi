@@ -1,7 +1,25 @@
 """Type stubs and documentation of myqueue's compiled core."""
 
+from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Iterator, Optional, Sequence, Type, Union
+
+from typing_extensions import Self, disjoint_base, final
+
+__all__ = [
+    "BrokerUnavailable",
+    "ClientClosed",
+    "DeliveryFailed",
+    "Message",
+    "MessageIterator",
+    "MyConsumer",
+    "MyProducer",
+    "MyQueueError",
+    "MyQueueTimeout",
+    "RequestRejected",
+    "SendFuture",
+    "TopicNotFound",
+    "__version__",
+]
 
 __version__: str
 
@@ -12,7 +30,7 @@ class MyQueueError(Exception):
     broker answered with one, else ``None``.
     """
 
-    code: Optional[str]
+    code: str | None
 
 class BrokerUnavailable(MyQueueError):
     """The broker cannot be reached, or cannot serve now (it answered 503)."""
@@ -32,10 +50,11 @@ class ClientClosed(MyQueueError):
 class MyQueueTimeout(MyQueueError):
     """A wait ran out of time (``flush(timeout)``, ``stop(timeout)``, ``SendFuture.get(timeout)``)."""
 
+@final
 class SendFuture:
     """The delivery of one message, returned by ``MyProducer.send()``."""
 
-    def get(self, timeout: Optional[float] = None) -> int:
+    def get(self, timeout: float | None = None) -> int:
         """Waits until the message is stored and returns its offset in the topic.
 
         Raises the delivery error (``DeliveryFailed``), or ``MyQueueTimeout`` after
@@ -48,6 +67,7 @@ class SendFuture:
     def failed(self) -> bool:
         """True once the message was given up."""
 
+@disjoint_base
 class MyProducer:
     """Publishes messages to topics, in batches, in the background.
 
@@ -74,19 +94,19 @@ class MyProducer:
     buffered messages are left to the parent, never sent twice.
     """
 
-    def __init__(
-        self,
-        topics: Union[Sequence[str], str, None] = None,
+    def __new__(
+        cls,
+        topics: Sequence[str] | str | None = None,
         broker: str = "localhost:9092",
         *,
         linger_ms: float = 5.0,
-        batch_size: int = 524288,
-        buffer_size: int = 33554432,
+        batch_size: int = ...,
+        buffer_size: int = ...,
         delivery_timeout: float = 120.0,
         request_timeout: float = 30.0,
-        max_message_bytes: int = 1048576,
-    ) -> None: ...
-    def send(self, topic: str, value: Union[bytes, str]) -> SendFuture:
+        max_message_bytes: int = ...,
+    ) -> Self: ...
+    def send(self, topic: str, value: bytes | str) -> SendFuture:
         """Queues ``value`` (UTF-8 bytes or str) for ``topic`` and returns at once.
 
         Waits only while the buffer is full. Raises ``ValueError`` for bytes that are not
@@ -96,19 +116,19 @@ class MyProducer:
     def can_send(self) -> bool:
         """True while the producer is open and healthy; False once stopped, or after a
         message could not be delivered. Waits while the buffer is full (back-pressure)."""
-    def flush(self, timeout: Optional[float] = None) -> None:
+    def flush(self, timeout: float | None = None) -> None:
         """Sends everything buffered now and waits until it is stored.
 
         Raises ``DeliveryFailed`` if messages failed meanwhile, ``MyQueueTimeout`` after
         ``timeout`` seconds.
         """
-    def stop(self, timeout: Optional[float] = None) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Delivers every message ``send()`` accepted, then closes the producer.
 
         Raises ``DeliveryFailed`` saying how many messages could not be delivered, or
         ``MyQueueTimeout`` after ``timeout`` seconds (delivery then goes on in the background).
         """
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Alias of ``stop()``."""
     @property
     def closed(self) -> bool:
@@ -116,15 +136,16 @@ class MyProducer:
     @property
     def broker(self) -> str:
         """The broker's base URL."""
-    def __enter__(self) -> "MyProducer": ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> bool:
         """Calls ``stop()``."""
 
+@final
 class Message:
     """A consumed message."""
 
@@ -141,12 +162,14 @@ class Message:
     def timestamp(self) -> int:
         """When the broker stored it, in milliseconds since the Unix epoch."""
 
+@final
 class MessageIterator(Iterator[Message]):
     """What ``MyConsumer.get_next()`` returns."""
 
-    def __iter__(self) -> "MessageIterator": ...
+    def __iter__(self) -> MessageIterator: ...
     def __next__(self) -> Message: ...
 
+@disjoint_base
 class MyConsumer:
     """Reads topics in order, each message once, prefetching in the background.
 
@@ -174,20 +197,20 @@ class MyConsumer:
         request_timeout: seconds one HTTP request may take (default 30).
     """
 
-    def __init__(
-        self,
-        topics: Union[Sequence[str], str],
+    def __new__(
+        cls,
+        topics: Sequence[str] | str,
         broker: str = "localhost:9092",
         *,
-        group: Optional[str] = None,
+        group: str | None = None,
         fetch_max_messages: int = 5000,
-        fetch_max_bytes: int = 4194304,
+        fetch_max_bytes: int = ...,
         buffer_messages: int = 10000,
-        buffer_bytes: int = 16777216,
+        buffer_bytes: int = ...,
         auto_commit_interval: float = 0.5,
         request_timeout: float = 30.0,
-    ) -> None: ...
-    def get_next(self, timeout: Optional[float] = None) -> MessageIterator:
+    ) -> Self: ...
+    def get_next(self, timeout: float | None = None) -> MessageIterator:
         """Messages of all topics, taken in turn, as they arrive.
 
         Waits for new messages without polling (the broker holds the request until one
@@ -197,7 +220,7 @@ class MyConsumer:
         """
     def __iter__(self) -> MessageIterator:
         """Same as ``get_next()``."""
-    def poll(self, timeout: Optional[float] = None) -> Optional[Message]:
+    def poll(self, timeout: float | None = None) -> Message | None:
         """The next message, or None after ``timeout`` seconds without one (or once stopped)."""
     def size(self, topic: str) -> int:
         """Messages in ``topic`` that this consumer has not consumed yet (the message the
@@ -210,28 +233,28 @@ class MyConsumer:
         """Replays ``topic`` from its first message; returns the new position (0)."""
     def seek_to_end(self, topic: str) -> int:
         """Skips what ``topic`` holds now; returns the new position."""
-    def stop(self, timeout: Optional[float] = 10.0) -> None:
+    def stop(self, timeout: float | None = 10.0) -> None:
         """Ends ``get_next()`` (also from another thread) and stores the final positions,
         waiting up to ``timeout`` seconds. If they cannot be stored (the broker is down), a
         ``RuntimeWarning`` says so: the messages taken since the last commit will be delivered
         again, nothing is lost."""
-    def close(self, timeout: Optional[float] = 10.0) -> None:
+    def close(self, timeout: float | None = 10.0) -> None:
         """Alias of ``stop()``."""
     @property
     def topics(self) -> list[str]:
         """The subscribed topics."""
     @property
-    def group(self) -> Optional[str]:
+    def group(self) -> str | None:
         """The durable group name, if any."""
     @property
     def broker(self) -> str:
         """The broker's base URL."""
-    def __enter__(self) -> "MyConsumer": ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> bool:
         """Stops like ``stop()``; when the block ends with an exception, the message being
         handled does not count as consumed, so it is delivered again."""
