@@ -2,9 +2,9 @@
 
 use super::error::{ClientError, Result};
 use myqueue_wire::{
-    CommitRequest, CommitResponse, CreateTopicRequest, ErrorCode, ErrorResponse, FetchResponse,
-    ListTopicsResponse, Num, OffsetSpec, RegisterConsumerRequest, RegisterConsumerResponse,
-    RegisterProducerRequest, RegisterProducerResponse, SizeResponse,
+    CommitRequest, CommitResponse, CreateTopicRequest, ErrorCode, ErrorResponse, FetchLimits,
+    FetchResponse, ListTopicsResponse, Num, OffsetSpec, RegisterConsumerRequest,
+    RegisterConsumerResponse, RegisterProducerRequest, RegisterProducerResponse, SizeResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -170,27 +170,28 @@ impl BrokerClient {
         self.send(request, self.request_timeout).await
     }
 
-    /// Reads up to `max` messages and about `max_bytes` of payload from `offset` (the
-    /// committed position when `None`), waiting up to `wait` for the first one.
+    /// Reads what `limits` allow from `offset` (the committed position when `None`), waiting
+    /// up to the limits' wait for the first message.
     pub async fn fetch(
         &self,
         topic: &str,
         consumer_id: u64,
         offset: Option<u64>,
-        (max, max_bytes): (u32, u64),
-        wait: Duration,
+        limits: FetchLimits,
     ) -> Result<FetchResponse> {
         // Topic names are [A-Za-z0-9._-]: nothing in this query string needs escaping.
         let mut url = format!(
-            "{}/consumer/fetch?topic={topic}&consumer_id={consumer_id}&max_messages={max}\
-             &max_bytes={max_bytes}&wait_ms={}",
+            "{}/consumer/fetch?topic={topic}&consumer_id={consumer_id}&max_messages={}\
+             &max_bytes={}&wait_ms={}",
             self.base,
-            wait.as_millis()
+            limits.max_messages(),
+            limits.max_bytes(),
+            limits.wait_ms()
         );
         if let Some(offset) = offset {
             url.push_str(&format!("&offset={offset}"));
         }
-        self.send(self.http.get(url), self.request_timeout + wait)
+        self.send(self.http.get(url), self.request_timeout + limits.wait())
             .await
     }
 

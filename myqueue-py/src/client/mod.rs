@@ -3,6 +3,7 @@
 //! benchmarks) can use it directly.
 
 pub mod consumer;
+pub mod defaults;
 pub mod error;
 pub mod http;
 pub mod producer;

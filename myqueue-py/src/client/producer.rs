@@ -38,13 +38,14 @@ pub struct ProducerConfig {
 
 impl Default for ProducerConfig {
     fn default() -> Self {
+        use super::defaults::producer::*;
         ProducerConfig {
-            linger: Duration::from_millis(5),
-            batch_size: 512 * 1024,
-            buffer_size: 32 * 1024 * 1024,
-            delivery_timeout: Duration::from_secs(120),
-            request_timeout: Duration::from_secs(30),
-            max_message_bytes: myqueue_wire::DEFAULT_MAX_MESSAGE_BYTES,
+            linger: LINGER,
+            batch_size: BATCH_SIZE,
+            buffer_size: BUFFER_SIZE,
+            delivery_timeout: DELIVERY_TIMEOUT,
+            request_timeout: super::defaults::REQUEST_TIMEOUT,
+            max_message_bytes: MAX_MESSAGE_BYTES,
         }
     }
 }
