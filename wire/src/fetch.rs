@@ -1,6 +1,7 @@
 //! The limits of one `fetch` and their one check: the broker applies it to every request, the
 //! client to its settings before it sends any, so both refuse the same values.
 
+use crate::Num;
 use std::fmt;
 use std::time::Duration;
 
@@ -111,6 +112,23 @@ impl FetchLimits {
 }
 
 impl crate::FetchRequest {
+    /// A request for what `limits` allow, from `offset` (the committed position when `None`).
+    pub fn new(
+        topic: impl Into<String>,
+        consumer_id: u64,
+        offset: Option<u64>,
+        limits: FetchLimits,
+    ) -> Self {
+        crate::FetchRequest {
+            topic: topic.into(),
+            consumer_id: Num(consumer_id),
+            offset: offset.map(Num),
+            max_messages: Some(Num(limits.max_messages.into())),
+            max_bytes: Some(Num(limits.max_bytes)),
+            wait_ms: Some(Num(limits.wait_ms)),
+        }
+    }
+
     /// The request's limits, checked, with the defaults for what it does not say.
     pub fn limits(&self) -> Result<FetchLimits, FetchLimitError> {
         FetchLimits::new(
@@ -139,6 +157,14 @@ mod tests {
         let limits = FetchLimits::new(max, Some(MAX_FETCH_BYTES), Some(MAX_FETCH_WAIT_MS));
         assert_eq!(limits.unwrap().wait_ms(), MAX_FETCH_WAIT_MS);
         assert!(FetchLimits::new(Some(1), Some(1), Some(0)).is_ok());
+    }
+
+    #[test]
+    fn a_request_carries_its_limits() {
+        let limits = FetchLimits::new(Some(7), Some(300), Some(20_000)).unwrap();
+        let request = crate::FetchRequest::new("t", 3, Some(5), limits);
+        assert_eq!(request.limits(), Ok(limits));
+        assert_eq!(request.offset, Some(Num(5)));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use super::defaults;
 use super::error::{ClientError, Result};
 use super::http::BrokerClient;
+use super::retry::Backoff;
 use super::runtime;
 use myqueue_wire::{ErrorCode, FetchLimits, OffsetSpec};
 use std::collections::VecDeque;
@@ -354,7 +355,7 @@ impl ConsumerCore {
 /// The prefetch loop of one topic.
 async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
     let topic = &core.topics[index];
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         let (from, generation) = {
             let state = core.lock();
@@ -382,7 +383,7 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
         };
         match fetched {
             Ok(fetched) => {
-                backoff = Duration::from_millis(50);
+                backoff = Backoff::new();
                 let mut state = core.lock();
                 let buffer = &mut state.buffers[index];
                 if buffer.generation != generation {
@@ -413,9 +414,9 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 core.arrived.notify_all();
             }
             Err(err) if err.is_retriable() => {
-                tracing::debug!(topic = %topic.name, error = %err, "fetch failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                let wait = backoff.next_wait();
+                tracing::debug!(topic = %topic.name, error = %err, "fetch failed; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
             }
             Err(ClientError::Rejected {
                 code: ErrorCode::OffsetOutOfRange,
@@ -430,7 +431,7 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                         buffer.fetch_from = None;
                     }
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(err) => {
                 core.lock().failure.get_or_insert(err);

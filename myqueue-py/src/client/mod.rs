@@ -7,6 +7,7 @@ pub mod defaults;
 pub mod error;
 pub mod http;
 pub mod producer;
+pub mod retry;
 pub mod runtime;
 
 pub use consumer::{ConsumerConfig, ConsumerCore, Message, Polled};
