@@ -15,6 +15,10 @@ package re-exports it. See the type stubs (``_native.pyi``) for the documentatio
 """
 
 from myqueue._native import (
+    CONSUMER_DEFAULTS,
+    MAX_FETCH_BYTES,
+    MAX_FETCH_MESSAGES,
+    PRODUCER_DEFAULTS,
     BrokerUnavailable,
     ClientClosed,
     DeliveryFailed,
@@ -31,6 +35,10 @@ from myqueue._native import (
 )
 
 __all__ = [
+    "CONSUMER_DEFAULTS",
+    "MAX_FETCH_BYTES",
+    "MAX_FETCH_MESSAGES",
+    "PRODUCER_DEFAULTS",
     "BrokerUnavailable",
     "ClientClosed",
     "DeliveryFailed",

@@ -1,11 +1,21 @@
-"""Type stubs and documentation of myqueue's compiled core."""
+"""Type stubs and documentation of myqueue's compiled core.
+
+Defaults are written ``...`` here: each is defined once in the Rust core
+(``myqueue-py/src/client/defaults.rs``) and can be read at run time from ``PRODUCER_DEFAULTS``
+and ``CONSUMER_DEFAULTS``, keyed by parameter name.
+"""
 
 from collections.abc import Iterator, Sequence
 from types import TracebackType
+from typing import Final, TypedDict
 
 from typing_extensions import Self, disjoint_base, final
 
 __all__ = [
+    "CONSUMER_DEFAULTS",
+    "MAX_FETCH_BYTES",
+    "MAX_FETCH_MESSAGES",
+    "PRODUCER_DEFAULTS",
     "BrokerUnavailable",
     "ClientClosed",
     "DeliveryFailed",
@@ -22,6 +32,35 @@ __all__ = [
 ]
 
 __version__: str
+
+class _ProducerDefaults(TypedDict):
+    broker: str
+    linger_ms: float
+    batch_size: int
+    buffer_size: int
+    delivery_timeout: float
+    request_timeout: float
+    max_message_bytes: int
+
+class _ConsumerDefaults(TypedDict):
+    broker: str
+    fetch_max_messages: int
+    fetch_max_bytes: int
+    buffer_messages: int
+    buffer_bytes: int
+    auto_commit_interval: float
+    request_timeout: float
+    stop_timeout: float
+    """The default ``timeout`` of ``MyConsumer.stop()`` and ``close()``."""
+
+PRODUCER_DEFAULTS: Final[_ProducerDefaults]
+"""``MyProducer``'s defaults by parameter name (a copy: changing it changes nothing)."""
+CONSUMER_DEFAULTS: Final[_ConsumerDefaults]
+"""``MyConsumer``'s defaults by parameter name (a copy: changing it changes nothing)."""
+MAX_FETCH_MESSAGES: Final[int]
+"""The broker's limit on messages per fetch: the most ``fetch_max_messages`` may be."""
+MAX_FETCH_BYTES: Final[int]
+"""The broker's limit on payload bytes per fetch: the most ``fetch_max_bytes`` may be."""
 
 class MyQueueError(Exception):
     """Base class of every myqueue error.
@@ -79,14 +118,15 @@ class MyProducer:
     response or a broker restart is recognised by its sequence number and not stored twice.
     Transient failures are retried with backoff for up to ``delivery_timeout`` seconds.
 
-    Keyword options:
-        linger_ms: how long a batch waits for more messages before it is sent (default 5).
-        batch_size: bytes of messages per batch request (default 512 KiB).
-        buffer_size: bytes of accepted, undelivered messages at most (default 32 MiB);
-            ``send()`` and ``can_send()`` wait while the buffer is full.
-        delivery_timeout: seconds a batch is retried before it is given up (default 120).
-        request_timeout: seconds one HTTP request may take (default 30).
-        max_message_bytes: largest message ``send()`` accepts (default 1 MiB, the broker's
+    ``broker`` is ``"host:port"`` or ``"http://host:port"``. Keyword options (defaults in
+    ``PRODUCER_DEFAULTS``):
+        linger_ms: how long a batch waits for more messages before it is sent.
+        batch_size: bytes of messages per batch request.
+        buffer_size: bytes of accepted, undelivered messages at most; ``send()`` and
+            ``can_send()`` wait while the buffer is full.
+        delivery_timeout: seconds a batch is retried before it is given up.
+        request_timeout: seconds one HTTP request may take.
+        max_message_bytes: largest message ``send()`` accepts (by default the broker's
             default limit).
 
     Several threads may share one producer. A producer used in a process forked after it
@@ -97,13 +137,13 @@ class MyProducer:
     def __new__(
         cls,
         topics: Sequence[str] | str | None = None,
-        broker: str = "localhost:9092",
+        broker: str = ...,
         *,
-        linger_ms: float = 5.0,
+        linger_ms: float = ...,
         batch_size: int = ...,
         buffer_size: int = ...,
-        delivery_timeout: float = 120.0,
-        request_timeout: float = 30.0,
+        delivery_timeout: float = ...,
+        request_timeout: float = ...,
         max_message_bytes: int = ...,
     ) -> Self: ...
     def send(self, topic: str, value: bytes | str) -> SendFuture:
@@ -182,33 +222,36 @@ class MyConsumer:
     topic continues where the last one stopped.
 
     A message counts as consumed once the program has taken it and asked for the next one
-    (or called ``stop()``; not when a ``with`` block ends with an exception). Consumed positions are stored on the broker every
-    ``auto_commit_interval`` seconds and by ``stop()``; a program that crashes while handling
-    a message gets it again when it restarts with the same group (at least once).
+    (or called ``stop()``; not when a ``with`` block ends with an exception). Consumed
+    positions are stored on the broker every ``auto_commit_interval`` seconds and by
+    ``stop()``; a program that crashes while handling a message gets it again when it
+    restarts with the same group (at least once).
 
-    Keyword options:
-        group: a durable consumer name (letters, digits, '.', '_', '-').
-        fetch_max_messages: messages per fetch request at most (default 5000).
+    ``broker`` is ``"host:port"`` or ``"http://host:port"``. Keyword options (defaults in
+    ``CONSUMER_DEFAULTS``):
+        group: a durable consumer name (letters, digits, '.', '_', '-'); none by default.
+        fetch_max_messages: messages per fetch request at most (at most
+            ``MAX_FETCH_MESSAGES``).
         fetch_max_bytes: payload bytes per fetch request at most, past its first message
-            (default 4 MiB, at most 16 MiB).
-        buffer_messages: messages prefetched per topic at most (default 10000).
-        buffer_bytes: payload bytes prefetched per topic at most (default 16 MiB).
-        auto_commit_interval: seconds between commits of consumed positions (default 0.5).
-        request_timeout: seconds one HTTP request may take (default 30).
+            (at most ``MAX_FETCH_BYTES``).
+        buffer_messages: messages prefetched per topic at most.
+        buffer_bytes: payload bytes prefetched per topic at most.
+        auto_commit_interval: seconds between commits of consumed positions.
+        request_timeout: seconds one HTTP request may take (on top of the long poll).
     """
 
     def __new__(
         cls,
         topics: Sequence[str] | str,
-        broker: str = "localhost:9092",
+        broker: str = ...,
         *,
         group: str | None = None,
-        fetch_max_messages: int = 5000,
+        fetch_max_messages: int = ...,
         fetch_max_bytes: int = ...,
-        buffer_messages: int = 10000,
+        buffer_messages: int = ...,
         buffer_bytes: int = ...,
-        auto_commit_interval: float = 0.5,
-        request_timeout: float = 30.0,
+        auto_commit_interval: float = ...,
+        request_timeout: float = ...,
     ) -> Self: ...
     def get_next(self, timeout: float | None = None) -> MessageIterator:
         """Messages of all topics, taken in turn, as they arrive.
@@ -233,12 +276,13 @@ class MyConsumer:
         """Replays ``topic`` from its first message; returns the new position (0)."""
     def seek_to_end(self, topic: str) -> int:
         """Skips what ``topic`` holds now; returns the new position."""
-    def stop(self, timeout: float | None = 10.0) -> None:
+    def stop(self, timeout: float | None = ...) -> None:
         """Ends ``get_next()`` (also from another thread) and stores the final positions,
-        waiting up to ``timeout`` seconds. If they cannot be stored (the broker is down), a
+        waiting up to ``timeout`` seconds (default ``CONSUMER_DEFAULTS["stop_timeout"]``;
+        ``None``: no limit). If they cannot be stored (the broker is down), a
         ``RuntimeWarning`` says so: the messages taken since the last commit will be delivered
-        again, nothing is lost."""
-    def close(self, timeout: float | None = 10.0) -> None:
+        again, nothing is lost. A ``with`` block's end waits as long."""
+    def close(self, timeout: float | None = ...) -> None:
         """Alias of ``stop()``."""
     @property
     def topics(self) -> list[str]:

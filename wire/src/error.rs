@@ -5,8 +5,24 @@ use serde::{Deserialize, Serialize};
 
 /// A failure's stable, machine-readable reason. The HTTP status follows from it, so a code
 /// always comes with the same status.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// The wire name (`"topic_not_found"`) is serde's for JSON and strum's for `Display` and
+/// [`ErrorCode::as_str`]: both are `snake_case` of the variant, and a test holds them equal.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     /// Malformed JSON, a missing or mistyped field, a bad query string.
     InvalidRequest,
@@ -64,27 +80,7 @@ impl ErrorCode {
 
     /// The code as it appears on the wire, e.g. `"topic_not_found"`.
     pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            InvalidRequest => "invalid_request",
-            InvalidTopicName => "invalid_topic_name",
-            TopicExists => "topic_exists",
-            TopicNotFound => "topic_not_found",
-            ProducerNotFound => "producer_not_found",
-            ConsumerNotFound => "consumer_not_found",
-            WrongTopic => "wrong_topic",
-            QueueEmpty => "queue_empty",
-            PayloadTooLarge => "payload_too_large",
-            SequenceMismatch => "sequence_mismatch",
-            OffsetOutOfRange => "offset_out_of_range",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            UnsupportedMediaType => "unsupported_media_type",
-            StorageUnavailable => "storage_unavailable",
-            ShuttingDown => "shutting_down",
-            Internal => "internal",
-            Unknown => "unknown",
-        }
+        self.into()
     }
 
     /// Whether the same request may succeed if sent again later.
@@ -93,12 +89,6 @@ impl ErrorCode {
             self,
             ErrorCode::StorageUnavailable | ErrorCode::ShuttingDown
         )
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -125,6 +115,41 @@ impl ErrorResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_has_one_wire_name_for_serde_and_strum() {
+        use strum::IntoEnumIterator;
+        let mut names = std::collections::HashSet::new();
+        for code in ErrorCode::iter() {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(code.to_string(), code.as_str());
+            assert!(names.insert(code.as_str()), "{code} twice");
+        }
+        // The names the README documents, spelled out so that a renamed variant cannot
+        // silently rename a code on the wire.
+        let documented = [
+            "invalid_request",
+            "invalid_topic_name",
+            "topic_exists",
+            "topic_not_found",
+            "producer_not_found",
+            "consumer_not_found",
+            "wrong_topic",
+            "queue_empty",
+            "payload_too_large",
+            "sequence_mismatch",
+            "offset_out_of_range",
+            "not_found",
+            "method_not_allowed",
+            "unsupported_media_type",
+            "storage_unavailable",
+            "shutting_down",
+            "internal",
+            "unknown",
+        ];
+        assert_eq!(names, documented.into_iter().collect());
+    }
 
     #[test]
     fn codes_serialise_as_their_names() {

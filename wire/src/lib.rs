@@ -8,9 +8,14 @@
 //! the documented additions of the batch endpoints.
 
 mod error;
+mod fetch;
 mod number;
 
 pub use error::{ErrorCode, ErrorResponse};
+pub use fetch::{
+    DEFAULT_FETCH_BYTES, DEFAULT_FETCH_MESSAGES, FetchLimitError, FetchLimits, MAX_FETCH_BYTES,
+    MAX_FETCH_MESSAGES, MAX_FETCH_WAIT_MS,
+};
 pub use number::Num;
 
 use serde::{Deserialize, Serialize};
@@ -25,15 +30,6 @@ pub const MAX_GROUP_NAME_CHARS: usize = 249;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Most messages one `produce_batch` request may carry.
 pub const MAX_BATCH_MESSAGES: usize = 100_000;
-/// Most messages one `fetch` answers with.
-pub const MAX_FETCH_MESSAGES: u32 = 10_000;
-/// Payload bytes a `fetch` answers with when the request does not say (past its first
-/// message, which always comes).
-pub const DEFAULT_FETCH_BYTES: u64 = 4 * 1024 * 1024;
-/// Most payload bytes a `fetch` may ask for.
-pub const MAX_FETCH_BYTES: u64 = 16 * 1024 * 1024;
-/// Longest a `fetch` may wait for new messages (`wait_ms`).
-pub const MAX_FETCH_WAIT_MS: u64 = 30_000;
 
 /// The `status` field of every response.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,7 +198,8 @@ pub struct FetchRequest {
     /// First offset to read; the consumer's committed position when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<Num>,
-    /// At most this many messages (default 1000, at most [`MAX_FETCH_MESSAGES`]).
+    /// At most this many messages (default [`DEFAULT_FETCH_MESSAGES`], at most
+    /// [`MAX_FETCH_MESSAGES`]). [`FetchRequest::limits`] checks it and the two below.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_messages: Option<Num>,
     /// At most this many payload bytes, past the first message (default

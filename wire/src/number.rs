@@ -7,6 +7,10 @@ use std::fmt;
 /// An id, offset or count. Query strings carry every value as text and many JSON clients send
 /// ids as strings, so both `7` and `"7"` are read as 7; anything else is refused with a message
 /// that names the value.
+///
+/// Hand-written rather than serde_with's `PickFirst<(_, DisplayFromStr)>`, which was tried
+/// (serde_with 3.25): it refuses inputs accepted here (`7.0`, `" 7 "`) and answers every
+/// refusal with a generic "could not deserialize any variant" instead of naming the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Num(pub u64);
 

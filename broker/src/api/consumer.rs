@@ -7,15 +7,11 @@ use super::validate;
 use crate::app::App;
 use crate::store::FetchLimit;
 use myqueue_wire::{
-    CommitRequest, CommitResponse, ConsumeResponse, ConsumerRequest, DEFAULT_FETCH_BYTES,
-    ErrorCode, FetchRequest, FetchResponse, FetchedMessage, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES,
-    MAX_FETCH_WAIT_MS, RegisterConsumerRequest, RegisterConsumerResponse, SizeResponse, Status,
+    CommitRequest, CommitResponse, ConsumeResponse, ConsumerRequest, ErrorCode, FetchRequest,
+    FetchResponse, FetchedMessage, RegisterConsumerRequest, RegisterConsumerResponse, SizeResponse,
+    Status,
 };
-use std::time::Duration;
 use warp::reply::Response;
-
-/// Messages per fetch when the request does not say.
-const DEFAULT_FETCH_MESSAGES: u64 = 1000;
 
 pub async fn register(app: App, input: Input) -> Response {
     respond(
@@ -85,34 +81,19 @@ pub async fn fetch(app: App, input: Input) -> Response {
     respond(
         async {
             let request: FetchRequest = input.parse()?;
-            let max = request.max_messages.map_or(DEFAULT_FETCH_MESSAGES, |n| n.0);
-            if max == 0 || max > MAX_FETCH_MESSAGES as u64 {
-                return Err(ApiError::invalid(format!(
-                    "max_messages must be between 1 and {MAX_FETCH_MESSAGES}"
-                )));
-            }
-            let max_bytes = request.max_bytes.map_or(DEFAULT_FETCH_BYTES, |n| n.0);
-            if max_bytes == 0 || max_bytes > MAX_FETCH_BYTES {
-                return Err(ApiError::invalid(format!(
-                    "max_bytes must be between 1 and {MAX_FETCH_BYTES}"
-                )));
-            }
-            let wait_ms = request.wait_ms.map_or(0, |n| n.0);
-            if wait_ms > MAX_FETCH_WAIT_MS {
-                return Err(ApiError::invalid(format!(
-                    "wait_ms must be at most {MAX_FETCH_WAIT_MS}"
-                )));
-            }
+            let limits = request
+                .limits()
+                .map_err(|err| ApiError::invalid(err.to_string()))?;
             let fetched = app
                 .fetch_waiting(
                     request.consumer_id.0,
                     &request.topic,
                     request.offset.map(|n| n.0),
                     FetchLimit {
-                        messages: max as usize,
-                        bytes: max_bytes as usize,
+                        messages: limits.max_messages() as usize,
+                        bytes: limits.max_bytes() as usize,
                     },
-                    Duration::from_millis(wait_ms),
+                    limits.wait(),
                 )
                 .await?;
             Ok(FetchResponse {

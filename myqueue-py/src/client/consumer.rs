@@ -8,10 +8,12 @@
 //! commits the last one. A program that crashes while handling a message therefore gets it
 //! again when it restarts with the same group: at least once, never silently lost.
 
+use super::defaults;
 use super::error::{ClientError, Result};
 use super::http::BrokerClient;
+use super::retry::Backoff;
 use super::runtime;
-use myqueue_wire::{ErrorCode, OffsetSpec};
+use myqueue_wire::{ErrorCode, FetchLimits, OffsetSpec};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,12 +24,9 @@ use tokio::task::JoinHandle;
 pub struct ConsumerConfig {
     /// A durable name: the same group continues where it stopped.
     pub group: Option<String>,
-    /// Messages per fetch request at most.
-    pub fetch_max_messages: u32,
-    /// Payload bytes per fetch request at most (past its first message).
-    pub fetch_max_bytes: u64,
-    /// How long one fetch waits on the broker for a message.
-    pub long_poll: Duration,
+    /// Messages and payload bytes per fetch request at most, and how long one fetch waits on
+    /// the broker for a message (checked against the broker's limits when built).
+    pub fetch: FetchLimits,
     /// Messages prefetched per topic at most.
     pub buffer_messages: usize,
     /// Payload bytes prefetched per topic at most (a fetch may go past it once).
@@ -40,17 +39,27 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
+        use defaults::consumer::*;
         ConsumerConfig {
             group: None,
-            fetch_max_messages: 5000,
-            fetch_max_bytes: myqueue_wire::DEFAULT_FETCH_BYTES,
-            long_poll: Duration::from_secs(20),
-            buffer_messages: 10_000,
-            buffer_bytes: 16 * 1024 * 1024,
-            auto_commit_interval: Duration::from_millis(500),
-            request_timeout: Duration::from_secs(30),
+            fetch: fetch_limits(FETCH_MAX_MESSAGES, FETCH_MAX_BYTES)
+                .expect("the defaults are within the limits (tested)"),
+            buffer_messages: BUFFER_MESSAGES,
+            buffer_bytes: BUFFER_BYTES,
+            auto_commit_interval: AUTO_COMMIT_INTERVAL,
+            request_timeout: defaults::REQUEST_TIMEOUT,
         }
     }
+}
+
+/// The limits of this client's fetches: `max_messages` and `max_bytes` as given, with the
+/// client's long poll.
+pub fn fetch_limits(
+    max_messages: u32,
+    max_bytes: u64,
+) -> Result<FetchLimits, myqueue_wire::FetchLimitError> {
+    let wait_ms = defaults::consumer::LONG_POLL.as_millis() as u64;
+    FetchLimits::new(Some(max_messages.into()), Some(max_bytes), Some(wait_ms))
 }
 
 /// A consumed message.
@@ -346,7 +355,7 @@ impl ConsumerCore {
 /// The prefetch loop of one topic.
 async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
     let topic = &core.topics[index];
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         let (from, generation) = {
             let state = core.lock();
@@ -369,18 +378,12 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
         };
         let from = from.flatten();
         let fetched = tokio::select! {
-            fetched = core.http.fetch(
-                &topic.name,
-                topic.consumer_id,
-                from,
-                (core.config.fetch_max_messages, core.config.fetch_max_bytes),
-                core.config.long_poll,
-            ) => fetched,
+            fetched = core.http.fetch(&topic.name, topic.consumer_id, from, core.config.fetch) => fetched,
             _ = topic.reset.notified() => continue,
         };
         match fetched {
             Ok(fetched) => {
-                backoff = Duration::from_millis(50);
+                backoff = Backoff::new();
                 let mut state = core.lock();
                 let buffer = &mut state.buffers[index];
                 if buffer.generation != generation {
@@ -411,9 +414,9 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 core.arrived.notify_all();
             }
             Err(err) if err.is_retriable() => {
-                tracing::debug!(topic = %topic.name, error = %err, "fetch failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                let wait = backoff.next_wait();
+                tracing::debug!(topic = %topic.name, error = %err, "fetch failed; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
             }
             Err(ClientError::Rejected {
                 code: ErrorCode::OffsetOutOfRange,
@@ -428,7 +431,7 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                         buffer.fetch_from = None;
                     }
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(err) => {
                 core.lock().failure.get_or_insert(err);

@@ -2,9 +2,10 @@
 
 use super::error::{ClientError, Result};
 use myqueue_wire::{
-    CommitRequest, CommitResponse, CreateTopicRequest, ErrorCode, ErrorResponse, FetchResponse,
-    ListTopicsResponse, Num, OffsetSpec, RegisterConsumerRequest, RegisterConsumerResponse,
-    RegisterProducerRequest, RegisterProducerResponse, SizeResponse,
+    CommitRequest, CommitResponse, ConsumerRequest, CreateTopicRequest, ErrorCode, ErrorResponse,
+    FetchLimits, FetchRequest, FetchResponse, ListTopicsResponse, Num, OffsetSpec,
+    RegisterConsumerRequest, RegisterConsumerResponse, RegisterProducerRequest,
+    RegisterProducerResponse, SizeResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -108,6 +109,11 @@ impl BrokerClient {
         }
     }
 
+    /// A GET of `path`; the query string comes from `.query()` with a wire type.
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base))
+    }
+
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -130,7 +136,7 @@ impl BrokerClient {
     }
 
     pub async fn list_topics(&self) -> Result<Vec<String>> {
-        let request = self.http.get(format!("{}/topics", self.base));
+        let request = self.get("/topics");
         let response: ListTopicsResponse = self.send(request, self.request_timeout).await?;
         Ok(response.topics)
     }
@@ -170,27 +176,18 @@ impl BrokerClient {
         self.send(request, self.request_timeout).await
     }
 
-    /// Reads up to `max` messages and about `max_bytes` of payload from `offset` (the
-    /// committed position when `None`), waiting up to `wait` for the first one.
+    /// Reads what `limits` allow from `offset` (the committed position when `None`), waiting
+    /// up to the limits' wait for the first message.
     pub async fn fetch(
         &self,
         topic: &str,
         consumer_id: u64,
         offset: Option<u64>,
-        (max, max_bytes): (u32, u64),
-        wait: Duration,
+        limits: FetchLimits,
     ) -> Result<FetchResponse> {
-        // Topic names are [A-Za-z0-9._-]: nothing in this query string needs escaping.
-        let mut url = format!(
-            "{}/consumer/fetch?topic={topic}&consumer_id={consumer_id}&max_messages={max}\
-             &max_bytes={max_bytes}&wait_ms={}",
-            self.base,
-            wait.as_millis()
-        );
-        if let Some(offset) = offset {
-            url.push_str(&format!("&offset={offset}"));
-        }
-        self.send(self.http.get(url), self.request_timeout + wait)
+        let query = FetchRequest::new(topic, consumer_id, offset, limits);
+        let request = self.get("/consumer/fetch").query(&query);
+        self.send(request, self.request_timeout + limits.wait())
             .await
     }
 
@@ -209,8 +206,12 @@ impl BrokerClient {
     }
 
     pub async fn size(&self, topic: &str, consumer_id: u64) -> Result<u64> {
-        let url = format!("{}/size?topic={topic}&consumer_id={consumer_id}", self.base);
-        let response: SizeResponse = self.send(self.http.get(url), self.request_timeout).await?;
+        let query = ConsumerRequest {
+            topic: topic.to_owned(),
+            consumer_id: Num(consumer_id),
+        };
+        let request = self.get("/size").query(&query);
+        let response: SizeResponse = self.send(request, self.request_timeout).await?;
         Ok(response.size)
     }
 }

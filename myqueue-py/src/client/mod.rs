@@ -3,9 +3,11 @@
 //! benchmarks) can use it directly.
 
 pub mod consumer;
+pub mod defaults;
 pub mod error;
 pub mod http;
 pub mod producer;
+pub mod retry;
 pub mod runtime;
 
 pub use consumer::{ConsumerConfig, ConsumerCore, Message, Polled};

@@ -11,6 +11,7 @@
 
 use super::error::{ClientError, Result};
 use super::http::BrokerClient;
+use super::retry::Backoff;
 use super::runtime;
 use bytes::Bytes;
 use myqueue_wire::{ErrorCode, MAX_BATCH_MESSAGES, Num, ProduceBatchResponse};
@@ -38,13 +39,14 @@ pub struct ProducerConfig {
 
 impl Default for ProducerConfig {
     fn default() -> Self {
+        use super::defaults::producer::*;
         ProducerConfig {
-            linger: Duration::from_millis(5),
-            batch_size: 512 * 1024,
-            buffer_size: 32 * 1024 * 1024,
-            delivery_timeout: Duration::from_secs(120),
-            request_timeout: Duration::from_secs(30),
-            max_message_bytes: myqueue_wire::DEFAULT_MAX_MESSAGE_BYTES,
+            linger: LINGER,
+            batch_size: BATCH_SIZE,
+            buffer_size: BUFFER_SIZE,
+            delivery_timeout: DELIVERY_TIMEOUT,
+            request_timeout: super::defaults::REQUEST_TIMEOUT,
+            max_message_bytes: MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -417,7 +419,7 @@ async fn deliver(
     batch: &Batch,
 ) -> Result<u64> {
     let deadline = batch.created + core.config.delivery_timeout;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     let mut body: Option<(u64, u64, Bytes)> = None;
     loop {
         let attempt = async {
@@ -446,39 +448,45 @@ async fn deliver(
                 .await
         }
         .await;
-        match attempt {
+        let err = match attempt {
             Ok(stored) => {
                 if let Some(reg) = registration.as_mut() {
                     reg.next_sequence += batch.messages.len() as u64;
                 }
                 return Ok(stored.base_offset);
             }
-            Err(ClientError::Rejected {
+            Err(err) => err,
+        };
+        match &err {
+            ClientError::Rejected {
                 code:
                     ErrorCode::SequenceMismatch | ErrorCode::ProducerNotFound | ErrorCode::WrongTopic,
                 ..
-            }) if Instant::now() < deadline => {
+            } if Instant::now() < deadline => {
                 // The broker does not know this producer id as ours (its database was reset,
                 // or the memory store restarted), or lost track of its sequence: the batch was
                 // not stored. Continue under a fresh id.
                 *registration = None;
+                continue;
             }
-            Err(err) if err.is_retriable() && Instant::now() + backoff < deadline => {
-                tracing::debug!(topic, error = %err, "delivery failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(err) => {
-                if !matches!(err, ClientError::Rejected { .. }) {
-                    // The batch may or may not have been stored (only a refusal says it was
-                    // not): never reuse this id's sequence numbers.
-                    *registration = None;
+            err if err.is_retriable() => {
+                let wait = backoff.next_wait();
+                if Instant::now() + wait < deadline {
+                    tracing::debug!(topic, error = %err, "delivery failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
-                return Err(ClientError::Delivery(format!(
-                    "{} message(s) to topic '{topic}' not delivered: {err}",
-                    batch.messages.len()
-                )));
             }
+            _ => {}
         }
+        if !matches!(err, ClientError::Rejected { .. }) {
+            // The batch may or may not have been stored (only a refusal says it was not):
+            // never reuse this id's sequence numbers.
+            *registration = None;
+        }
+        return Err(ClientError::Delivery(format!(
+            "{} message(s) to topic '{topic}' not delivered: {err}",
+            batch.messages.len()
+        )));
     }
 }

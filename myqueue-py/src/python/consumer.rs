@@ -1,8 +1,10 @@
 //! `MyConsumer`, the iterator `get_next()` returns, and `Message`.
 
+use super::defaults;
 use super::errors::IntoPyResult;
 use super::producer::topic_list;
 use super::wait::{self, wait_for};
+use crate::client::consumer::fetch_limits;
 use crate::client::runtime::Forkable;
 use crate::client::{BrokerClient, ConsumerConfig, ConsumerCore, Message, Polled};
 use myqueue_wire::{NamedOffset, Num, OffsetSpec};
@@ -88,15 +90,15 @@ impl PyConsumer {
     #[new]
     #[pyo3(signature = (
         topics,
-        broker = "localhost:9092",
+        broker = defaults::BROKER,
         *,
         group = None,
-        fetch_max_messages = 5000,
-        fetch_max_bytes = myqueue_wire::DEFAULT_FETCH_BYTES,
-        buffer_messages = 10_000,
-        buffer_bytes = 16 * 1024 * 1024,
-        auto_commit_interval = 0.5,
-        request_timeout = 30.0,
+        fetch_max_messages = defaults::FETCH_MAX_MESSAGES,
+        fetch_max_bytes = defaults::FETCH_MAX_BYTES,
+        buffer_messages = defaults::BUFFER_MESSAGES,
+        buffer_bytes = defaults::BUFFER_BYTES,
+        auto_commit_interval = defaults::AUTO_COMMIT_INTERVAL,
+        request_timeout = defaults::REQUEST_TIMEOUT,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -118,18 +120,10 @@ impl PyConsumer {
         if let Some(group) = &group {
             myqueue_wire::check_group_name(group).map_err(PyValueError::new_err)?;
         }
-        if fetch_max_messages == 0 || fetch_max_messages > myqueue_wire::MAX_FETCH_MESSAGES {
-            return Err(PyValueError::new_err(format!(
-                "fetch_max_messages must be between 1 and {}",
-                myqueue_wire::MAX_FETCH_MESSAGES
-            )));
-        }
-        if fetch_max_bytes == 0 || fetch_max_bytes > myqueue_wire::MAX_FETCH_BYTES {
-            return Err(PyValueError::new_err(format!(
-                "fetch_max_bytes must be between 1 and {}",
-                myqueue_wire::MAX_FETCH_BYTES
-            )));
-        }
+        // The broker's own check (myqueue_wire), under this class's parameter names.
+        let fetch = fetch_limits(fetch_max_messages, fetch_max_bytes).map_err(|err| {
+            PyValueError::new_err(format!("fetch_{} must be {}", err.field(), err.rule()))
+        })?;
         if buffer_messages == 0 || buffer_bytes == 0 {
             return Err(PyValueError::new_err(
                 "buffer_messages and buffer_bytes must be positive",
@@ -147,13 +141,11 @@ impl PyConsumer {
         }
         let config = ConsumerConfig {
             group: group.clone(),
-            fetch_max_messages,
-            fetch_max_bytes,
+            fetch,
             buffer_messages,
             buffer_bytes,
             auto_commit_interval: Duration::from_secs_f64(auto_commit_interval),
             request_timeout: Duration::from_secs_f64(request_timeout),
-            ..ConsumerConfig::default()
         };
         let http = BrokerClient::new(broker, config.request_timeout).py(py)?;
         let base = http.base().to_owned();
@@ -226,13 +218,13 @@ impl PyConsumer {
     /// Ends `get_next()` (also from another thread) and stores the final positions. If they
     /// cannot be stored (the broker is down), a RuntimeWarning says so: the messages taken
     /// since the last commit will be delivered again (at least once), nothing is lost.
-    #[pyo3(signature = (timeout = 10.0))]
+    #[pyo3(signature = (timeout = Some(defaults::STOP_TIMEOUT)))]
     fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         self.stop_and_commit(py, timeout, true)
     }
 
     /// Alias of `stop()`, as in kafka-python.
-    #[pyo3(signature = (timeout = 10.0))]
+    #[pyo3(signature = (timeout = Some(defaults::STOP_TIMEOUT)))]
     fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
         self.stop(py, timeout)
     }
@@ -266,7 +258,7 @@ impl PyConsumer {
         _exc_value: &Bound<'_, PyAny>,
         _traceback: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        self.stop_and_commit(py, Some(10.0), exc_type.is_none())?;
+        self.stop_and_commit(py, Some(defaults::STOP_TIMEOUT), exc_type.is_none())?;
         Ok(false)
     }
 

@@ -1,6 +1,7 @@
 //! The Python face of the client core: classes, exceptions, and the waiting rules.
 
 mod consumer;
+mod defaults;
 mod errors;
 mod producer;
 mod wait;
@@ -14,6 +15,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<consumer::PyMessage>()?;
     module.add_class::<consumer::PyMessageIterator>()?;
     errors::register(module)?;
+    defaults::register(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `MyProducer` and the future-like handle its `send()` returns.
 
+use super::defaults;
 use super::errors::{DeliveryFailed, IntoPyResult, MyQueueTimeout};
 use super::wait::{self, wait_for};
 use crate::client::producer::FlushMark;
@@ -55,14 +56,14 @@ impl PyProducer {
     #[new]
     #[pyo3(signature = (
         topics = None,
-        broker = "localhost:9092",
+        broker = defaults::BROKER,
         *,
-        linger_ms = 5.0,
-        batch_size = 512 * 1024,
-        buffer_size = 32 * 1024 * 1024,
-        delivery_timeout = 120.0,
-        request_timeout = 30.0,
-        max_message_bytes = myqueue_wire::DEFAULT_MAX_MESSAGE_BYTES,
+        linger_ms = defaults::LINGER_MS,
+        batch_size = defaults::BATCH_SIZE,
+        buffer_size = defaults::BUFFER_SIZE,
+        delivery_timeout = defaults::DELIVERY_TIMEOUT,
+        request_timeout = defaults::REQUEST_TIMEOUT,
+        max_message_bytes = defaults::MAX_MESSAGE_BYTES,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
