@@ -79,7 +79,7 @@ pub fn locked_state(rows: Vec<LockedRow>) -> (HashMap<i64, u64>, HashMap<u64, Pr
     for row in rows {
         if row.kind == TOPIC_ROW {
             ends.insert(row.id, row.next);
-        } else if let Some(id) = row.id.try_into().ok() {
+        } else if let Ok(id) = u64::try_from(row.id) {
             let sequence = ProducerSequence {
                 next: row.next,
                 last_base_offset: row.last_base_offset,
