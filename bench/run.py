@@ -285,7 +285,10 @@ def chart(sweeps: dict, path: Path) -> None:
     try:
         import matplotlib
     except ImportError:
-        print(f"matplotlib is not installed: {path.name} not drawn (pip install matplotlib)", file=sys.stderr)
+        print(
+            f"matplotlib is not installed: {path.name} not drawn (pip install matplotlib)",
+            file=sys.stderr,
+        )
         return
 
     matplotlib.use("Agg")
@@ -384,7 +387,9 @@ def main() -> int:
     parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="which scenarios, by number")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--json", type=Path, help="where to write the figures")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the connection sweep (and its chart)")
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="skip the connection sweep (and its chart)"
+    )
     args = parser.parse_args()
     s = Settings(args.quick, args.runs)
     out = args.json or ROOT / "bench" / "results" / ("quick.json" if args.quick else "latest.json")
@@ -421,7 +426,9 @@ def main() -> int:
             figures["7 broker_memory"] = {"broker_peak_rss_mb": peak_rss}
             results["stores"][store] = figures
         if not s.quick and "1" in wanted and not args.no_sweep:
-            results["sweep"] = {store: sweep(s, store, postgres) for store in args.stores.split(",")}
+            results["sweep"] = {
+                store: sweep(s, store, postgres) for store in args.stores.split(",")
+            }
     finally:
         postgres.close()
     results["seconds"] = time.time() - started
