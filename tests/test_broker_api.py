@@ -517,6 +517,51 @@ def test_missing_fields_are_400_invalid_request(broker, path):
     failed(broker.post(path, None), 400, "invalid_request")
 
 
+def _non_object_bodies(pid: int, cid: int) -> list[tuple[str, str, Any]]:
+    """(method, path, JSON body): for each endpoint, an array that names every field in order
+    (serde would read it as the request) and the other non-objects."""
+    arrays = {
+        ("POST", "/topics"): ["x"],
+        ("POST", "/producer/register"): ["x"],
+        ("POST", "/consumer/register"): ["t"],
+        ("POST", "/producer/produce"): ["t", pid, "m"],
+        ("POST", "/producer/produce_batch"): ["t", pid, ["m"]],
+        ("POST", "/consumer/commit"): ["t", cid, 1],
+        ("GET", "/consumer/consume"): ["t", cid],
+        ("GET", "/size"): ["t", cid],
+        ("GET", "/consumer/fetch"): ["t", cid],
+    }
+    return [(method, path, body) for (method, path), array in arrays.items()
+            for body in (array, [array], "x", 7, None)]
+
+
+def test_a_json_body_that_is_not_an_object_is_400_and_changes_nothing(broker):
+    pid = register_producer(broker, "t")
+    cid = register_consumer(broker, "t")
+    produce(broker, "t", pid, "first")
+    registered = register_consumer(broker, "t")
+    for method, path, body in _non_object_bodies(pid, cid):
+        resp = raw(broker, method, path, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        failed(resp, 400, "invalid_request")
+    assert ok(broker.get("/topics"), "topics")["topics"] == ["t"]
+    assert size(broker, "t", cid) == 1  # nothing produced, consumed or committed
+    # No consumer was registered in between: the next id follows the last one.
+    assert register_consumer(broker, "t") == registered + 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"name=x&junk", b"junk&name=x", b"=v&name=x", b"name=x&", b"name"],
+    ids=["bare-word-after", "bare-word-before", "empty-key", "trailing-ampersand", "only-a-word"],
+)
+def test_a_form_body_that_is_not_key_value_pairs_is_400_and_changes_nothing(broker, data):
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    failed(raw(broker, "POST", "/topics", data=data, headers=headers), 400, "invalid_request")
+    failed(raw(broker, "POST", "/producer/register", data=data.replace(b"name", b"topic"), headers=headers),
+           400, "invalid_request")
+    assert ok(broker.get("/topics"), "topics")["topics"] == []
+
+
 @pytest.mark.parametrize("path", ["/", "/nope", "/topic", "/topics/x", "/producer", "/consumer/consume/extra",
                                   "/producer/produce2", "/SIZE", "/healthz/x", "/%ff"])
 def test_unknown_path_is_404_not_found(broker, path):
