@@ -14,6 +14,15 @@ pub enum StoreKind {
     Postgres,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "myqueue-broker",
@@ -61,6 +70,10 @@ pub struct Config {
     /// Log filter, e.g. `info`, `debug` (one line per request), `broker=debug,sqlx=warn`.
     #[arg(long, env = "MYQUEUE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log lines as `text` or `json` (one JSON object per line, for log shippers).
+    #[arg(long, env = "MYQUEUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -88,6 +101,17 @@ mod tests {
         if config.database_url.is_none() {
             assert_eq!(config.store_kind(), StoreKind::Sqlite);
         }
+    }
+
+    #[test]
+    fn the_log_format_is_text_unless_json_is_asked_for() {
+        let config = Config::try_parse_from(["myqueue-broker"]).unwrap();
+        if std::env::var_os("MYQUEUE_LOG_FORMAT").is_none() {
+            assert_eq!(config.log_format, LogFormat::Text);
+        }
+        let config = Config::try_parse_from(["myqueue-broker", "--log-format", "json"]).unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(Config::try_parse_from(["myqueue-broker", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `myqueue-broker`: see `--help`.
 
 use broker::app::Limits;
-use broker::config::Config;
+use broker::config::{Config, LogFormat};
 use broker::{server, shutdown};
 use clap::Parser;
 use std::process::ExitCode;
@@ -10,13 +10,14 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    broker::logging::init(&config.log);
+    broker::logging::init(&config.log, config.log_format);
     tracing::info!(
         listen = %config.listen,
         store = ?config.store_kind(),
         max_message_bytes = config.max_message_bytes,
         max_body_bytes = config.max_body_bytes,
         db_connections = config.db_connections,
+        log_format = ?config.log_format,
         "starting myqueue-broker {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -27,11 +28,11 @@ async fn main() -> ExitCode {
     // Bind first: a taken port is reported at once, before any database work.
     let (listener, addr) = match server::bind(&config.listen).await {
         Ok(bound) => bound,
-        Err(err) => return fail(&err),
+        Err(err) => return fail(&config, &err),
     };
     let store = match server::open_store(&config, &stop).await {
         Ok(store) => store,
-        Err(err) => return fail(&err),
+        Err(err) => return fail(&config, &err),
     };
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     println!("myqueue-broker listening on http://{addr}");
@@ -46,8 +47,11 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn fail(message: &str) -> ExitCode {
+fn fail(config: &Config, message: &str) -> ExitCode {
     tracing::error!("{message}");
-    eprintln!("myqueue-broker: {message}");
+    // The usual last line for a person; a JSON log has said it already, as JSON.
+    if config.log_format == LogFormat::Text {
+        eprintln!("myqueue-broker: {message}");
+    }
     ExitCode::FAILURE
 }
