@@ -3,7 +3,7 @@
 use broker::app::Limits;
 use broker::config::{Config, LogFormat};
 use broker::{server, shutdown};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,9 @@ async fn main() -> ExitCode {
         max_message_bytes = config.max_message_bytes,
         max_body_bytes = config.max_body_bytes,
         db_connections = config.db_connections,
-        log_format = ?config.log_format,
+        log_format = as_written(config.log_format),
+        consumer_start = as_written(config.consumer_start),
+        failure_status = as_written(config.failure_status),
         "starting myqueue-broker {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -42,9 +44,17 @@ async fn main() -> ExitCode {
         max_message_bytes: config.max_message_bytes,
         max_body_bytes: config.max_body_bytes,
     };
-    server::serve(listener, store, limits, stop).await;
+    server::serve(listener, store, limits, config.policy(), stop).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// An option's value as it is written on the command line (`400`, not `BadRequest`).
+fn as_written(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 fn fail(config: &Config, message: &str) -> ExitCode {

@@ -1,7 +1,7 @@
 """Type stubs and documentation of myqueue's compiled core."""
 
 from types import TracebackType
-from typing import Iterator, Optional, Sequence, Type, Union
+from typing import Iterator, Literal, Optional, Sequence, Type, Union
 
 __version__: str
 
@@ -154,9 +154,10 @@ class MyConsumer:
     ``TopicNotFound`` naming a topic that does not exist, ``BrokerUnavailable`` if the broker
     cannot be reached.
 
-    Without ``group``, the consumer is anonymous: it starts at the beginning of each topic.
-    With ``group="name"`` it is durable: a consumer registered again with the same group and
-    topic continues where the last one stopped.
+    Without ``group``, the consumer is anonymous: it starts where ``start`` says (by default
+    the broker's ``--consumer-start``, itself by default the beginning of each topic). With
+    ``group="name"`` it is durable: a consumer registered again with the same group and topic
+    continues where the last one stopped, whatever ``start`` says.
 
     A message counts as consumed once the program has taken it and asked for the next one
     (or called ``stop()``; not when a ``with`` block ends with an exception). Consumed positions are stored on the broker every
@@ -165,6 +166,10 @@ class MyConsumer:
 
     Keyword options:
         group: a durable consumer name (letters, digits, '.', '_', '-').
+        start: where a consumer starts when this registration creates it: ``"beginning"``
+            (everything the topic holds) or ``"end"`` (only messages produced after it
+            registered). A group that already has a position keeps it. Default: the broker's
+            ``--consumer-start`` (``"beginning"`` unless the broker was started otherwise).
         fetch_max_messages: messages per fetch request at most (default 5000).
         fetch_max_bytes: payload bytes per fetch request at most, past its first message
             (default 4 MiB, at most 16 MiB).
@@ -180,6 +185,7 @@ class MyConsumer:
         broker: str = "localhost:9092",
         *,
         group: Optional[str] = None,
+        start: Optional[Literal["beginning", "end"]] = None,
         fetch_max_messages: int = 5000,
         fetch_max_bytes: int = 4194304,
         buffer_messages: int = 10000,

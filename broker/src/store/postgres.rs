@@ -329,20 +329,28 @@ impl Backend for PgBackend {
         Ok(id as u64)
     }
 
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+    async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: super::ConsumerStart,
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let topic_id: i64 = sqlx::query_scalar("SELECT id FROM topics WHERE name = $1")
             .bind(topic)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        // The end as committed now: an append still in flight is after the registration.
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO consumers (topic_id, group_name, created_ms) VALUES ($1, $2, $3) \
+            "INSERT INTO consumers (topic_id, group_name, created_ms, position) VALUES ($1, $2, $3, \
+             CASE WHEN $4 THEN (SELECT next_offset FROM topics WHERE id = $1) ELSE 0 END) \
              ON CONFLICT (topic_id, group_name) DO NOTHING RETURNING id",
         )
         .bind(topic_id)
         .bind(group)
         .bind(now_ms() as i64)
+        .bind(start == super::ConsumerStart::End)
         .fetch_optional(&mut *tx)
         .await?;
         let id = match inserted {

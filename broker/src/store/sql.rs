@@ -6,8 +6,8 @@ use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
 use super::plan::{AppendJob, PositionOp, Positioned};
 use super::{
-    Append, Appended, FetchLimit, Fetched, Result, SeekTo, Store, StoreError, StoredMessage,
-    TopicSignals,
+    Append, Appended, ConsumerStart, FetchLimit, Fetched, Result, SeekTo, Store, StoreError,
+    StoredMessage, TopicSignals,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -39,7 +39,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_topic(&self, name: &str) -> Result<()>;
     async fn list_topics(&self) -> sqlx::Result<Vec<String>>;
     async fn register_producer(&self, topic: &str) -> Result<u64>;
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64>;
+    async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: ConsumerStart,
+    ) -> Result<u64>;
 
     /// Reads messages of `owner`'s topic within `limit` from `from` (the consumer's position
     /// when `None`), and the topic's end, consistently with each other.
@@ -188,8 +193,13 @@ impl<B: Backend> Store for SqlStore<B> {
         self.backend.register_producer(topic).await
     }
 
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
-        self.backend.register_consumer(topic, group).await
+    async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: ConsumerStart,
+    ) -> Result<u64> {
+        self.backend.register_consumer(topic, group, start).await
     }
 
     async fn append(&self, append: Append) -> Result<Appended> {

@@ -222,7 +222,12 @@ impl Backend for SqliteBackend {
         Ok(id as u64)
     }
 
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+    async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: super::ConsumerStart,
+    ) -> Result<u64> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let topic_id: i64 = sqlx::query_scalar("SELECT id FROM topics WHERE name = ?")
             .bind(topic)
@@ -241,12 +246,15 @@ impl Backend for SqliteBackend {
                 return Ok(id as u64);
             }
         }
+        // The end is read under this transaction's write lock: no append lands in between.
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO consumers (topic_id, group_name, created_ms) VALUES (?, ?, ?) RETURNING id",
+            "INSERT INTO consumers (topic_id, group_name, created_ms, position) VALUES (?1, ?2, ?3, \
+             CASE WHEN ?4 THEN (SELECT next_offset FROM topics WHERE id = ?1) ELSE 0 END) RETURNING id",
         )
         .bind(topic_id)
         .bind(group)
         .bind(now_ms() as i64)
+        .bind(start == super::ConsumerStart::End)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

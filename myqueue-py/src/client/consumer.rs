@@ -11,7 +11,7 @@
 use super::error::{ClientError, Result};
 use super::http::BrokerClient;
 use super::runtime;
-use myqueue_wire::{ErrorCode, OffsetSpec};
+use myqueue_wire::{ErrorCode, NamedOffset, OffsetSpec};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 pub struct ConsumerConfig {
     /// A durable name: the same group continues where it stopped.
     pub group: Option<String>,
+    /// Where a consumer this registration creates starts; `None`: the broker's default. A
+    /// group that exists keeps its position.
+    pub start: Option<NamedOffset>,
     /// Messages per fetch request at most.
     pub fetch_max_messages: u32,
     /// Payload bytes per fetch request at most (past its first message).
@@ -42,6 +45,7 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
             group: None,
+            start: None,
             fetch_max_messages: 5000,
             fetch_max_bytes: myqueue_wire::DEFAULT_FETCH_BYTES,
             long_poll: Duration::from_secs(20),
@@ -134,7 +138,7 @@ impl ConsumerCore {
                 return Err(ClientError::Invalid(why));
             }
             let id = http
-                .register_consumer(topic, config.group.as_deref())
+                .register_consumer(topic, config.group.as_deref(), config.start)
                 .await?;
             registered.push((topic.clone(), id));
         }

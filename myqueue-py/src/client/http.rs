@@ -3,8 +3,8 @@
 use super::error::{ClientError, Result};
 use myqueue_wire::{
     CommitRequest, CommitResponse, CreateTopicRequest, ErrorCode, ErrorResponse, FetchResponse,
-    ListTopicsResponse, Num, OffsetSpec, RegisterConsumerRequest, RegisterConsumerResponse,
-    RegisterProducerRequest, RegisterProducerResponse, SizeResponse,
+    ListTopicsResponse, NamedOffset, Num, OffsetSpec, RegisterConsumerRequest,
+    RegisterConsumerResponse, RegisterProducerRequest, RegisterProducerResponse, SizeResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -147,13 +147,21 @@ impl BrokerClient {
         Ok(response.producer_id)
     }
 
-    pub async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+    /// Registers a consumer of `topic`; `start` is where a new one starts (the broker's
+    /// `--consumer-start` when `None`).
+    pub async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: Option<NamedOffset>,
+    ) -> Result<u64> {
         let response: RegisterConsumerResponse = self
             .post(
                 "/consumer/register",
                 &RegisterConsumerRequest {
                     topic: topic.to_owned(),
                     group: group.map(str::to_owned),
+                    start,
                 },
             )
             .await?;

@@ -12,6 +12,17 @@ use pyo3::types::PyBytes;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `start="beginning"` or `"end"`.
+fn start_at(start: &str) -> PyResult<NamedOffset> {
+    match start {
+        "beginning" => Ok(NamedOffset::Beginning),
+        "end" => Ok(NamedOffset::End),
+        other => Err(PyValueError::new_err(format!(
+            "start must be 'beginning' or 'end', not {other:?}"
+        ))),
+    }
+}
+
 /// Reads topics in order. See the `.pyi` stub for the full documentation.
 #[pyclass(name = "MyConsumer", module = "myqueue", frozen, subclass)]
 pub struct PyConsumer {
@@ -91,6 +102,7 @@ impl PyConsumer {
         broker = "localhost:9092",
         *,
         group = None,
+        start = None,
         fetch_max_messages = 5000,
         fetch_max_bytes = myqueue_wire::DEFAULT_FETCH_BYTES,
         buffer_messages = 10_000,
@@ -104,6 +116,7 @@ impl PyConsumer {
         topics: &Bound<'_, PyAny>,
         broker: &str,
         group: Option<String>,
+        start: Option<&str>,
         fetch_max_messages: u32,
         fetch_max_bytes: u64,
         buffer_messages: usize,
@@ -118,6 +131,7 @@ impl PyConsumer {
         if let Some(group) = &group {
             myqueue_wire::check_group_name(group).map_err(PyValueError::new_err)?;
         }
+        let start = start.map(start_at).transpose()?;
         if fetch_max_messages == 0 || fetch_max_messages > myqueue_wire::MAX_FETCH_MESSAGES {
             return Err(PyValueError::new_err(format!(
                 "fetch_max_messages must be between 1 and {}",
@@ -147,6 +161,7 @@ impl PyConsumer {
         }
         let config = ConsumerConfig {
             group: group.clone(),
+            start,
             fetch_max_messages,
             fetch_max_bytes,
             buffer_messages,
