@@ -34,6 +34,8 @@ show curl "$B/consumer/fetch?topic=post_created&consumer_id=1&max_messages=2"
 show curl -X POST "$B/consumer/commit" "${J[@]}" -d '{"topic": "post_created", "consumer_id": 1, "offset": 4}'
 show curl -X POST "$B/consumer/register" "${J[@]}" -d '{"topic": "post_created", "group": "indexer"}'
 show curl "$B/consumer/fetch?topic=post_created&consumer_id=2&offset=5&wait_ms=1000"
+show curl -X POST "$B/consumer/register" "${J[@]}" -d '{"topic": "post_created", "start": "end"}'
+show curl "$B/size?topic=post_created&consumer_id=3"
 big=$(mktemp)
 python3 -c 'import json; print(json.dumps({"topic": "post_created", "producer_id": 1, "message": "x" * 1100000}))' >"$big"
 show curl -X POST "$B/producer/produce" "${J[@]}" -d @"$big"

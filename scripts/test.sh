@@ -44,3 +44,6 @@ cargo test --release --workspace
 
 echo "== black-box tests"
 python3 -m pytest tests "$@"
+
+echo "== the Python package's tests against brokers that answer every failure 400"
+MYQUEUE_FAILURE_STATUS=400 python3 -m pytest tests/test_client_*.py "$@"

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import helpers
 import pytest
 import requests
 
@@ -130,6 +131,20 @@ class Broker:
         return requests.get(
             self.url + path, params=params, timeout=kwargs.pop("timeout", 30), **kwargs
         )
+
+
+FAILURE_STATUS_ENV = "MYQUEUE_FAILURE_STATUS"
+
+
+@pytest.fixture(autouse=True)
+def failure_status(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ``--failure-status`` of the brokers a test starts. Brokers read it from
+    ``MYQUEUE_FAILURE_STATUS``, which they inherit: ``MYQUEUE_FAILURE_STATUS=400 pytest ...``
+    runs tests against brokers that answer every failure a client causes with 400. A module
+    may override this fixture to run its tests under both settings (test_broker_api.py)."""
+    mode = os.environ.get(FAILURE_STATUS_ENV, "precise")
+    monkeypatch.setattr(helpers, "failure_status", mode)
+    return mode
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@
 Every response is checked for its exact HTTP status, its JSON content type, its body shape
 (exactly the fields the assignment names on success; ``status``, ``message`` and ``code`` on
 failure) and the stable error ``code`` (see ``wire/src/error.rs``).
+
+Every test runs twice: against brokers with ``--failure-status precise`` (each code's own
+status) and with ``--failure-status 400`` (400 for every failure a client causes, the same
+``code``); ``failed()`` expects the status of the setting.
 """
 
 from __future__ import annotations
@@ -12,11 +16,20 @@ import threading
 import time
 from typing import Any
 
+import helpers
 import pytest
 import requests
 from helpers import failed, is_json, ok
 
 TIMEOUT = 15
+
+
+@pytest.fixture(autouse=True, params=["precise", "400"])
+def failure_status(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Overrides conftest's: every broker of the test inherits MYQUEUE_FAILURE_STATUS."""
+    monkeypatch.setenv("MYQUEUE_FAILURE_STATUS", request.param)
+    monkeypatch.setattr(helpers, "failure_status", request.param)
+    return request.param
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,6 +284,80 @@ def test_register_consumer_with_a_group_returns_the_same_id(broker):
     )
 
 
+def register_consumer_at(broker, topic: str, start: Any, group: str | None = None) -> int:
+    body = {"topic": topic, "start": start}
+    if group is not None:
+        body["group"] = group
+    return ok(broker.post("/consumer/register", body), "consumer_id")["consumer_id"]
+
+
+def test_a_consumer_registered_at_the_end_gets_only_what_is_produced_after(broker):
+    """Addition (issue 14): ``start: "end"``, the reading of clients that expect size 0 for a
+    consumer registered after two messages."""
+    pid = register_producer(broker, "t")
+    produce(broker, "t", pid, "one")
+    produce(broker, "t", pid, "two")
+    cid = register_consumer_at(broker, "t", "end")
+    assert size(broker, "t", cid) == 0
+    failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), 404, "queue_empty")
+    assert fetch(broker, "t", cid)["messages"] == []
+    produce(broker, "t", pid, "three")
+    assert size(broker, "t", cid) == 1
+    assert consume(broker, "t", cid) == "three"
+    failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": cid}), 404, "queue_empty")
+    assert size(broker, "t", cid) == 0
+    # "beginning", and no start at all (this broker's default), read the whole topic.
+    assert size(broker, "t", register_consumer_at(broker, "t", "beginning")) == 3
+    assert size(broker, "t", register_consumer(broker, "t")) == 3
+    # As a form body and in the query string too.
+    formed = ok(
+        raw(broker, "POST", "/consumer/register", data={"topic": "t", "start": "end"}),
+        "consumer_id",
+    )
+    assert size(broker, "t", formed["consumer_id"]) == 0
+    queried = ok(
+        raw(broker, "POST", "/consumer/register", params={"topic": "t", "start": "end"}),
+        "consumer_id",
+    )
+    assert size(broker, "t", queried["consumer_id"]) == 0
+
+
+def test_start_applies_only_when_the_registration_creates_the_consumer(broker):
+    pid = register_producer(broker, "t")
+    for m in ["a", "b", "c"]:
+        produce(broker, "t", pid, m)
+    early = register_consumer_at(broker, "t", "beginning", group="early")
+    assert consume(broker, "t", early) == "a"
+    assert register_consumer_at(broker, "t", "end", group="early") == early
+    assert size(broker, "t", early) == 2
+    late = register_consumer_at(broker, "t", "end", group="late")
+    produce(broker, "t", pid, "d")
+    assert register_consumer_at(broker, "t", "beginning", group="late") == late
+    assert consume(broker, "t", late) == "d"
+
+
+def test_the_brokers_consumer_start_is_the_default(make_broker, tmp_path):
+    for broker in (
+        make_broker("--data-dir", str(tmp_path / "data"), "--consumer-start", "end"),
+        make_broker("--store", "memory", env={"MYQUEUE_CONSUMER_START": "end"}),
+    ):
+        pid = register_producer(broker, "t")
+        produce(broker, "t", pid, "before")
+        at_end = register_consumer(broker, "t")
+        assert size(broker, "t", at_end) == 0
+        assert size(broker, "t", register_consumer_at(broker, "t", "beginning")) == 1
+        produce(broker, "t", pid, "after")
+        assert consume(broker, "t", at_end) == "after"
+
+
+@pytest.mark.parametrize("start", ["middle", "End", "", 0, 5, True, ["end"], {"at": "end"}])
+def test_a_bad_start_is_400_invalid_request(broker, start):
+    create_topic(broker, "t")
+    failed(
+        broker.post("/consumer/register", {"topic": "t", "start": start}), 400, "invalid_request"
+    )
+
+
 @pytest.mark.parametrize("path", ["/producer/register", "/consumer/register"])
 def test_register_without_topic_is_400_invalid_request(broker, path):
     failed(broker.post(path, {}), 400, "invalid_request")
@@ -321,8 +408,9 @@ def test_produce_with_producer_of_another_topic_is_403_wrong_topic(broker):
     resp = broker.post(
         "/producer/produce", {"topic": "nowhere", "producer_id": pid_a, "message": "m"}
     )
-    assert resp.status_code in (403, 404), resp.text
-    failed(resp, resp.status_code, "wrong_topic" if resp.status_code == 403 else "topic_not_found")
+    code = resp.json().get("code")
+    assert code in ("wrong_topic", "topic_not_found"), resp.text
+    failed(resp, 403 if code == "wrong_topic" else 404, code)
     assert sorted(ok(broker.get("/topics"), "topics")["topics"]) == ["a", "b"]
     assert size(broker, "b", cid_b) == 0
     assert size(broker, "a", cid_a) == 0
@@ -696,6 +784,118 @@ def test_missing_fields_are_400_invalid_request(broker, path):
     failed(broker.post(path, []), 400, "invalid_request")
     failed(broker.post(path, "a string"), 400, "invalid_request")
     failed(broker.post(path, None), 400, "invalid_request")
+
+
+def test_every_failure_a_client_can_cause_keeps_its_code_under_either_failure_status(
+    make_broker, tmp_path, failure_status
+):
+    """One request per error code a client can cause (``unsupported_media_type`` cannot be:
+    any content type is read), with raw statuses: ``--failure-status 400`` answers each with
+    400 and its usual code and body; a success is still 200."""
+    broker = make_broker("--data-dir", str(tmp_path / "data"), "--max-message-bytes", "10")
+    pid = register_producer(broker, "t")
+    register_producer(broker, "u")
+    ok(produce_batch(broker, "t", pid, ["a"], sequence=0), "base_offset", "count", "duplicate")
+    cid = register_consumer(broker, "t")
+    at_end = register_consumer_at(broker, "t", "end")
+    cases = [
+        ("invalid_request", 400, lambda: broker.post("/topics", {})),
+        ("invalid_topic_name", 400, lambda: broker.post("/topics", {"name": "a b"})),
+        (
+            "offset_out_of_range",
+            400,
+            lambda: broker.post(
+                "/consumer/commit", {"topic": "t", "consumer_id": cid, "offset": 5}
+            ),
+        ),
+        ("wrong_topic", 403, lambda: produce_batch(broker, "u", pid, ["m"])),
+        ("topic_not_found", 404, lambda: broker.post("/consumer/register", {"topic": "missing"})),
+        ("producer_not_found", 404, lambda: produce_batch(broker, "t", 10**9, ["m"])),
+        (
+            "consumer_not_found",
+            404,
+            lambda: broker.get("/size", {"topic": "t", "consumer_id": 10**9}),
+        ),
+        (
+            "queue_empty",
+            404,
+            lambda: broker.get("/consumer/consume", {"topic": "t", "consumer_id": at_end}),
+        ),
+        ("not_found", 404, lambda: broker.get("/nope")),
+        ("method_not_allowed", 405, lambda: raw(broker, "DELETE", "/topics")),
+        ("topic_exists", 409, lambda: broker.post("/topics", {"name": "t"})),
+        ("sequence_mismatch", 409, lambda: produce_batch(broker, "t", pid, ["m"], sequence=7)),
+        ("payload_too_large", 413, lambda: produce_batch(broker, "t", pid, ["x" * 11])),
+    ]
+    for code, precise, send in cases:
+        resp = send()
+        expected = 400 if failure_status == "400" else precise
+        assert (resp.status_code, resp.json().get("code")) == (expected, code), resp.text
+        assert resp.json()["status"] == "failure" and resp.json()["message"], resp.text
+    assert ok(broker.get("/size", {"topic": "t", "consumer_id": cid}), "size")["size"] == 1
+
+
+def _non_object_bodies(pid: int, cid: int) -> list[tuple[str, str, Any]]:
+    """(method, path, JSON body): for each endpoint, an array that names every field in order
+    (serde would read it as the request) and the other non-objects."""
+    arrays = {
+        ("POST", "/topics"): ["x"],
+        ("POST", "/producer/register"): ["x"],
+        ("POST", "/consumer/register"): ["t"],
+        ("POST", "/producer/produce"): ["t", pid, "m"],
+        ("POST", "/producer/produce_batch"): ["t", pid, ["m"]],
+        ("POST", "/consumer/commit"): ["t", cid, 1],
+        ("GET", "/consumer/consume"): ["t", cid],
+        ("GET", "/size"): ["t", cid],
+        ("GET", "/consumer/fetch"): ["t", cid],
+    }
+    return [
+        (method, path, body)
+        for (method, path), array in arrays.items()
+        for body in (array, [array], "x", 7, None)
+    ]
+
+
+def test_a_json_body_that_is_not_an_object_is_400_and_changes_nothing(broker):
+    pid = register_producer(broker, "t")
+    cid = register_consumer(broker, "t")
+    produce(broker, "t", pid, "first")
+    registered = register_consumer(broker, "t")
+    for method, path, body in _non_object_bodies(pid, cid):
+        resp = raw(
+            broker,
+            method,
+            path,
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        failed(resp, 400, "invalid_request")
+    assert ok(broker.get("/topics"), "topics")["topics"] == ["t"]
+    assert size(broker, "t", cid) == 1  # nothing produced, consumed or committed
+    # No consumer was registered in between: the next id follows the last one.
+    assert register_consumer(broker, "t") == registered + 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"name=x&junk", b"junk&name=x", b"=v&name=x", b"name=x&", b"name"],
+    ids=["bare-word-after", "bare-word-before", "empty-key", "trailing-ampersand", "only-a-word"],
+)
+def test_a_form_body_that_is_not_key_value_pairs_is_400_and_changes_nothing(broker, data):
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    failed(raw(broker, "POST", "/topics", data=data, headers=headers), 400, "invalid_request")
+    failed(
+        raw(
+            broker,
+            "POST",
+            "/producer/register",
+            data=data.replace(b"name", b"topic"),
+            headers=headers,
+        ),
+        400,
+        "invalid_request",
+    )
+    assert ok(broker.get("/topics"), "topics")["topics"] == []
 
 
 @pytest.mark.parametrize(

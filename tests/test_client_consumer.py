@@ -116,6 +116,48 @@ def test_a_group_continues_where_it_stopped(broker):
         assert take(anonymous, 1)[0].offset == 0
 
 
+def test_start_end_reads_only_what_is_produced_after_it_registered(broker):
+    fill(broker, "t", 2)
+    with MyConsumer(["t"], broker.address, start="end") as consumer:
+        assert consumer.size("t") == 0
+        assert consumer.poll(timeout=0.3) is None
+        produce(broker.url, "t", ["third"])
+        assert consumer.size("t") == 1
+        msg = consumer.poll(timeout=30)
+        assert msg is not None and (msg.offset, str(msg)) == (2, "third")
+        assert consumer.poll(timeout=0.3) is None
+    with MyConsumer(["t"], broker.address, start="beginning") as consumer:
+        assert consumer.size("t") == 3
+
+
+def test_start_applies_only_to_a_new_group(broker):
+    fill(broker, "t", 5)
+    with MyConsumer(["t"], broker.address, group="g", start="beginning") as first:
+        assert [m.offset for m in take(first, 2)] == [0, 1]
+    with MyConsumer(["t"], broker.address, group="g", start="end") as again:
+        # The held message (offset 1) was consumed by stop(): the group goes on from 2.
+        assert again.size("t") == 3
+        assert take(again, 1)[0].offset == 2
+    with MyConsumer(["t"], broker.address, group="fresh", start="end") as fresh:
+        assert fresh.size("t") == 0
+
+
+def test_without_start_the_brokers_default_applies(make_broker, tmp_path):
+    broker = make_broker("--data-dir", str(tmp_path / "data"), "--consumer-start", "end")
+    fill(broker, "t", 3)
+    with MyConsumer(["t"], broker.address) as consumer:
+        assert consumer.size("t") == 0
+    with MyConsumer(["t"], broker.address, start="beginning") as consumer:
+        assert consumer.size("t") == 3
+
+
+@pytest.mark.parametrize("start", ["middle", "END", ""])
+def test_a_bad_start_is_a_value_error(broker, start):
+    fill(broker, "t", 1)
+    with pytest.raises(ValueError, match="start must be 'beginning' or 'end'"):
+        MyConsumer(["t"], broker.address, start=start)
+
+
 def test_size_counts_what_the_program_has_not_taken(broker):
     fill(broker, "t", 10)
     with MyConsumer(["t"], broker.address) as consumer:

@@ -1,6 +1,7 @@
 //! [`App`]: what every request handler needs, cheap to clone.
 
-use crate::store::{FetchLimit, Fetched, Store, StoreError};
+use crate::api::error::FailureStatus;
+use crate::store::{ConsumerStart, FetchLimit, Fetched, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -12,10 +13,20 @@ pub struct Limits {
     pub max_body_bytes: usize,
 }
 
+/// The broker's choices where the assignment allows more than one reading (see the README).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Where a consumer starts when its registration does not say (`--consumer-start`).
+    pub consumer_start: ConsumerStart,
+    /// The HTTP status of failures a client causes (`--failure-status`).
+    pub failure_status: FailureStatus,
+}
+
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
     pub limits: Limits,
+    pub policy: Policy,
     /// Cancelled at shutdown: long polls return at once instead of holding it up.
     pub shutdown: CancellationToken,
 }

@@ -1,5 +1,8 @@
 //! The command line: every option also reads an environment variable.
 
+use crate::api::error::FailureStatus;
+use crate::app::Policy;
+use crate::store::ConsumerStart;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
@@ -12,6 +15,15 @@ pub enum StoreKind {
     Sqlite,
     /// PostgreSQL at --database-url: durable, many brokers may share one database.
     Postgres,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -61,6 +73,22 @@ pub struct Config {
     /// Log filter, e.g. `info`, `debug` (one line per request), `broker=debug,sqlx=warn`.
     #[arg(long, env = "MYQUEUE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log lines as `text` or `json` (one JSON object per line, for log shippers).
+    #[arg(long, env = "MYQUEUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Where a consumer starts when its registration does not say (`start`): `beginning`
+    /// (everything the topic holds) or `end` (only what is produced after it registered). A
+    /// group that already has a position keeps it.
+    #[arg(long, env = "MYQUEUE_CONSUMER_START", value_enum, default_value_t = ConsumerStart::Beginning)]
+    pub consumer_start: ConsumerStart,
+
+    /// HTTP status of failures a client causes: `precise` (404 queue_empty, 409 topic_exists,
+    /// ...) or `400` (all of them, for clients that only recognise 400 and 500 as failures).
+    /// The JSON body, `code` included, is the same; 503 and 500 stay.
+    #[arg(long, env = "MYQUEUE_FAILURE_STATUS", value_enum, default_value_t = FailureStatus::Precise)]
+    pub failure_status: FailureStatus,
 }
 
 impl Config {
@@ -71,6 +99,13 @@ impl Config {
             (Some(kind), _) => kind,
             (None, Some(_)) => StoreKind::Postgres,
             (None, None) => StoreKind::Sqlite,
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            consumer_start: self.consumer_start,
+            failure_status: self.failure_status,
         }
     }
 }
@@ -88,6 +123,34 @@ mod tests {
         if config.database_url.is_none() {
             assert_eq!(config.store_kind(), StoreKind::Sqlite);
         }
+    }
+
+    #[test]
+    fn the_log_format_is_text_unless_json_is_asked_for() {
+        let config = Config::try_parse_from(["myqueue-broker"]).unwrap();
+        if std::env::var_os("MYQUEUE_LOG_FORMAT").is_none() {
+            assert_eq!(config.log_format, LogFormat::Text);
+        }
+        let config = Config::try_parse_from(["myqueue-broker", "--log-format", "json"]).unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(Config::try_parse_from(["myqueue-broker", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn consumer_start_and_failure_status_take_their_values() {
+        let config = Config::try_parse_from([
+            "myqueue-broker",
+            "--consumer-start",
+            "end",
+            "--failure-status",
+            "400",
+        ])
+        .unwrap();
+        assert_eq!(config.policy().consumer_start, ConsumerStart::End);
+        assert_eq!(config.policy().failure_status, FailureStatus::BadRequest);
+        let config = Config::try_parse_from(["myqueue-broker", "--failure-status", "precise"]);
+        assert_eq!(config.unwrap().failure_status, FailureStatus::Precise);
+        assert!(Config::try_parse_from(["myqueue-broker", "--failure-status", "404"]).is_err());
     }
 
     #[test]

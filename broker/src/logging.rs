@@ -1,23 +1,47 @@
-//! The broker's log: tracing to stderr, filtered by `--log`.
+//! The broker's log: tracing to stderr, filtered by `--log`, written as `--log-format` says.
 
+use crate::config::LogFormat;
 use std::fmt;
+use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt as log_fmt};
 
-/// Installs the global subscriber for the `--log` filter `spec`.
-pub fn init(spec: &str) {
-    let filter = EnvFilter::try_new(spec).unwrap_or_else(|err| {
-        eprintln!("invalid --log filter {spec:?} ({err}); logging at info");
-        EnvFilter::new("info")
-    });
+/// Installs the global subscriber for the `--log` filter `spec`, writing `format`.
+pub fn init(spec: &str, format: LogFormat) {
+    let (filter, invalid) = match EnvFilter::try_new(spec) {
+        Ok(filter) => (filter, None),
+        Err(err) => (EnvFilter::new("info"), Some(err)),
+    };
+    let output = match format {
+        // Colour codes only for a person at a terminal: in a file they are noise.
+        LogFormat::Text => log_fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => log_fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    };
     tracing_subscriber::registry()
         .with(filter)
         .with(QuietClientHangups)
-        .with(log_fmt::layer().with_writer(std::io::stderr))
+        .with(output)
         .init();
+    if format == LogFormat::Json {
+        log_panics();
+    }
+    // Reported through the log itself, so that a JSON log stays JSON.
+    if let Some(err) = invalid {
+        tracing::warn!("invalid --log filter {spec:?} ({err}); logging at info");
+    }
+}
+
+/// A panic's default report is plain text on stderr; in a JSON log it becomes an event.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
 }
 
 /// warp logs, at ERROR, every connection that ends mid-request: a client that hangs up

@@ -1,22 +1,25 @@
 //! `myqueue-broker`: see `--help`.
 
 use broker::app::Limits;
-use broker::config::Config;
+use broker::config::{Config, LogFormat};
 use broker::{server, shutdown};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    broker::logging::init(&config.log);
+    broker::logging::init(&config.log, config.log_format);
     tracing::info!(
         listen = %config.listen,
         store = ?config.store_kind(),
         max_message_bytes = config.max_message_bytes,
         max_body_bytes = config.max_body_bytes,
         db_connections = config.db_connections,
+        log_format = as_written(config.log_format),
+        consumer_start = as_written(config.consumer_start),
+        failure_status = as_written(config.failure_status),
         "starting myqueue-broker {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -27,11 +30,11 @@ async fn main() -> ExitCode {
     // Bind first: a taken port is reported at once, before any database work.
     let (listener, addr) = match server::bind(&config.listen).await {
         Ok(bound) => bound,
-        Err(err) => return fail(&err),
+        Err(err) => return fail(&config, &err),
     };
     let store = match server::open_store(&config, &stop).await {
         Ok(store) => store,
-        Err(err) => return fail(&err),
+        Err(err) => return fail(&config, &err),
     };
     // Tests and scripts read this line to learn the port when --listen ends in :0.
     println!("myqueue-broker listening on http://{addr}");
@@ -41,13 +44,24 @@ async fn main() -> ExitCode {
         max_message_bytes: config.max_message_bytes,
         max_body_bytes: config.max_body_bytes,
     };
-    server::serve(listener, store, limits, stop).await;
+    server::serve(listener, store, limits, config.policy(), stop).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-fn fail(err: &server::StartError) -> ExitCode {
-    tracing::error!("{err}");
-    eprintln!("myqueue-broker: {err}");
+/// An option's value as it is written on the command line (`400`, not `BadRequest`).
+fn as_written(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+fn fail(config: &Config, message: &server::StartError) -> ExitCode {
+    tracing::error!("{message}");
+    // The usual last line for a person; a JSON log has said it already, as JSON.
+    if config.log_format == LogFormat::Text {
+        eprintln!("myqueue-broker: {message}");
+    }
     ExitCode::FAILURE
 }

@@ -1,7 +1,7 @@
 //! Opening the configured store and serving the API until shutdown.
 
 use crate::api;
-use crate::app::{App, Limits};
+use crate::app::{App, Limits, Policy};
 use crate::config::{Config, StoreKind};
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
@@ -117,11 +117,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn Store>,
     limits: Limits,
+    policy: Policy,
     shutdown: CancellationToken,
 ) {
     let app = App {
         store: store.clone(),
         limits,
+        policy,
         shutdown: shutdown.clone(),
     };
     warp::serve(api::routes(app))

@@ -5,6 +5,7 @@
 //! Without it they are skipped with a line saying so, except under `CI=true`, where a
 //! missing database fails the run.
 
+use broker::store::ConsumerStart::{Beginning, End};
 use broker::store::memory::MemoryStore;
 use broker::store::postgres::PostgresStore;
 use broker::store::sqlite::SqliteStore;
@@ -155,26 +156,26 @@ async fn topics_are_created_once_and_listed_sorted(h: Harness) {
 async fn producers_create_topics_and_consumers_need_them(h: Harness) {
     let s = &*h.store;
     assert_eq!(
-        s.register_consumer("nope", None).await,
+        s.register_consumer("nope", None, Beginning).await,
         Err(StoreError::TopicNotFound("nope".into()))
     );
     let p1 = s.register_producer("logs").await.unwrap();
     let p2 = s.register_producer("logs").await.unwrap();
     assert_ne!(p1, p2);
     assert_eq!(s.list_topics().await.unwrap(), ["logs"]);
-    let c1 = s.register_consumer("logs", None).await.unwrap();
-    let c2 = s.register_consumer("logs", None).await.unwrap();
+    let c1 = s.register_consumer("logs", None, Beginning).await.unwrap();
+    let c2 = s.register_consumer("logs", None, Beginning).await.unwrap();
     assert_ne!(c1, c2);
 }
 
 async fn messages_come_out_in_order_once_per_consumer(h: Harness) {
     let s = &*h.store;
     let p = s.register_producer("t").await.unwrap();
-    let c1 = s.register_consumer("t", None).await.unwrap();
+    let c1 = s.register_consumer("t", None, Beginning).await.unwrap();
     for m in ["one", "two", "three"] {
         s.append(append(p, "t", &[m], None)).await.unwrap();
     }
-    let c2 = s.register_consumer("t", None).await.unwrap();
+    let c2 = s.register_consumer("t", None, Beginning).await.unwrap();
     assert_eq!(s.size(c1, "t").await.unwrap(), 3);
     let first = s.consume(c1, "t").await.unwrap().unwrap();
     assert_eq!((first.offset, first.payload.as_str()), (0, "one"));
@@ -191,7 +192,7 @@ async fn ids_work_only_for_their_own_topic(h: Harness) {
     let s = &*h.store;
     let p = s.register_producer("mine").await.unwrap();
     s.register_producer("other").await.unwrap();
-    let c = s.register_consumer("mine", None).await.unwrap();
+    let c = s.register_consumer("mine", None, Beginning).await.unwrap();
     assert!(matches!(
         s.append(append(p, "other", &["x"], None)).await,
         Err(StoreError::WrongTopic {
@@ -263,7 +264,7 @@ async fn a_retried_batch_is_stored_once(h: Harness) {
     ));
     let next = s.append(append(p, "t", &["c"], Some(2))).await.unwrap();
     assert_eq!(next.base_offset, 2);
-    let c = s.register_consumer("t", None).await.unwrap();
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
     assert_eq!(consume_all(s, c, "t").await, ["a", "b", "c"]);
 }
 
@@ -285,7 +286,7 @@ async fn a_batch_and_its_retry_sent_together_are_stored_once(h: Harness) {
         one.duplicate != two.duplicate,
         "exactly one of them is the retry"
     );
-    let c = store.register_consumer("t", None).await.unwrap();
+    let c = store.register_consumer("t", None, Beginning).await.unwrap();
     assert_eq!(consume_all(&*store, c, "t").await, ["first", "a", "b"]);
 }
 
@@ -295,7 +296,7 @@ async fn fetch_reads_without_moving_and_commit_moves(h: Harness) {
     s.append(append(p, "t", &["m0", "m1", "m2", "m3"], None))
         .await
         .unwrap();
-    let c = s.register_consumer("t", None).await.unwrap();
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
     let fetched = s.fetch(c, "t", None, messages(3)).await.unwrap();
     let payloads: Vec<_> = fetched
         .messages
@@ -349,7 +350,7 @@ async fn a_fetch_stops_at_its_byte_budget_but_always_returns_one_message(h: Harn
     s.append(append(p, "t", &[&big, &hundred, &hundred, &hundred], None))
         .await
         .unwrap();
-    let c = s.register_consumer("t", None).await.unwrap();
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
     let budget = |bytes| FetchLimit {
         messages: 10,
         bytes,
@@ -371,12 +372,21 @@ async fn a_group_name_keeps_one_position(h: Harness) {
     s.append(append(p, "t", &["a", "b", "c"], None))
         .await
         .unwrap();
-    let c = s.register_consumer("t", Some("indexer")).await.unwrap();
+    let c = s
+        .register_consumer("t", Some("indexer"), Beginning)
+        .await
+        .unwrap();
     assert_eq!(s.consume(c, "t").await.unwrap().unwrap().payload, "a");
-    let again = s.register_consumer("t", Some("indexer")).await.unwrap();
+    let again = s
+        .register_consumer("t", Some("indexer"), Beginning)
+        .await
+        .unwrap();
     assert_eq!(again, c);
     assert_eq!(s.consume(again, "t").await.unwrap().unwrap().payload, "b");
-    let other = s.register_consumer("t", Some("archiver")).await.unwrap();
+    let other = s
+        .register_consumer("t", Some("archiver"), Beginning)
+        .await
+        .unwrap();
     assert_ne!(other, c);
     assert_eq!(s.consume(other, "t").await.unwrap().unwrap().payload, "a");
 }
@@ -388,7 +398,7 @@ async fn concurrent_consumes_with_one_id_never_repeat_or_skip(h: Harness) {
     for chunk in all.chunks(100) {
         store.append(append(p, "t", chunk, None)).await.unwrap();
     }
-    let c = store.register_consumer("t", None).await.unwrap();
+    let c = store.register_consumer("t", None, Beginning).await.unwrap();
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let store = store.clone();
@@ -425,7 +435,7 @@ async fn concurrent_consumers_of_one_topic_each_get_every_message(h: Harness) {
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
-                let c = store.register_consumer("t", None).await.unwrap();
+                let c = store.register_consumer("t", None, Beginning).await.unwrap();
                 consume_all(&*store, c, "t").await
             })
         })
@@ -454,7 +464,7 @@ async fn concurrent_producers_lose_nothing_and_keep_their_order(h: Harness) {
     for worker in workers {
         worker.await.unwrap();
     }
-    let c = store.register_consumer("t", None).await.unwrap();
+    let c = store.register_consumer("t", None, Beginning).await.unwrap();
     let fetched = store
         .fetch(c, "t", Some(0), messages(10_000))
         .await
@@ -522,7 +532,10 @@ async fn concurrent_mixed_appends_get_the_offsets_they_are_stored_at(h: Harness)
         answers.push(worker.await.unwrap());
     }
     for topic in ["a", "b"] {
-        let c = store.register_consumer(topic, None).await.unwrap();
+        let c = store
+            .register_consumer(topic, None, Beginning)
+            .await
+            .unwrap();
         let fetched = store
             .fetch(c, topic, Some(0), messages(100_000))
             .await
@@ -558,7 +571,11 @@ async fn a_restart_keeps_messages_positions_and_sequences(mut h: Harness) {
         .append(append(p, "t", &["a", "b", "c"], Some(0)))
         .await
         .unwrap();
-    let c = h.store.register_consumer("t", Some("g")).await.unwrap();
+    let c = h
+        .store
+        .register_consumer("t", Some("g"), Beginning)
+        .await
+        .unwrap();
     assert_eq!(h.store.consume(c, "t").await.unwrap().unwrap().payload, "a");
     if !h.restart().await {
         return; // the memory store keeps nothing, by design
@@ -566,7 +583,12 @@ async fn a_restart_keeps_messages_positions_and_sequences(mut h: Harness) {
     let s = &*h.store;
     assert_eq!(s.list_topics().await.unwrap(), ["t"]);
     assert_eq!(s.size(c, "t").await.unwrap(), 2);
-    assert_eq!(s.register_consumer("t", Some("g")).await.unwrap(), c);
+    assert_eq!(
+        s.register_consumer("t", Some("g"), Beginning)
+            .await
+            .unwrap(),
+        c
+    );
     // The retry of the last batch is still recognised after the restart.
     assert!(
         s.append(append(p, "t", &["a", "b", "c"], Some(0)))
@@ -599,8 +621,57 @@ async fn empty_and_unicode_messages_are_kept_exactly(h: Harness) {
         "\u{0}\u{1f}",
     ];
     s.append(append(p, "t", &texts, None)).await.unwrap();
-    let c = s.register_consumer("t", None).await.unwrap();
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
     assert_eq!(consume_all(s, c, "t").await, texts);
+}
+
+async fn a_consumer_may_start_at_the_end_and_a_group_keeps_its_position(h: Harness) {
+    let s = &*h.store;
+    let p = s.register_producer("t").await.unwrap();
+    s.append(append(p, "t", &["old 1", "old 2"], None))
+        .await
+        .unwrap();
+    let c = s.register_consumer("t", None, End).await.unwrap();
+    assert_eq!(s.size(c, "t").await.unwrap(), 0);
+    assert!(
+        s.fetch(c, "t", None, messages(10))
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    s.append(append(p, "t", &["new"], None)).await.unwrap();
+    assert_eq!(s.size(c, "t").await.unwrap(), 1);
+    let taken = s.consume(c, "t").await.unwrap().unwrap();
+    assert_eq!((taken.offset, taken.payload.as_str()), (2, "new"));
+    assert_eq!(s.consume(c, "t").await.unwrap(), None);
+
+    // A group that exists keeps its position, whatever the new registration's start says.
+    let g = s
+        .register_consumer("t", Some("g"), Beginning)
+        .await
+        .unwrap();
+    assert_eq!(s.consume(g, "t").await.unwrap().unwrap().payload, "old 1");
+    assert_eq!(s.register_consumer("t", Some("g"), End).await.unwrap(), g);
+    assert_eq!(s.size(g, "t").await.unwrap(), 2);
+    let late = s.register_consumer("t", Some("late"), End).await.unwrap();
+    s.append(append(p, "t", &["newer"], None)).await.unwrap();
+    assert_eq!(
+        s.register_consumer("t", Some("late"), End).await.unwrap(),
+        late
+    );
+    assert_eq!(
+        s.register_consumer("t", Some("late"), Beginning)
+            .await
+            .unwrap(),
+        late
+    );
+    assert_eq!(consume_all(s, late, "t").await, ["newer"]);
+
+    // On an empty topic the end is the beginning.
+    s.create_topic("empty").await.unwrap();
+    let e = s.register_consumer("empty", None, End).await.unwrap();
+    assert_eq!(s.size(e, "empty").await.unwrap(), 0);
 }
 
 macro_rules! conformance {
@@ -634,6 +705,7 @@ conformance!(
     fetch_reads_without_moving_and_commit_moves,
     a_fetch_stops_at_its_byte_budget_but_always_returns_one_message,
     a_group_name_keeps_one_position,
+    a_consumer_may_start_at_the_end_and_a_group_keeps_its_position,
     concurrent_consumes_with_one_id_never_repeat_or_skip,
     concurrent_consumers_of_one_topic_each_get_every_message,
     concurrent_producers_lose_nothing_and_keep_their_order,

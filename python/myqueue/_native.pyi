@@ -7,7 +7,7 @@ and ``CONSUMER_DEFAULTS``, keyed by parameter name.
 
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Final, TypedDict
+from typing import Final, Literal, TypedDict
 
 from typing_extensions import Self, disjoint_base, final
 
@@ -217,9 +217,10 @@ class MyConsumer:
     ``TopicNotFound`` naming a topic that does not exist, ``BrokerUnavailable`` if the broker
     cannot be reached.
 
-    Without ``group``, the consumer is anonymous: it starts at the beginning of each topic.
-    With ``group="name"`` it is durable: a consumer registered again with the same group and
-    topic continues where the last one stopped.
+    Without ``group``, the consumer is anonymous: it starts where ``start`` says (by default
+    the broker's ``--consumer-start``, itself by default the beginning of each topic). With
+    ``group="name"`` it is durable: a consumer registered again with the same group and topic
+    continues where the last one stopped, whatever ``start`` says.
 
     A message counts as consumed once the program has taken it and asked for the next one
     (or called ``stop()``; not when a ``with`` block ends with an exception). Consumed
@@ -230,6 +231,10 @@ class MyConsumer:
     ``broker`` is ``"host:port"`` or ``"http://host:port"``. Keyword options (defaults in
     ``CONSUMER_DEFAULTS``):
         group: a durable consumer name (letters, digits, '.', '_', '-'); none by default.
+        start: where a consumer starts when this registration creates it: ``"beginning"``
+            (everything the topic holds) or ``"end"`` (only messages produced after it
+            registered). A group that already has a position keeps it. Default: the broker's
+            ``--consumer-start`` (``"beginning"`` unless the broker was started otherwise).
         fetch_max_messages: messages per fetch request at most (at most
             ``MAX_FETCH_MESSAGES``).
         fetch_max_bytes: payload bytes per fetch request at most, past its first message
@@ -246,6 +251,7 @@ class MyConsumer:
         broker: str = ...,
         *,
         group: str | None = None,
+        start: Literal["beginning", "end"] | None = None,
         fetch_max_messages: int = ...,
         fetch_max_bytes: int = ...,
         buffer_messages: int = ...,

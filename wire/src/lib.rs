@@ -118,6 +118,11 @@ pub struct RegisterConsumerRequest {
     /// consumer id, so a restarted consumer continues from its committed position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Addition: where a consumer this registration creates starts, `"beginning"` or `"end"`
+    /// (only what is produced after it registered); the broker's `--consumer-start` when
+    /// absent. A group that already exists keeps its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<NamedOffset>,
 }
 
 /// `POST /consumer/register` on success.

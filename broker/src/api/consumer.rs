@@ -5,7 +5,7 @@ use super::error::{ApiError, respond};
 use super::input::Input;
 use super::validate;
 use crate::app::App;
-use crate::store::FetchLimit;
+use crate::store::{ConsumerStart, FetchLimit};
 use myqueue_wire::{
     CommitRequest, CommitResponse, ConsumeResponse, ConsumerRequest, ErrorCode, FetchRequest,
     FetchResponse, FetchedMessage, RegisterConsumerRequest, RegisterConsumerResponse, SizeResponse,
@@ -21,9 +21,12 @@ pub async fn register(app: App, input: Input) -> Response {
             if let Some(group) = &request.group {
                 validate::group(group)?;
             }
+            let start = request
+                .start
+                .map_or(app.policy.consumer_start, ConsumerStart::from);
             let consumer_id = app
                 .store
-                .register_consumer(&request.topic, request.group.as_deref())
+                .register_consumer(&request.topic, request.group.as_deref(), start)
                 .await?;
             Ok::<_, ApiError>(RegisterConsumerResponse {
                 status: Status::Success,

@@ -1,6 +1,8 @@
 //! Request parameters, read liberally: clients of the assignment's API were written many
 //! ways. Parameters may come as a JSON body (any content type, even on GET), as a form body,
 //! or in the query string. The body is read up to the configured limit and no further.
+//! Liberal in where, strict in what: a JSON body must be an object and a form body
+//! `key=value` pairs, else the request is refused before it touches anything.
 
 use super::error::ApiError;
 use bytes::{Buf, Bytes, BytesMut};
@@ -22,8 +24,17 @@ impl Input {
         let body = self.body.trim_ascii();
         if !body.is_empty() {
             if self.form && !body.starts_with(b"{") {
+                check_form(body)?;
                 return serde_urlencoded::from_bytes(body)
                     .map_err(|err| ApiError::invalid(format!("invalid form body: {err}")));
+            }
+            // serde reads a JSON array into a struct field by field (`["x"]` would name a
+            // topic): only an object is a request. One whole object follows from from_slice,
+            // which refuses trailing data.
+            if !body.starts_with(b"{") {
+                return Err(ApiError::invalid(
+                    "the JSON body must be an object, e.g. {\"topic\": \"logs\"}",
+                ));
             }
             return serde_json::from_slice(body)
                 .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")));
@@ -37,6 +48,23 @@ impl Input {
                 "no parameters: send them as a JSON body or in the query string ({err})"
             ))
         })
+    }
+}
+
+/// A form body must be `key=value` pairs joined by `&`: serde_urlencoded would read a bare
+/// word as a key with an empty value, and a pair without a key as nothing at all.
+fn check_form(body: &[u8]) -> Result<(), ApiError> {
+    let proper = |pair: &[u8]| {
+        pair.iter()
+            .position(|&b| b == b'=')
+            .is_some_and(|eq| eq > 0)
+    };
+    match body.split(|&b| b == b'&').find(|pair| !proper(pair)) {
+        None => Ok(()),
+        Some(pair) => Err(ApiError::invalid(format!(
+            "invalid form body: {:?} is not a key=value pair",
+            String::from_utf8_lossy(pair)
+        ))),
     }
 }
 

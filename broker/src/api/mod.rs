@@ -1,7 +1,8 @@
 //! The HTTP API: the route table, and one module per group of endpoints.
 //!
 //! Routes match the path first and the method second, so an unknown path answers 404 and a
-//! known path with the wrong method 405, both as JSON (see [`error::recover`]).
+//! known path with the wrong method 405, both as JSON (see [`error::recover`]); then
+//! `--failure-status` settles every failure's HTTP status ([`error::FailureStatus`]).
 
 mod consumer;
 pub mod error;
@@ -22,6 +23,7 @@ type Route = BoxedFilter<(Response,)>;
 /// Every endpoint, with errors mapped to JSON and one debug log line per request.
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
     let max_body = app.limits.max_body_bytes;
+    let failure_status = app.policy.failure_status;
     let with_app = warp::any().map(move || app.clone());
     let input = move || input::input(max_body);
     let get = |path: BoxedFilter<()>| path.and(warp::get());
@@ -94,6 +96,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = In
         .expect("at least one route")
         .recover(error::recover)
         .unify()
+        .map(move |response| failure_status.apply(response))
         .with(warp::log::custom(|info| {
             tracing::debug!(
                 method = %info.method(),

@@ -3,8 +3,8 @@
 use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_positions};
 use super::sequence::ProducerSequence;
 use super::{
-    Append, Appended, FetchLimit, Fetched, Result, SeekTo, Store, StoreError, StoredMessage,
-    TopicSignals, now_ms, within_end,
+    Append, Appended, ConsumerStart, FetchLimit, Fetched, Result, SeekTo, Store, StoreError,
+    StoredMessage, TopicSignals, now_ms, within_end,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -188,13 +188,22 @@ impl Store for MemoryStore {
         Ok(state.id_base + state.producers.len() as u64)
     }
 
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+    async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: ConsumerStart,
+    ) -> Result<u64> {
         let mut state = self.lock();
         let topic = state.topic(topic)?;
         if let Some(&id) = group.and_then(|g| state.groups.get(&(topic, g.to_owned()))) {
             return Ok(id);
         }
-        state.consumers.push(Consumer { topic, position: 0 });
+        let position = match start {
+            ConsumerStart::Beginning => 0,
+            ConsumerStart::End => state.topics[topic].log.len() as u64,
+        };
+        state.consumers.push(Consumer { topic, position });
         let id = state.id_base + state.consumers.len() as u64;
         if let Some(group) = group {
             state.groups.insert((topic, group.to_owned()), id);

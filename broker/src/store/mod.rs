@@ -115,6 +115,26 @@ impl FetchLimit {
     }
 }
 
+/// Where a consumer starts when its registration creates it (`start` of
+/// `POST /consumer/register`, the broker's `--consumer-start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConsumerStart {
+    /// At the topic's first message: everything the topic holds (the assignment's reading).
+    #[default]
+    Beginning,
+    /// At the topic's end: only messages appended after the registration (Kafka's `latest`).
+    End,
+}
+
+impl From<NamedOffset> for ConsumerStart {
+    fn from(named: NamedOffset) -> Self {
+        match named {
+            NamedOffset::Beginning => ConsumerStart::Beginning,
+            NamedOffset::End => ConsumerStart::End,
+        }
+    }
+}
+
 /// A consumer position to move to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
@@ -153,9 +173,15 @@ pub trait Store: Send + Sync + 'static {
     /// Registers a producer for `topic`, creating the topic if it is missing.
     async fn register_producer(&self, topic: &str) -> Result<u64>;
 
-    /// Registers a consumer at the beginning of `topic`. With a `group`, the same
-    /// `(topic, group)` always gets the same id and keeps its position.
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64>;
+    /// Registers a consumer of `topic` whose position is the topic's beginning or its end, as
+    /// `start` says. With a `group`, the same `(topic, group)` always gets the same id and
+    /// keeps its position: `start` applies only when the registration creates the consumer.
+    async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: ConsumerStart,
+    ) -> Result<u64>;
 
     /// Appends messages; answers once they are durable.
     async fn append(&self, append: Append) -> Result<Appended>;

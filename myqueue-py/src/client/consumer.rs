@@ -13,7 +13,7 @@ use super::error::{ClientError, Result};
 use super::http::BrokerClient;
 use super::retry::Backoff;
 use super::runtime;
-use myqueue_wire::{ErrorCode, FetchLimits, OffsetSpec};
+use myqueue_wire::{ErrorCode, FetchLimits, NamedOffset, OffsetSpec};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 pub struct ConsumerConfig {
     /// A durable name: the same group continues where it stopped.
     pub group: Option<String>,
+    /// Where a consumer this registration creates starts; `None`: the broker's default. A
+    /// group that exists keeps its position.
+    pub start: Option<NamedOffset>,
     /// Messages and payload bytes per fetch request at most, and how long one fetch waits on
     /// the broker for a message (checked against the broker's limits when built).
     pub fetch: FetchLimits,
@@ -42,6 +45,7 @@ impl Default for ConsumerConfig {
         use defaults::consumer::*;
         ConsumerConfig {
             group: None,
+            start: None,
             fetch: fetch_limits(FETCH_MAX_MESSAGES, FETCH_MAX_BYTES)
                 .expect("the defaults are within the limits (tested)"),
             buffer_messages: BUFFER_MESSAGES,
@@ -143,7 +147,7 @@ impl ConsumerCore {
                 return Err(ClientError::Invalid(why));
             }
             let id = http
-                .register_consumer(topic, config.group.as_deref())
+                .register_consumer(topic, config.group.as_deref(), config.start)
                 .await?;
             registered.push((topic.clone(), id));
         }

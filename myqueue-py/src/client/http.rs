@@ -3,7 +3,7 @@
 use super::error::{ClientError, Result};
 use myqueue_wire::{
     CommitRequest, CommitResponse, ConsumerRequest, CreateTopicRequest, ErrorCode, ErrorResponse,
-    FetchLimits, FetchRequest, FetchResponse, ListTopicsResponse, Num, OffsetSpec,
+    FetchLimits, FetchRequest, FetchResponse, ListTopicsResponse, NamedOffset, Num, OffsetSpec,
     RegisterConsumerRequest, RegisterConsumerResponse, RegisterProducerRequest,
     RegisterProducerResponse, SizeResponse,
 };
@@ -153,13 +153,21 @@ impl BrokerClient {
         Ok(response.producer_id)
     }
 
-    pub async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+    /// Registers a consumer of `topic`; `start` is where a new one starts (the broker's
+    /// `--consumer-start` when `None`).
+    pub async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: Option<NamedOffset>,
+    ) -> Result<u64> {
         let response: RegisterConsumerResponse = self
             .post(
                 "/consumer/register",
                 &RegisterConsumerRequest {
                     topic: topic.to_owned(),
                     group: group.map(str::to_owned),
+                    start,
                 },
             )
             .await?;

@@ -14,6 +14,17 @@ use pyo3::types::PyBytes;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `start="beginning"` or `"end"`.
+fn start_at(start: &str) -> PyResult<NamedOffset> {
+    match start {
+        "beginning" => Ok(NamedOffset::Beginning),
+        "end" => Ok(NamedOffset::End),
+        other => Err(PyValueError::new_err(format!(
+            "start must be 'beginning' or 'end', not {other:?}"
+        ))),
+    }
+}
+
 /// Reads topics in order. See the `.pyi` stub for the full documentation.
 #[pyclass(name = "MyConsumer", module = "myqueue", frozen, subclass)]
 pub struct PyConsumer {
@@ -93,6 +104,7 @@ impl PyConsumer {
         broker = defaults::BROKER,
         *,
         group = None,
+        start = None,
         fetch_max_messages = defaults::FETCH_MAX_MESSAGES,
         fetch_max_bytes = defaults::FETCH_MAX_BYTES,
         buffer_messages = defaults::BUFFER_MESSAGES,
@@ -106,6 +118,7 @@ impl PyConsumer {
         topics: &Bound<'_, PyAny>,
         broker: &str,
         group: Option<String>,
+        start: Option<&str>,
         fetch_max_messages: u32,
         fetch_max_bytes: u64,
         buffer_messages: usize,
@@ -120,6 +133,7 @@ impl PyConsumer {
         if let Some(group) = &group {
             myqueue_wire::check_group_name(group).map_err(PyValueError::new_err)?;
         }
+        let start = start.map(start_at).transpose()?;
         // The broker's own check (myqueue_wire), under this class's parameter names.
         let fetch = fetch_limits(fetch_max_messages, fetch_max_bytes).map_err(|err| {
             PyValueError::new_err(format!("fetch_{} must be {}", err.field(), err.rule()))
@@ -141,6 +155,7 @@ impl PyConsumer {
         }
         let config = ConsumerConfig {
             group: group.clone(),
+            start,
             fetch,
             buffer_messages,
             buffer_bytes,

@@ -15,8 +15,8 @@ use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
 use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
 use super::{
-    Append, Appended, FetchLimit, Fetched, Result, SeekTo, Store, StoreError, StoredMessage,
-    TopicSignals,
+    Append, Appended, ConsumerStart, FetchLimit, Fetched, Result, SeekTo, Store, StoreError,
+    StoredMessage, TopicSignals,
 };
 use async_trait::async_trait;
 use sqlx::{Database, Pool, Transaction};
@@ -237,9 +237,14 @@ impl<B: Backend> Store for SqlStore<B> {
         Ok(id)
     }
 
-    async fn register_consumer(&self, topic: &str, group: Option<&str>) -> Result<u64> {
+    async fn register_consumer(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        start: ConsumerStart,
+    ) -> Result<u64> {
         let mut tx = self.backend.begin_write().await?;
-        let id = B::Db::register_consumer(&mut *tx, topic, group).await?;
+        let id = B::Db::register_consumer(&mut *tx, topic, group, start).await?;
         tx.commit().await?;
         Ok(id)
     }

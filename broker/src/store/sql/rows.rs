@@ -32,6 +32,13 @@ pub struct OwnerRow {
     pub topic: String,
 }
 
+/// A topic's id and end, as a registration reads them.
+#[derive(sqlx::FromRow)]
+pub struct TopicEndRow {
+    pub id: i64,
+    pub next_offset: i64,
+}
+
 /// A consumer's position and its topic's end.
 #[derive(sqlx::FromRow)]
 pub struct CursorRow {

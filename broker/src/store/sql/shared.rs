@@ -3,8 +3,8 @@
 //! fetch, locking) stays in each backend.
 
 use super::super::catalog::{Owner, Role};
-use super::super::{Result, StoreError, now_ms};
-use super::rows::{CursorRow, OwnerRow, db_id, db_int};
+use super::super::{ConsumerStart, Result, StoreError, now_ms};
+use super::rows::{CursorRow, OwnerRow, TopicEndRow, db_id, db_int};
 use async_trait::async_trait;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
@@ -27,12 +27,13 @@ pub trait SharedSql: Database {
     /// Registers a producer, creating its topic if missing.
     async fn register_producer(conn: &mut Self::Connection, topic: &str) -> Result<u64>;
 
-    /// Registers a consumer at the beginning of `topic`; a known `(topic, group)` keeps its
-    /// id and position.
+    /// Registers a consumer at `start` of `topic`; a known `(topic, group)` keeps its id and
+    /// position.
     async fn register_consumer(
         conn: &mut Self::Connection,
         topic: &str,
         group: Option<&str>,
+        start: ConsumerStart,
     ) -> Result<u64>;
 }
 
@@ -47,6 +48,7 @@ where
     Option<String>: Type<DB> + for<'q> Encode<'q, DB>,
     for<'r> OwnerRow: FromRow<'r, DB::Row>,
     for<'r> CursorRow: FromRow<'r, DB::Row>,
+    for<'r> TopicEndRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
@@ -138,20 +140,31 @@ where
         conn: &mut Self::Connection,
         topic: &str,
         group: Option<&str>,
+        start: ConsumerStart,
     ) -> Result<u64> {
-        let topic_id: i64 = sqlx::query_scalar("SELECT id FROM topics WHERE name = $1")
-            .bind(topic.to_owned())
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        let topic_row: TopicEndRow =
+            sqlx::query_as("SELECT id, next_offset FROM topics WHERE name = $1")
+                .bind(topic.to_owned())
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::TopicNotFound(topic.to_owned()))?;
+        let topic_id = topic_row.id;
+        // The end as this transaction reads it: under SQLite's write lock no append lands in
+        // between; on PostgreSQL it is the end as committed when the registration runs.
+        let position = match start {
+            ConsumerStart::Beginning => 0,
+            ConsumerStart::End => topic_row.next_offset,
+        };
         // An anonymous consumer (NULL group) never conflicts: each registration is new.
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO consumers (topic_id, group_name, created_ms) VALUES ($1, $2, $3) \
+            "INSERT INTO consumers (topic_id, group_name, created_ms, position) \
+             VALUES ($1, $2, $3, $4) \
              ON CONFLICT (topic_id, group_name) DO NOTHING RETURNING id",
         )
         .bind(topic_id)
         .bind(group.map(str::to_owned))
         .bind(db_int(now_ms())?)
+        .bind(position)
         .fetch_optional(&mut *conn)
         .await?;
         let id = match inserted {
