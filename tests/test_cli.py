@@ -140,9 +140,10 @@ def test_create_and_topics_in_both_formats(broker):
     again = myqueue(broker.address, "create", "logs")
     assert again.returncode == 1 and again.stdout == ""
     assert "already exists" in one_error_line(again)
-    refused = myqueue(broker.address, "create", "bad name")
-    assert refused.returncode == 1
-    assert "bad name" in one_error_line(refused)
+    for args in (["create", "bad name"], ["produce", "bad/name"], ["consume", "bad name"]):
+        refused = myqueue(broker.address, *args, input=b"x\n")
+        assert refused.returncode == 2, refused  # a malformed name is a usage error
+        assert "name" in one_error_line(refused)
 
     listed = myqueue(broker.address, "topics")
     assert (listed.returncode, sorted(listed.stdout.splitlines())) == (0, ["audit", "logs"])

@@ -26,6 +26,9 @@ from myqueue._admin import DEFAULT_BROKER, Admin, GroupLag, Unsupported
 from myqueue._exit import FAILED, INTERRUPTED, USAGE, CliError
 from myqueue._native import MyQueueError
 
+# Broker error codes that mean the command's arguments were wrong (exit status 2).
+USAGE_CODES = frozenset({"invalid_topic_name"})
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors as one line (and a pointer to ``--help``)."""
@@ -48,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unsupported:
         return _fail(f"this broker does not support {name} yet", FAILED)
     except MyQueueError as err:
-        return _fail(str(err), FAILED)
+        # A name the broker finds malformed is a bad argument, as when the client finds it.
+        return _fail(str(err), USAGE if err.code in USAGE_CODES else FAILED)
     except ValueError as err:  # a malformed --broker, topic or group name
         return _fail(str(err), USAGE)
     except KeyboardInterrupt:
@@ -311,7 +315,3 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
-
-
-if __name__ == "__main__":
-    sys.exit(main())

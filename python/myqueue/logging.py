@@ -160,6 +160,7 @@ class QueueHandler(logging.Handler):
                 shared = _shared[self._key] = _Shared(producer, 0, close_timeout)
             shared.users += 1
             shared.close_timeout = max(shared.close_timeout, close_timeout)
+            self._shared = shared
             self._producer = shared.producer
         self._closed = False
 
@@ -184,6 +185,8 @@ class QueueHandler(logging.Handler):
 
     def flush(self) -> None:
         """Waits (up to ``close_timeout``) until every record emitted so far is delivered."""
+        if self._shared.gave_up:
+            return  # delivery already failed at exit: do not wait (or report) twice
         try:
             self._producer.flush(timeout=self.close_timeout)
         except MyQueueError as err:
@@ -195,7 +198,7 @@ class QueueHandler(logging.Handler):
             if self._closed:
                 return
             self._closed = True
-            shared = _shared[self._key]
+            shared = self._shared
             shared.users -= 1
             last = shared.users == 0
             if last:
