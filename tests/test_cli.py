@@ -371,7 +371,8 @@ def test_a_reader_that_goes_away_ends_consume_quietly(broker):
     produce(broker.url, "t", [f"m{i}" for i in range(100)])
     proc = start(broker.address, "consume", "t", "--follow")
     assert proc.stdout is not None and proc.stdout.readline() == "m0\n"
-    proc.stdout.close()  # `myqueue consume t | head -1`
+    proc.stdout.close()  # `myqueue consume t --follow | head -1`
+    produce(broker.url, "t", ["more"])  # like `tail -f`, it notices at its next line
     assert proc.wait(timeout=10) == 0
     assert proc.stderr is not None and proc.stderr.read() == ""
 

@@ -127,7 +127,8 @@ class Admin:
                 status, raw = int(err.code), err.read()
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", None) or err
-            raise BrokerUnavailable(f"cannot reach the broker at {self.base}: {reason}") from None
+            unreachable = BrokerUnavailable(f"cannot reach the broker at {self.base}: {reason}")
+            raise _with_code(unreachable, None) from None
         return _answer(self.base, method, path, status, raw)
 
 
@@ -144,7 +145,7 @@ def _answer(base: str, method: str, path: str, status: int, raw: bytes) -> dict[
     if not isinstance(body, dict):
         text = raw[:200].decode("utf-8", "replace")
         if status >= 500:
-            raise BrokerUnavailable(f"{base} answered HTTP {status}: {text}")
+            raise _with_code(BrokerUnavailable(f"{base} answered HTTP {status}: {text}"), None)
         raise _with_code(RequestRejected(f"{base} answered HTTP {status}: {text}"), None)
     if 200 <= status < 300 and body.get("status") == "success":
         return body

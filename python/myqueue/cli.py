@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"this broker does not support {name} yet", FAILED)
     except MyQueueError as err:
         # A name the broker finds malformed is a bad argument, as when the client finds it.
-        return _fail(str(err), USAGE if err.code in USAGE_CODES else FAILED)
+        code = getattr(err, "code", None)  # set on every error a broker answer caused
+        return _fail(str(err), USAGE if code in USAGE_CODES else FAILED)
     except ValueError as err:  # a malformed --broker, topic or group name
         return _fail(str(err), USAGE)
     except KeyboardInterrupt:
