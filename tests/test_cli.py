@@ -367,6 +367,17 @@ def test_follow_also_stops_cleanly_on_sigterm(broker):
     assert myqueue(broker.address, "consume", "t", "--group", "g").stdout == "two\n"
 
 
+def test_follow_says_in_one_line_when_it_cannot_store_its_position(broker):
+    produce(broker.url, "t", ["one"])
+    proc = start(broker.address, "consume", "t", "--group", "g", "--follow")
+    assert proc.stdout is not None and proc.stdout.readline() == "one\n"
+    broker.kill()
+    proc.send_signal(signal.SIGINT)
+    out, err = finish(proc, timeout=30)
+    assert (proc.returncode, out) == (0, "")
+    assert len(err.splitlines()) == 1 and "could not store the consumed positions" in err, err
+
+
 def test_a_reader_that_goes_away_ends_consume_quietly(broker):
     produce(broker.url, "t", [f"m{i}" for i in range(100)])
     proc = start(broker.address, "consume", "t", "--follow")

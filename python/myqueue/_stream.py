@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import time
+import warnings
 from types import FrameType
 from typing import IO, Any, final
 
@@ -136,10 +137,23 @@ def consume(args: argparse.Namespace, broker: str) -> int:
                     left[msg.topic] -= 1
         except BaseException:
             # The message being written (if any) was not printed: it stays unconsumed.
-            consumer.__exit__(*sys.exc_info())
+            _stop(consumer, failed=True)
             raise
-        consumer.stop()
+        _stop(consumer, failed=False)
     return OK
+
+
+def _stop(consumer: MyConsumer, *, failed: bool) -> None:
+    """Stops the consumer and stores its positions; the message in hand counts as consumed
+    unless ``failed``. A position that cannot be stored is reported in one line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        if failed:
+            consumer.__exit__(*sys.exc_info())
+        else:
+            consumer.stop()
+    for warning in caught:
+        print(f"myqueue: {' '.join(str(warning.message).split())}", file=sys.stderr)
 
 
 def _render(msg: Message) -> bytes:

@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as err:
         return _fail(f"{err.strerror or err}: {err.filename}" if err.filename else str(err), FAILED)
+    except Exception as err:  # noqa: BLE001 -- a bug or an unexpected answer: one line still
+        return _fail(f"unexpected error: {type(err).__name__}: {err}", FAILED)
 
 
 def _fail(message: str, status: int) -> int:
@@ -102,11 +104,11 @@ def _describe(args: argparse.Namespace, broker: str) -> int:
         _print(json.dumps(body))
         return 0
     for key, value in body.items():
-        if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            # A list of objects (the consumers): a table under its name.
+            columns = _columns(value)
             _print(f"{key}:")
-            _table(
-                _columns(value), [[item.get(c) for c in _columns(value)] for item in value], "  "
-            )
+            _table(columns, [[item.get(c) for c in columns] for item in value], "  ")
         else:
             _print(f"{key}: {_cell(value)}")
     return 0
