@@ -54,8 +54,23 @@ def myqueue(
     )
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftovers():
+    """Whatever a failed test leaves running is killed (by its PID) at its end."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def start(address: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """Starts `python -m myqueue ARGS` with pipes; stopped by the test, else at its end."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "myqueue", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -63,6 +78,8 @@ def start(address: str, *args: str) -> subprocess.Popen[str]:
         env=cli_env(address),
         preexec_fn=restore_ctrl_c,  # noqa: PLW1509 -- resets one signal, nothing else
     )
+    _started.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 10) -> tuple[str, str]:
@@ -261,6 +278,7 @@ def test_produce_shows_progress_only_on_a_terminal(broker):
         env=cli_env(broker.address),
         preexec_fn=restore_ctrl_c,  # noqa: PLW1509 -- resets one signal, nothing else
     )
+    _started.append(proc)
     os.close(follower)
     assert proc.stdin is not None
     for i in range(15):  # 1.5 s of input: several progress intervals

@@ -54,6 +54,15 @@ def run_script(address: str) -> subprocess.Popen[str]:
     )
 
 
+def communicate(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the test fails; nothing is left running
+        proc.communicate()
+        raise
+
+
 def check_all_arrived(broker) -> None:
     records = [json.loads(message) for _, message in read_topic(broker.url, "app-logs")]
     assert len(records) == 10_000
@@ -69,7 +78,7 @@ def check_all_arrived(broker) -> None:
 
 def test_dictconfig_4_threads_10000_records_all_arrive_in_order_at_exit(broker):
     proc = run_script(broker.address)
-    out, err = proc.communicate(timeout=120)
+    out, err = communicate(proc)
     assert proc.returncode == 0, err
     assert out == "logged\n" and err == ""
     check_all_arrived(broker)
@@ -82,7 +91,7 @@ def test_records_logged_while_the_broker_is_down_arrive_once_it_is_up(broker):
     assert proc.stdout.readline() == "logged\n"  # logging did not wait for the broker
     time.sleep(2)
     broker.restart()
-    _, err = proc.communicate(timeout=120)
+    _, err = communicate(proc)
     assert proc.returncode == 0, err
     assert err == ""
     check_all_arrived(broker)
