@@ -2,13 +2,21 @@
 # The main job, from a fresh clone: build the broker and the Python package, start the broker
 # on its embedded default (SQLite in ./myqueue-data, port 9092), and run the assignment's two
 # example programs against it, each until it is interrupted with Ctrl-C (SIGINT).
+#
+# Settings (environment): MYQUEUE_DEMO_SECONDS per example (3), MYQUEUE_DEMO_PORT (9092),
+# MYQUEUE_DEMO_DATA_DIR (myqueue-data), MYQUEUE_SKIP_BUILD=1 to use what is already built and
+# installed.
 set -euo pipefail
-# Job control: without it, bash starts background commands with SIGINT ignored, and Python
-# then never turns Ctrl-C into KeyboardInterrupt (the producer example would run forever).
+# Job control: the broker and the examples run in process groups of their own, so that a
+# Ctrl-C on the terminal reaches this script only, and `cleanup` stops them in order. (It does
+# not give them back a Ctrl-C that this script inherited as ignored: scripts/example.py does.)
 set -m
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 seconds=${MYQUEUE_DEMO_SECONDS:-3}
+port=${MYQUEUE_DEMO_PORT:-9092}
+data_dir=${MYQUEUE_DEMO_DATA_DIR:-myqueue-data}
+base=http://127.0.0.1:$port
 
 # Ctrl-C for an example, as a user would press it; it gets SECONDS (default 60) to finish
 # its stop(), then it is killed, so the demo never runs unbounded.
@@ -23,7 +31,8 @@ interrupt() {
     fi
     sleep 0.1
   done
-  echo "$name did not stop within $seconds s of Ctrl-C; killing it" >&2
+  echo "run.sh: FALLBACK: $name did not stop within $seconds s of Ctrl-C; killing it with" \
+    "SIGKILL (messages it had accepted but not delivered are lost)" >&2
   kill -KILL "$pid"
   wait "$pid" || true
   return 1
@@ -40,30 +49,38 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building (release)"
-cargo build --release -p broker
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --force-reinstall --no-deps .
+if [ "${MYQUEUE_SKIP_BUILD:-0}" != 1 ]; then
+  echo "== building (release)"
+  cargo build --release -p broker
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --force-reinstall --no-deps .
+fi
 
-echo "== starting myqueue-broker on 127.0.0.1:9092 (SQLite in ./myqueue-data)"
-target/release/myqueue-broker --listen 127.0.0.1:9092 --data-dir myqueue-data &
+echo "== starting myqueue-broker on 127.0.0.1:$port (SQLite in $data_dir)"
+"$CARGO_TARGET_DIR/release/myqueue-broker" --listen "127.0.0.1:$port" --data-dir "$data_dir" &
 broker=$!
 for _ in $(seq 100); do
-  curl -fs http://127.0.0.1:9092/healthz >/dev/null 2>&1 && break
-  kill -0 $broker 2>/dev/null || { echo "the broker did not start (is port 9092 taken?)" >&2; exit 1; }
+  curl -fs "$base/healthz" >/dev/null 2>&1 && break
+  kill -0 $broker 2>/dev/null || { echo "the broker did not start (is port $port taken?)" >&2; exit 1; }
   sleep 0.1
 done
 
+# An example, unchanged, with a working Ctrl-C (see scripts/example.py) and this broker.
+example() {
+  python3 scripts/example.py "$1" "localhost:$port" &
+}
+
 echo "== examples/producer.py for ${seconds}s (it sends to 'my_topic' until Ctrl-C)"
-python3 examples/producer.py &
+example examples/producer.py
 producer=$!
 sleep "$seconds"
 interrupt $producer examples/producer.py
 producer=''
-python3 - <<'PY'
+MYQUEUE_DEMO_BASE=$base python3 - <<'PY'
 # The standard library only: a fresh machine need not have `requests`.
 import json
+import os
 from urllib.request import Request, urlopen
-base = "http://127.0.0.1:9092"
+base = os.environ["MYQUEUE_DEMO_BASE"]
 register = Request(f"{base}/consumer/register", data=json.dumps({"topic": "my_topic"}).encode(),
                    headers={"content-type": "application/json"})
 cid = json.load(urlopen(register, timeout=10))["consumer_id"]
@@ -73,16 +90,16 @@ PY
 echo "== a few messages for topic1 and topic2, which the consumer example reads"
 for i in 1 2 3; do
   for topic in topic1 topic2; do
-    pid=$(curl -fs -X POST http://127.0.0.1:9092/producer/register -H 'content-type: application/json' -d "{\"topic\":\"$topic\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["producer_id"])')
-    curl -fs -X POST http://127.0.0.1:9092/producer/produce -H 'content-type: application/json' \
+    pid=$(curl -fs -X POST "$base/producer/register" -H 'content-type: application/json' -d "{\"topic\":\"$topic\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["producer_id"])')
+    curl -fs -X POST "$base/producer/produce" -H 'content-type: application/json' \
       -d "{\"topic\":\"$topic\",\"producer_id\":$pid,\"message\":\"hello $i from $topic\"}" >/dev/null
   done
 done
 
 echo "== examples/consumer.py for ${seconds}s (it prints a line per message until Ctrl-C)"
-python3 examples/consumer.py &
+example examples/consumer.py
 consumer=$!
 sleep "$seconds"
 interrupt $consumer examples/consumer.py
 consumer=''
-echo "== done; stopping the broker (its data stays in ./myqueue-data)"
+echo "== done; stopping the broker (its data stays in $data_dir)"

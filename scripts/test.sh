@@ -4,7 +4,8 @@
 # binary and the installed wheel.
 #
 # PostgreSQL: the server at TEST_DATABASE_URL if set; otherwise a throwaway server started
-# here (PostgreSQL's server binaries must be installed: apt-get install -y postgresql).
+# here. Where its server binaries are missing and this runs as root, they are installed
+# (apt-get install postgresql), as .ci/run does; otherwise the PostgreSQL tests skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,14 +22,22 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+# (The tests that restart PostgreSQL start servers of their own: they need the binaries even
+# with TEST_DATABASE_URL set.)
+have_postgres() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null; }
+if ! have_postgres && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "test.sh: installing PostgreSQL's server binaries (apt-get install postgresql)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+fi
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
-  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if have_postgres; then
     pg_dir=$(mktemp -d /tmp/myqueue-test-pg.XXXXXX)
     TEST_DATABASE_URL=$(bash scripts/throwaway-postgres.sh start "$pg_dir")
     export TEST_DATABASE_URL
     echo "test.sh: started a throwaway PostgreSQL at $TEST_DATABASE_URL"
   else
-    echo "test.sh: no PostgreSQL server binaries and no TEST_DATABASE_URL: PostgreSQL tests will skip" >&2
+    echo "test.sh: no PostgreSQL server binaries (and not root to install them) and no" \
+      "TEST_DATABASE_URL: PostgreSQL tests will skip" >&2
   fi
 fi
 

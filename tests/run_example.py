@@ -17,6 +17,11 @@ import sys
 
 import myqueue
 
+# Started with SIGINT ignored (pytest run from `nohup`, a CI runner, a script's background job),
+# Python installs no KeyboardInterrupt handler and the example would ignore its Ctrl-C: put
+# Python's own handler back, as scripts/example.py does for the main job.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 example, address = sys.argv[1], sys.argv[2]
 accepted = 0
 

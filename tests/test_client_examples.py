@@ -9,31 +9,46 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import produce, read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "run_example.py"
 
 
-def start_example(name: str, broker) -> subprocess.Popen:
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_example(name: str, broker, sigint_ignored: bool = False) -> subprocess.Popen:
+    """The example as a process; with ``sigint_ignored``, started the way `nohup` or a
+    background job of a script starts it: with SIGINT ignored."""
     return subprocess.Popen(
         [sys.executable, str(RUNNER), str(ROOT / "examples" / name), broker.address],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ignore_sigint if sigint_ignored else None,  # noqa: PLW1509 -- one signal
     )
 
 
 def interrupt(proc: subprocess.Popen, timeout: float = 30) -> tuple[str, str, float]:
-    """SIGINT, then wait; returns (stdout, stderr, seconds from the signal to the exit)."""
+    """SIGINT, then wait; returns (stdout, stderr, seconds from the signal to the exit). A
+    process still running after ``timeout`` is killed (the test fails; nothing is left over)."""
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return out, err, time.monotonic() - sent
 
 
-def test_the_producer_example_delivers_every_accepted_message(broker):
-    proc = start_example("producer.py", broker)
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["normal", "sigint-ignored"])
+def test_the_producer_example_delivers_every_accepted_message(broker, sigint_ignored):
+    proc = start_example("producer.py", broker, sigint_ignored)
     time.sleep(2)
     _out, err, _ = interrupt(proc)
     assert proc.returncode == 0, err
@@ -67,10 +82,11 @@ def test_the_consumer_example_prints_one_line_per_message(broker):
     print(f"the consumer example exited {seconds:.3f}s after SIGINT")
 
 
-def test_the_consumer_example_answers_ctrl_c_while_waiting(broker):
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["normal", "sigint-ignored"])
+def test_the_consumer_example_answers_ctrl_c_while_waiting(broker, sigint_ignored):
     produce(broker.url, "topic1", ["x"])
     produce(broker.url, "topic2", ["y"])
-    proc = start_example("consumer.py", broker)
+    proc = start_example("consumer.py", broker, sigint_ignored)
     assert proc.stdout is not None
     assert proc.stdout.readline() and proc.stdout.readline()  # both consumed; now it waits
     time.sleep(0.5)

@@ -2,7 +2,9 @@
 
 ``MyProducer`` publishes messages to topics; ``MyConsumer`` reads topics in order. The work
 (HTTP, batching, retries, prefetching) is done by a Rust core in ``myqueue._native``; this
-package re-exports it. See the type stubs (``_native.pyi``) for the documentation.
+package re-exports it. See the type stubs (``_native.pyi``) for the documentation. The package
+also installs the ``myqueue`` command (``myqueue.cli``) and a logging handler
+(``myqueue.logging.QueueHandler``).
 
     from myqueue import MyProducer, MyConsumer
 

@@ -146,12 +146,13 @@ class MyProducer:
         request_timeout: float = ...,
         max_message_bytes: int = ...,
     ) -> Self: ...
-    def send(self, topic: str, value: bytes | str) -> SendFuture:
+    def send(self, topic: str, value: bytes | str, *, timeout: float | None = None) -> SendFuture:
         """Queues ``value`` (UTF-8 bytes or str) for ``topic`` and returns at once.
 
-        Waits only while the buffer is full. Raises ``ValueError`` for bytes that are not
-        UTF-8, an invalid topic name or a message over ``max_message_bytes``, and
-        ``ClientClosed`` after ``stop()``.
+        Waits only while the buffer is full: for ever by default, at most ``timeout`` seconds
+        if given (then it raises ``MyQueueTimeout`` and the message is not accepted; ``0``
+        never waits). Raises ``ValueError`` for bytes that are not UTF-8, an invalid topic
+        name or a message over ``max_message_bytes``, and ``ClientClosed`` after ``stop()``.
         """
     def can_send(self) -> bool:
         """True while the producer is open and healthy; False once stopped, or after a

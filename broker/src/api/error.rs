@@ -76,13 +76,37 @@ impl warp::reject::Reject for ApiError {}
 /// [`FailureStatus::apply`], which the route table runs on every answer.
 impl Reply for ApiError {
     fn into_response(self) -> Response {
+        let server_failure = (self.code.http_status() >= 500).then(|| self.message.clone());
         let mut response = warp::reply::with_status(
             warp::reply::json(&ErrorResponse::new(self.code, self.message)),
             FailureStatus::Precise.of(self.code),
         )
         .into_response();
         response.extensions_mut().insert(self.code);
+        if let Some(why) = server_failure {
+            response.extensions_mut().insert(ServerFailure(why));
+        }
         response
+    }
+}
+
+/// Why a request failed on the broker's side (5xx), kept on the response for the one log line
+/// [`log_server_failure`] writes, where the endpoint is known.
+#[derive(Clone)]
+struct ServerFailure(String);
+
+/// Logs a 5xx answer once, with its endpoint and cause (a database error, a bug). Failures a
+/// client causes are the client's business and are not logged above debug.
+pub fn log_server_failure(endpoint: &str, response: &Response) {
+    if let (Some(code), Some(ServerFailure(why))) = (
+        response.extensions().get::<ErrorCode>(),
+        response.extensions().get::<ServerFailure>(),
+    ) {
+        match code {
+            ErrorCode::ShuttingDown => tracing::debug!(endpoint, %code, "{why}"),
+            ErrorCode::StorageUnavailable => tracing::warn!(endpoint, %code, "{why}"),
+            _ => tracing::error!(endpoint, %code, "{why}"),
+        }
     }
 }
 

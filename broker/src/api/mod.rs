@@ -90,13 +90,18 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = In
             .then(health::noop)
             .boxed(),
     ];
-    routes
+    let routes = routes
         .into_iter()
         .reduce(|all, route| all.or(route).unify().boxed())
         .expect("at least one route")
         .recover(error::recover)
-        .unify()
-        .map(move |response| failure_status.apply(response))
+        .unify();
+    warp::path::full()
+        .and(routes)
+        .map(move |path: warp::path::FullPath, response| {
+            error::log_server_failure(path.as_str(), &response);
+            failure_status.apply(response)
+        })
         .with(warp::log::custom(|info| {
             tracing::debug!(
                 method = %info.method(),

@@ -114,12 +114,16 @@ impl PyProducer {
         })
     }
 
-    /// Queues `value` for `topic` and returns at once with a handle to its delivery.
+    /// Queues `value` for `topic` and returns at once with a handle to its delivery. While
+    /// the buffer is full it waits, for at most `timeout` seconds if given (then raises
+    /// `MyQueueTimeout`; 0 never waits).
+    #[pyo3(signature = (topic, value, *, timeout = None))]
     fn send(
         &self,
         py: Python<'_>,
         topic: &str,
         value: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
     ) -> PyResult<PySendFuture> {
         let text = if let Ok(bytes) = value.cast::<PyBytes>() {
             std::str::from_utf8(bytes.as_bytes())
@@ -137,11 +141,12 @@ impl PyProducer {
                 value.get_type().name()?
             )));
         };
+        let deadline = wait::deadline(timeout)?;
         let core = self.core();
         let mut pending = Some(text);
         let handle = wait_for(
             py,
-            None,
+            deadline,
             |py| match core.try_send(topic, pending.take().expect("a message to send")) {
                 Ok(handle) => Ok(Some(handle)),
                 Err(SendError::Full(text)) => {
@@ -152,7 +157,12 @@ impl PyProducer {
             },
             |slice| core.wait_changed(slice),
         )?
-        .expect("no deadline");
+        .ok_or_else(|| {
+            MyQueueTimeout::new_err(format!(
+                "the producer's buffer stayed full for {:.3}s; the message was not accepted",
+                timeout.unwrap_or_default()
+            ))
+        })?;
         Ok(PySendFuture { handle })
     }
 
