@@ -16,8 +16,8 @@
 use super::catalog::Owner;
 use super::plan::{AppendJob, AppendPlan, plan_appends};
 use super::sql::{
-    Backend, CursorRow, LockedRow, MessageRow, Payload, SqlStore, db_id, db_int, locked_state,
-    stored_u64,
+    Backend, CursorRow, LockedRow, MessageRow, Payload, SqlStore, db_id, db_int, distinct_ids,
+    locked_state, stored_u64,
 };
 use super::{
     Appended, FetchLimit, Fetched, OpenError, Result, StoreError, StoredMessage, TopicSignals,
@@ -119,14 +119,6 @@ async fn listen_for_appends(pool: PgPool, signals: Arc<TopicSignals>) {
     }
 }
 
-/// Sorted, distinct ids as PostgreSQL bigints: locks are always taken in id order.
-fn sorted_ids(ids: impl IntoIterator<Item = u64>) -> Vec<i64> {
-    let mut ids: Vec<i64> = ids.into_iter().filter_map(db_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 /// A fetch's answer row: the topic's end and the consumer's position, with one message, or
 /// with none (the LEFT JOIN found no message).
 #[derive(sqlx::FromRow)]
@@ -189,7 +181,7 @@ impl Backend for PgBackend {
             .iter()
             .map(|job| (job.producer_id, job.topic_id))
             .collect();
-        let sequenced = sorted_ids(
+        let sequenced = distinct_ids(
             jobs.iter()
                 .filter(|job| job.sequence.is_some())
                 .map(|job| job.producer_id),
@@ -240,7 +232,7 @@ impl Backend for PgBackend {
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              WHERE c.id = ANY($1) ORDER BY c.id FOR NO KEY UPDATE OF c",
         )
-        .bind(sorted_ids(ids.iter().copied()))
+        .bind(distinct_ids(ids.iter().copied()))
         .fetch_all(tx)
         .await?)
     }

@@ -10,9 +10,10 @@
 //! statement's text is fixed, prepared once, whatever the size of the group.
 
 use super::catalog::Owner;
-use super::plan::{AppendJob, AppendPlan, plan_appends};
+use super::plan::{AppendJob, AppendPlan, Segment, plan_appends};
 use super::sql::{
-    Backend, CursorRow, LockedRow, MessageRow, SharedSql, SqlStore, db_id, db_int, locked_state,
+    Backend, CursorRow, LockedRow, MessageRow, SharedSql, SqlStore, db_int, distinct_ids,
+    locked_state,
 };
 use super::{Appended, FetchLimit, Fetched, OpenError, Result, TopicSignals, now_ms, within_end};
 use async_trait::async_trait;
@@ -32,6 +33,8 @@ use tokio_util::task::TaskTracker;
 /// The database file inside `--data-dir`.
 pub const DATABASE_FILE: &str = "myqueue.sqlite3";
 const READERS: u32 = 4;
+/// A batch this large gets an INSERT of its own over a JSON array of its payloads.
+const LARGE_SEGMENT: usize = 64;
 /// WAL pages after which the writer itself checkpoints (a safety net: normally the
 /// checkpoint task keeps the WAL far below this).
 const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
@@ -138,14 +141,6 @@ async fn checkpoint_periodically(
     }
 }
 
-/// Distinct ids as a JSON array, for `IN (SELECT value FROM json_each($N))`.
-fn json_ids(ids: impl Iterator<Item = i64>) -> String {
-    let mut ids: Vec<i64> = ids.collect();
-    ids.sort_unstable();
-    ids.dedup();
-    to_json(&ids)
-}
-
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("numbers and strings serialise")
 }
@@ -173,11 +168,12 @@ impl Backend for SqliteBackend {
     /// One transaction, one fsync, for a whole group of appends: read the topics' ends and
     /// the sequenced producers' states, plan, write.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>> {
-        let topic_ids = json_ids(jobs.iter().map(|job| job.topic_id));
-        let producer_ids = json_ids(
+        // Id lists travel as JSON arrays, for `IN (SELECT value FROM json_each($N))`.
+        let topic_ids: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
+        let producer_ids = distinct_ids(
             jobs.iter()
                 .filter(|job| job.sequence.is_some())
-                .filter_map(|job| db_id(job.producer_id)),
+                .map(|job| job.producer_id),
         );
         let mut tx = self.begin_write().await?;
         let locked: Vec<LockedRow> = sqlx::query_as(
@@ -187,8 +183,8 @@ impl Backend for SqliteBackend {
              SELECT 'producer', id, next_sequence, last_base_offset, last_count FROM producers \
                  WHERE id IN (SELECT value FROM json_each($2))",
         )
-        .bind(topic_ids)
-        .bind(producer_ids)
+        .bind(to_json(&topic_ids))
+        .bind(to_json(&producer_ids))
         .fetch_all(&mut *tx)
         .await?;
         let (ends, producers) = locked_state(locked);
@@ -204,7 +200,7 @@ impl Backend for SqliteBackend {
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              WHERE c.id IN (SELECT value FROM json_each($1))",
         )
-        .bind(json_ids(ids.iter().copied().filter_map(db_id)))
+        .bind(to_json(&distinct_ids(ids.iter().copied())))
         .fetch_all(tx)
         .await?)
     }
@@ -271,40 +267,59 @@ impl Backend for SqliteBackend {
     }
 }
 
-/// Writes a planned append group: every segment's messages in one INSERT (segments as
-/// `[topic, base offset, producer, [payloads…]]`), the topics' new ends, the producers' new
-/// sequence states. One statement text whatever the group, prepared once.
+/// Writes a planned append group: small segments' messages in one INSERT with a JSON row per
+/// message, each large segment in an INSERT of its own over a JSON array of its payloads
+/// (parsed once; a row per message would repeat its ids), then the topics' new ends and the
+/// producers' new sequence states. Parameters are numbered (`$N`) across the statements.
 async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan) -> Result<()> {
-    let segments: Vec<_> = plan
+    let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
         .segments
         .iter()
-        .map(|s| (s.topic_id, s.base_offset, s.producer_id, &s.messages))
+        .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
+    let small_rows: Vec<_> = small
+        .iter()
+        .flat_map(|s| {
+            (s.base_offset..)
+                .zip(&s.messages)
+                .map(|(offset, payload)| (s.topic_id, offset, s.producer_id, payload))
+        })
         .collect();
     let producers: Vec<_> = plan
         .producers
         .iter()
         .map(|(id, s)| (id, s.next, s.last_base_offset, s.last_count))
         .collect();
-    // The segments are unpacked once (MATERIALIZED): `s.value ->> N` in the per-message
-    // SELECT re-parsed the whole segment for every message, quadratic in the batch (a batch
-    // of 50,000 short messages took minutes).
-    sqlx::query(
-        "WITH s AS MATERIALIZED (SELECT value ->> 0 AS topic_id, value ->> 1 AS base_offset, \
-                 value ->> 2 AS producer_id, value -> 3 AS payloads FROM json_each($2)) \
-         INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-             SELECT s.topic_id, s.base_offset + m.key, s.producer_id, $1, m.value \
-             FROM s, json_each(s.payloads) AS m; \
+    let mut sql = String::from(
+        "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, $1, value ->> 3 FROM json_each($2); \
          UPDATE topics SET next_offset = u.value ->> 1 FROM json_each($3) AS u \
              WHERE topics.id = u.value ->> 0; \
          UPDATE producers SET next_sequence = u.value ->> 1, \
              last_base_offset = u.value ->> 2, last_count = u.value ->> 3 \
-             FROM json_each($4) AS u WHERE producers.id = u.value ->> 0",
-    )
-    .bind(db_int(now_ms())?)
-    .bind(to_json(&segments))
-    .bind(to_json(&plan.topic_ends))
-    .bind(to_json(&producers))
-    .execute(&mut **tx)
-    .await?;
+             FROM json_each($4) AS u WHERE producers.id = u.value ->> 0;",
+    );
+    for i in 0..large.len() {
+        let n = 5 + 4 * i;
+        sql.push_str(&format!(
+            " INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+             SELECT ${n}, ${} + key, ${}, $1, value FROM json_each(${});",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(db_int(now_ms())?)
+        .bind(to_json(&small_rows))
+        .bind(to_json(&plan.topic_ends))
+        .bind(to_json(&producers));
+    for segment in large {
+        query = query
+            .bind(segment.topic_id)
+            .bind(db_int(segment.base_offset)?)
+            .bind(db_int(segment.producer_id)?)
+            .bind(to_json(&segment.messages));
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }

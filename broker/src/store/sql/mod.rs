@@ -6,7 +6,8 @@ mod rows;
 mod shared;
 
 pub use rows::{
-    CursorRow, LockedRow, MessageRow, Payload, db_id, db_int, locked_state, stored_u64,
+    CursorRow, LockedRow, MessageRow, Payload, db_id, db_int, distinct_ids, locked_state,
+    stored_u64,
 };
 use rows::{answer_positions, taken_keys};
 pub use shared::SharedSql;

@@ -25,6 +25,15 @@ pub fn db_id(id: u64) -> Option<i64> {
     i64::try_from(id).ok()
 }
 
+/// Sorted, distinct BIGINT ids: locks are always taken in id order (an id past 2^63 cannot
+/// exist and is left out).
+pub fn distinct_ids(ids: impl IntoIterator<Item = u64>) -> Vec<i64> {
+    let mut ids: Vec<i64> = ids.into_iter().filter_map(db_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// The topic a producer or consumer id is registered to.
 #[derive(sqlx::FromRow)]
 pub struct OwnerRow {
