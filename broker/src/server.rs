@@ -5,6 +5,7 @@ use crate::app::{App, Limits};
 use crate::config::{Config, StoreKind};
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
+use crate::store::retention::RetentionConfig;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{OpenError, Store};
 use sqlx::postgres::PgConnectOptions;
@@ -51,12 +52,12 @@ pub async fn open_store(
     match config.store_kind() {
         StoreKind::Memory => {
             tracing::warn!("store: memory; NOTHING IS KEPT when the broker stops");
-            Ok(Arc::new(MemoryStore::new()))
+            Ok(Arc::new(MemoryStore::new(RetentionConfig::default())))
         }
         StoreKind::Sqlite => {
             let dir = &config.data_dir;
             tracing::info!(data_dir = %dir.display(), "store: sqlite");
-            SqliteStore::open(dir)
+            SqliteStore::open(dir, RetentionConfig::default())
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
                 .map_err(|source| StartError::Sqlite {
@@ -77,7 +78,13 @@ pub async fn open_store(
                 })?;
             let mut delay = Duration::from_millis(200);
             loop {
-                match PostgresStore::open(options.clone(), config.db_connections).await {
+                match PostgresStore::open(
+                    options.clone(),
+                    config.db_connections,
+                    RetentionConfig::default(),
+                )
+                .await
+                {
                     Ok(store) => return Ok(Arc::new(store)),
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot open PostgreSQL yet; retrying in {delay:?}");

@@ -12,7 +12,9 @@ pub async fn create(app: App, input: Input) -> Response {
         async {
             let request: CreateTopicRequest = input.parse()?;
             validate::topic(&request.name)?;
-            app.store.create_topic(&request.name).await?;
+            app.store
+                .create_topic(&request.name, Default::default())
+                .await?;
             Ok::<_, ApiError>(CreateTopicResponse {
                 status: Status::Success,
                 message: format!("Topic '{}' created successfully", request.name),
