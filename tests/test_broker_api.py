@@ -517,7 +517,7 @@ def test_missing_fields_are_400_invalid_request(broker, path):
     failed(broker.post(path, None), 400, "invalid_request")
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/topic", "/topics/x", "/producer", "/consumer/consume/extra",
+@pytest.mark.parametrize("path", ["/", "/nope", "/topic", "/topics/x/y", "/producer", "/consumer/consume/extra",
                                   "/producer/produce2", "/SIZE", "/healthz/x", "/%ff"])
 def test_unknown_path_is_404_not_found(broker, path):
     failed(raw(broker, "GET", path), 404, "not_found")

@@ -17,6 +17,8 @@ async fn main() -> ExitCode {
         max_message_bytes = config.max_message_bytes,
         max_body_bytes = config.max_body_bytes,
         db_connections = config.db_connections,
+        retention_ms = %config.retention,
+        retention_bytes = %config.retention_bytes,
         "starting myqueue-broker {}",
         env!("CARGO_PKG_VERSION")
     );

@@ -5,7 +5,6 @@ use crate::app::{App, Limits};
 use crate::config::{Config, StoreKind};
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
-use crate::store::retention::RetentionConfig;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{OpenError, Store};
 use sqlx::postgres::PgConnectOptions;
@@ -52,12 +51,12 @@ pub async fn open_store(
     match config.store_kind() {
         StoreKind::Memory => {
             tracing::warn!("store: memory; NOTHING IS KEPT when the broker stops");
-            Ok(Arc::new(MemoryStore::new(RetentionConfig::default())))
+            Ok(Arc::new(MemoryStore::new(config.retention())))
         }
         StoreKind::Sqlite => {
             let dir = &config.data_dir;
             tracing::info!(data_dir = %dir.display(), "store: sqlite");
-            SqliteStore::open(dir, RetentionConfig::default())
+            SqliteStore::open(dir, config.retention())
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
                 .map_err(|source| StartError::Sqlite {
@@ -81,7 +80,7 @@ pub async fn open_store(
                 match PostgresStore::open(
                     options.clone(),
                     config.db_connections,
-                    RetentionConfig::default(),
+                    config.retention(),
                 )
                 .await
                 {

@@ -12,6 +12,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A topic (or group) name outside 1..=249 characters of `[A-Za-z0-9._-]`.
     InvalidTopicName,
+    /// A retention value that is not a positive integer (or `null`).
+    InvalidRetention,
     /// `POST /topics` for a name that exists.
     TopicExists,
     TopicNotFound,
@@ -50,7 +52,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidTopicName | OffsetOutOfRange => 400,
+            InvalidRequest | InvalidTopicName | InvalidRetention | OffsetOutOfRange => 400,
             WrongTopic => 403,
             TopicNotFound | ProducerNotFound | ConsumerNotFound | QueueEmpty | NotFound => 404,
             MethodNotAllowed => 405,
@@ -68,6 +70,7 @@ impl ErrorCode {
         match self {
             InvalidRequest => "invalid_request",
             InvalidTopicName => "invalid_topic_name",
+            InvalidRetention => "invalid_retention",
             TopicExists => "topic_exists",
             TopicNotFound => "topic_not_found",
             ProducerNotFound => "producer_not_found",
@@ -150,6 +153,7 @@ mod tests {
         for code in [
             InvalidRequest,
             InvalidTopicName,
+            InvalidRetention,
             TopicExists,
             TopicNotFound,
             ProducerNotFound,

@@ -123,6 +123,8 @@ impl BrokerClient {
                 "/topics",
                 &CreateTopicRequest {
                     name: topic.to_owned(),
+                    retention_ms: None,
+                    retention_bytes: None,
                 },
             )
             .await?;
