@@ -1,8 +1,9 @@
 """myqueue: a client for the myqueue durable logging queue.
 
-``MyProducer`` publishes messages to topics; ``MyConsumer`` reads topics in order. The work
-(HTTP, batching, retries, prefetching) is done by a Rust core in ``myqueue._native``; this
-package re-exports it. See the type stubs (``_native.pyi``) for the documentation.
+``MyProducer`` publishes messages to topics; ``MyConsumer`` reads topics in order; ``Admin``
+creates, describes and deletes topics and sets their retention. The work (HTTP, batching,
+retries, prefetching) is done by a Rust core in ``myqueue._native``; this package re-exports
+it. See the type stubs (``_native.pyi``) for the documentation.
 
     from myqueue import MyProducer, MyConsumer
 
@@ -12,11 +13,17 @@ package re-exports it. See the type stubs (``_native.pyi``) for the documentatio
     with MyConsumer(["logs"], broker="localhost:9092", group="printer") as consumer:
         for msg in consumer.get_next(timeout=1.0):
             print(msg.topic, msg.offset, str(msg))
+
+    admin = Admin("localhost:9092")
+    admin.set_retention("logs", retention_bytes=500_000_000)
+    print(admin.describe("logs").messages)
 """
 
 from myqueue._native import (
+    Admin,
     BrokerUnavailable,
     ClientClosed,
+    ConsumerInfo,
     DeliveryFailed,
     Message,
     MessageIterator,
@@ -26,13 +33,16 @@ from myqueue._native import (
     MyQueueTimeout,
     RequestRejected,
     SendFuture,
+    TopicInfo,
     TopicNotFound,
     __version__,
 )
 
 __all__ = [
+    "Admin",
     "BrokerUnavailable",
     "ClientClosed",
+    "ConsumerInfo",
     "DeliveryFailed",
     "Message",
     "MessageIterator",
@@ -42,6 +52,7 @@ __all__ = [
     "MyQueueTimeout",
     "RequestRejected",
     "SendFuture",
+    "TopicInfo",
     "TopicNotFound",
     "__version__",
 ]
