@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, from a fresh clone: build the broker and the Python package, start the broker
-# on its embedded default (SQLite in ./myqueue-data, port 9092), and run the assignment's two
-# example programs against it, each until it is interrupted with Ctrl-C (SIGINT).
+# on its embedded default (SQLite in ./myqueue-data, port 9092) with a bounded retention (each
+# topic keeps its newest MYQUEUE_DEMO_RETENTION_BYTES, 100MB by default), and run the
+# assignment's two example programs against it, each until it is interrupted with Ctrl-C.
 set -euo pipefail
 # Job control: without it, bash starts background commands with SIGINT ignored, and Python
 # then never turns Ctrl-C into KeyboardInterrupt (the producer example would run forever).
@@ -9,6 +10,7 @@ set -m
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 seconds=${MYQUEUE_DEMO_SECONDS:-3}
+retention=${MYQUEUE_DEMO_RETENTION_BYTES:-100MB}
 
 # Ctrl-C for an example, as a user would press it; it gets SECONDS (default 60) to finish
 # its stop(), then it is killed, so the demo never runs unbounded.
@@ -44,8 +46,8 @@ echo "== building (release)"
 cargo build --release -p broker
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --force-reinstall --no-deps .
 
-echo "== starting myqueue-broker on 127.0.0.1:9092 (SQLite in ./myqueue-data)"
-target/release/myqueue-broker --listen 127.0.0.1:9092 --data-dir myqueue-data &
+echo "== starting myqueue-broker on 127.0.0.1:9092 (SQLite in ./myqueue-data, each topic keeps its newest $retention)"
+target/release/myqueue-broker --listen 127.0.0.1:9092 --data-dir myqueue-data --retention-bytes "$retention" &
 broker=$!
 for _ in $(seq 100); do
   curl -fs http://127.0.0.1:9092/healthz >/dev/null 2>&1 && break
@@ -59,16 +61,17 @@ producer=$!
 sleep "$seconds"
 interrupt $producer examples/producer.py
 producer=''
+sleep 1  # a retention pass or two after the last message
 python3 - <<'PY'
 # The standard library only: a fresh machine need not have `requests`.
 import json
-from urllib.request import Request, urlopen
-base = "http://127.0.0.1:9092"
-register = Request(f"{base}/consumer/register", data=json.dumps({"topic": "my_topic"}).encode(),
-                   headers={"content-type": "application/json"})
-cid = json.load(urlopen(register, timeout=10))["consumer_id"]
-size = json.load(urlopen(f"{base}/size?topic=my_topic&consumer_id={cid}", timeout=10))["size"]
-print(f"   'my_topic' now holds {size} messages (all runs so far)")
+import os
+from urllib.request import urlopen
+topic = json.load(urlopen("http://127.0.0.1:9092/topics/my_topic", timeout=10))
+on_disk = sum(entry.stat().st_size for entry in os.scandir("myqueue-data") if entry.is_file())
+print(f"   'my_topic' has had {topic['end_offset']} messages (all runs so far) and keeps the newest "
+      f"{topic['messages']}, offsets {topic['start_offset']} to {topic['end_offset'] - 1} "
+      f"({topic['bytes'] / 1e6:.0f} MB by retention's count); ./myqueue-data holds {on_disk / 1e6:.0f} MB")
 PY
 echo "== a few messages for topic1 and topic2, which the consumer example reads"
 for i in 1 2 3; do

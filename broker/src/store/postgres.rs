@@ -414,21 +414,21 @@ impl Backend for PgBackend {
         }
     }
 
-    async fn free_below(&self, topic_id: i64, start: u64) -> Result<()> {
+    async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool> {
         sqlx::query("SELECT myqueue_drop_partitions_below($1, $2)")
             .bind(topic_id)
             .bind(db_int(start)?)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(true)
     }
 
-    async fn free_topic(&self, topic_id: i64) -> Result<()> {
+    async fn free_topic(&self, topic_id: i64) -> Result<bool> {
         sqlx::query("SELECT myqueue_drop_topic_partitions($1)")
             .bind(topic_id)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Makes partitions so that each topic's reach a partition past its end, each about as

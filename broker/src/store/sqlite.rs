@@ -9,10 +9,14 @@
 //! Lists of ids and rows travel as JSON arrays that SQLite unpacks (`json_each`), so each
 //! statement's text is fixed, prepared once, whatever the size of the group.
 //!
-//! Retention frees messages with DELETEs of at most [`DELETE_BATCH`] rows, each its own short
-//! transaction, so appends are never held up for long. Freed pages are reused by later
-//! appends; beyond a slack, incremental auto-vacuum gives them back to the file system, and
-//! the WAL is truncated after checkpoints: the files stop growing under steady load.
+//! Retention frees messages by DELETE, in bounded steps so that appends are never held up for
+//! long: each append group also deletes, in its own transaction, up to twice as many of its
+//! topics' messages below their start as it inserts (so the one writer frees at least as fast
+//! as it appends, whatever the rate), and each retention pass deletes up to
+//! [`DELETES_PER_PASS`] batches of [`DELETE_BATCH`] rows, each its own transaction (for topics
+//! no longer written to). Freed pages are reused by later appends; beyond a slack, incremental
+//! auto-vacuum gives them back to the file system, and the WAL is truncated after checkpoints:
+//! the files stop growing under steady load.
 
 use super::catalog::Owner;
 use super::plan::{AppendJob, AppendPlan, TopicEnds, plan_appends};
@@ -50,6 +54,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 const WAL_SIZE_LIMIT: &str = "67108864";
 /// Rows one retention DELETE removes at most: a few milliseconds of the writer's time.
 const DELETE_BATCH: i64 = 20_000;
+/// DELETEs one retention pass runs at most per topic; the rest waits for the next pass (and
+/// the topic's appends), so passes stay frequent.
+const DELETES_PER_PASS: usize = 5;
+/// An append group deletes this many times the messages it inserts (below the start).
+const DELETES_PER_APPEND: u64 = 2;
 /// Free pages kept for reuse, at least (16 MiB of 4 KiB pages), beyond which incremental
 /// vacuum gives them back; also a quarter of the file.
 const FREE_PAGES_KEPT: i64 = 4096;
@@ -317,11 +326,11 @@ impl Backend for SqliteBackend {
             .await?)
     }
 
-    async fn free_below(&self, topic_id: i64, start: u64) -> Result<()> {
+    async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool> {
         self.delete_messages(topic_id, db_int(start)?).await
     }
 
-    async fn free_topic(&self, topic_id: i64) -> Result<()> {
+    async fn free_topic(&self, topic_id: i64) -> Result<bool> {
         self.delete_messages(topic_id, i64::MAX).await
     }
 
@@ -353,9 +362,10 @@ impl Backend for SqliteBackend {
 
 impl SqliteBackend {
     /// Deletes the messages of `topic_id` below `below`, oldest first, [`DELETE_BATCH`] rows
-    /// per transaction: appends get the writer in between.
-    async fn delete_messages(&self, topic_id: i64, below: i64) -> Result<()> {
-        loop {
+    /// per transaction (appends get the writer in between), at most [`DELETES_PER_PASS`]
+    /// times; true once none is left.
+    async fn delete_messages(&self, topic_id: i64, below: i64) -> Result<bool> {
+        for _ in 0..DELETES_PER_PASS {
             self.written.store(true, Ordering::Relaxed);
             let deleted = sqlx::query(
                 "DELETE FROM messages WHERE topic_id = $1 AND log_offset < \
@@ -366,17 +376,19 @@ impl SqliteBackend {
             .bind(DELETE_BATCH)
             .execute(&self.writer)
             .await?;
-            if deleted.rows_affected() == 0 {
-                return Ok(());
+            if deleted.rows_affected() < DELETE_BATCH as u64 {
+                return Ok(true);
             }
         }
+        Ok(false)
     }
 }
 
 /// Writes a planned append group: every segment's messages in one INSERT (segments as
 /// `[topic, base offset, producer, [payloads…]]`), the topics' new ends, byte counts and newest
-/// times, the producers' new sequence states. One statement text whatever the group, prepared
-/// once.
+/// times, the producers' new sequence states, and deletes up to [`DELETES_PER_APPEND`] times as
+/// many of its topics' messages below their start as it inserts (`[topic, quota]`). One
+/// statement text whatever the group, prepared once.
 async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan) -> Result<()> {
     let ends: Vec<_> = plan
         .topic_ends
@@ -393,6 +405,14 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
         .iter()
         .map(|(id, s)| (id, s.next, s.last_base_offset, s.last_count))
         .collect();
+    let mut quotas: Vec<(i64, u64)> = Vec::new();
+    for segment in &plan.segments {
+        let quota = segment.messages.len() as u64 * DELETES_PER_APPEND;
+        match quotas.iter_mut().find(|(id, _)| *id == segment.topic_id) {
+            Some((_, total)) => *total += quota,
+            None => quotas.push((segment.topic_id, quota)),
+        }
+    }
     // The segments are unpacked once (MATERIALIZED): `s.value ->> N` in the per-message
     // SELECT re-parsed the whole segment for every message, quadratic in the batch (a batch
     // of 50,000 short messages took minutes).
@@ -407,12 +427,18 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
              FROM json_each($3) AS u WHERE topics.id = u.value ->> 0; \
          UPDATE producers SET next_sequence = u.value ->> 1, \
              last_base_offset = u.value ->> 2, last_count = u.value ->> 3 \
-             FROM json_each($4) AS u WHERE producers.id = u.value ->> 0",
+             FROM json_each($4) AS u WHERE producers.id = u.value ->> 0; \
+         DELETE FROM messages WHERE rowid IN ( \
+             SELECT m.rowid FROM json_each($5) AS d \
+             JOIN topics AS t ON t.id = d.value ->> 0 \
+             JOIN messages AS m ON m.topic_id = t.id AND m.log_offset < min(t.start_offset, \
+                 (SELECT min(log_offset) FROM messages WHERE topic_id = t.id) + (d.value ->> 1)))",
     )
     .bind(db_int(now_ms())?)
     .bind(to_json(&segments))
     .bind(to_json(&ends))
     .bind(to_json(&producers))
+    .bind(to_json(&quotas))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -96,12 +96,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(true)
     }
 
-    /// Frees the storage of the messages of `topic_id` below `start`, which no reader can get
-    /// any more. Repeatable: called again after a failure or a crash.
-    async fn free_below(&self, topic_id: i64, start: u64) -> Result<()>;
+    /// Frees (some of) the storage of the messages of `topic_id` below `start`, which no reader
+    /// can get any more; true once none is left. Repeatable: a pass calls it again while it
+    /// answers false, and after a failure or a crash.
+    async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool>;
 
-    /// Frees the storage of a deleted topic's messages. Repeatable.
-    async fn free_topic(&self, topic_id: i64) -> Result<()>;
+    /// Frees (some of) the storage of a deleted topic's messages; true once all is freed.
+    /// Repeatable.
+    async fn free_topic(&self, topic_id: i64) -> Result<bool>;
 
     /// Makes ready for the appends to come, once a pass has seen every topic (id, end, chunks).
     async fn prepare_appends(&self, _topics: &[(i64, u64, Vec<Chunk>)]) -> Result<()> {
@@ -120,29 +122,36 @@ pub trait Backend: Send + Sync + 'static {
 /// Runs retention passes one at a time.
 struct Passes {
     defaults: Retention,
+    backlog: tokio::sync::Mutex<Backlog>,
+}
+
+/// Topics with storage below their start still to free, as far as this store knows.
+#[derive(Default)]
+struct Backlog {
     /// Whether a pass has looked below every topic's start since the store opened (a crash
     /// may have left messages there that were not freed yet).
-    swept: tokio::sync::Mutex<bool>,
+    swept: bool,
+    topics: HashSet<i64>,
 }
 
 impl Passes {
     async fn run<B: Backend>(&self, backend: &B, now_ms: u64) -> Result<PassReport> {
-        let mut swept = self.swept.lock().await;
-        let report = retention_pass(backend, self.defaults, now_ms, !*swept).await?;
-        *swept |= report.led;
+        let mut backlog = self.backlog.lock().await;
+        let report = retention_pass(backend, self.defaults, now_ms, &mut backlog).await?;
+        backlog.swept |= report.led;
         Ok(report)
     }
 }
 
 /// One retention pass over every topic (see [`retention`]): close what was appended into
-/// chunks, move starts forward, free what lies below them, free deleted topics, and make
-/// ready for the appends to come. With `sweep`, frees below every topic's start, not only
-/// below the starts that moved.
+/// chunks, move starts forward, free (some of) what lies below them, free deleted topics, and
+/// make ready for the appends to come. Freeing continues at the next pass for the topics in
+/// `backlog` (and, before its first sweep, for every topic).
 async fn retention_pass<B: Backend>(
     backend: &B,
     defaults: Retention,
     now_ms: u64,
-    sweep: bool,
+    backlog: &mut Backlog,
 ) -> Result<PassReport> {
     if !backend.lead_retention().await? {
         return Ok(PassReport::default());
@@ -176,26 +185,36 @@ async fn retention_pass<B: Backend>(
         let start = match plan.new_start {
             Some((start, _)) => {
                 report.removed += start - log.start;
-                Some(start)
+                start
             }
-            None => (sweep && log.start > 0).then_some(log.start),
+            None => log.start,
         };
-        if let Some(start) = start
-            && let Err(err) = backend.free_below(topic.id, start).await
-        {
-            // The messages are unreadable already; their space is freed by a later pass.
-            tracing::warn!(topic = %topic.name, error = %err, "cannot free retained-out messages yet");
+        let pending = plan.new_start.is_some()
+            || backlog.topics.contains(&topic.id)
+            || (!backlog.swept && start > 0);
+        if pending {
+            match backend.free_below(topic.id, start).await {
+                Ok(true) => backlog.topics.remove(&topic.id),
+                Ok(false) => backlog.topics.insert(topic.id),
+                Err(err) => {
+                    // The messages are unreadable already; a later pass frees them.
+                    tracing::warn!(topic = %topic.name, error = %err, "cannot free retained-out messages yet");
+                    backlog.topics.insert(topic.id)
+                }
+            };
         }
         prepared.push((topic.id, log.end, topic_chunks));
     }
     backend.prepare_appends(&prepared).await?;
     let mut freed = report.removed > 0;
     for topic_id in B::Db::dropped_topics(backend.readers()).await? {
-        backend.free_topic(topic_id).await?;
+        freed = true;
+        if !backend.free_topic(topic_id).await? {
+            continue;
+        }
         let mut tx = backend.begin_write().await?;
         B::Db::forget_dropped(&mut tx, topic_id).await?;
         tx.commit().await?;
-        freed = true;
     }
     if freed {
         backend.after_freeing().await?;
@@ -264,7 +283,7 @@ impl<B: Backend> SqlStore<B> {
         });
         let passes = Arc::new(Passes {
             defaults: retention.defaults,
-            swept: tokio::sync::Mutex::new(false),
+            backlog: tokio::sync::Mutex::new(Backlog::default()),
         });
         if let Some(every) = retention.every {
             let (backend, passes) = (backend.clone(), passes.clone());
