@@ -36,6 +36,12 @@ show curl -X POST "$B/consumer/register" "${J[@]}" -d '{"topic": "post_created",
 show curl "$B/consumer/fetch?topic=post_created&consumer_id=2&offset=5&wait_ms=1000"
 show curl -X POST "$B/consumer/register" "${J[@]}" -d '{"topic": "post_created", "start": "end"}'
 show curl "$B/size?topic=post_created&consumer_id=3"
+show curl -X POST "$B/topics" "${J[@]}" -d '{"name": "audit", "retention_ms": 86400000, "retention_bytes": "500000000"}'
+show curl -X POST "$B/topics" "${J[@]}" -d '{"name": "audit2", "retention_ms": 0}'
+show curl "$B/topics/post_created"
+show curl -X PATCH "$B/topics/post_created" "${J[@]}" -d '{"retention_bytes": 1000000}'
+show curl -X DELETE "$B/topics/audit"
+show curl -X DELETE "$B/topics/audit"
 big=$(mktemp)
 python3 -c 'import json; print(json.dumps({"topic": "post_created", "producer_id": 1, "message": "x" * 1100000}))' >"$big"
 show curl -X POST "$B/producer/produce" "${J[@]}" -d @"$big"

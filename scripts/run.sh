@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The main job, from a fresh clone: build the broker and the Python package, start the broker
-# on its embedded default (SQLite in ./myqueue-data, port 9092), and run the assignment's two
-# example programs against it, each until it is interrupted with Ctrl-C (SIGINT).
+# on its embedded default (SQLite in ./myqueue-data, port 9092) with a bounded retention (each
+# topic keeps its newest MYQUEUE_DEMO_RETENTION_BYTES, 100MB by default), and run the
+# assignment's two example programs against it, each until it is interrupted with Ctrl-C
+# (SIGINT).
 #
 # Settings (environment): MYQUEUE_DEMO_SECONDS per example (3), MYQUEUE_DEMO_PORT (9092),
-# MYQUEUE_DEMO_DATA_DIR (myqueue-data), MYQUEUE_SKIP_BUILD=1 to use what is already built and
-# installed.
+# MYQUEUE_DEMO_DATA_DIR (myqueue-data), MYQUEUE_DEMO_RETENTION_BYTES (100MB),
+# MYQUEUE_SKIP_BUILD=1 to use what is already built and installed.
 set -euo pipefail
 # Job control: the broker and the examples run in process groups of their own, so that a
 # Ctrl-C on the terminal reaches this script only, and `cleanup` stops them in order. (It does
@@ -17,6 +19,7 @@ seconds=${MYQUEUE_DEMO_SECONDS:-3}
 port=${MYQUEUE_DEMO_PORT:-9092}
 data_dir=${MYQUEUE_DEMO_DATA_DIR:-myqueue-data}
 base=http://127.0.0.1:$port
+retention=${MYQUEUE_DEMO_RETENTION_BYTES:-100MB}
 
 # Ctrl-C for an example, as a user would press it; it gets SECONDS (default 60) to finish
 # its stop(), then it is killed, so the demo never runs unbounded.
@@ -55,8 +58,9 @@ if [ "${MYQUEUE_SKIP_BUILD:-0}" != 1 ]; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --force-reinstall --no-deps .
 fi
 
-echo "== starting myqueue-broker on 127.0.0.1:$port (SQLite in $data_dir)"
-"$CARGO_TARGET_DIR/release/myqueue-broker" --listen "127.0.0.1:$port" --data-dir "$data_dir" &
+echo "== starting myqueue-broker on 127.0.0.1:$port (SQLite in $data_dir, each topic keeps its newest $retention)"
+"$CARGO_TARGET_DIR/release/myqueue-broker" --listen "127.0.0.1:$port" --data-dir "$data_dir" \
+  --retention-bytes "$retention" &
 broker=$!
 for _ in $(seq 100); do
   curl -fs "$base/healthz" >/dev/null 2>&1 && break
@@ -75,17 +79,19 @@ producer=$!
 sleep "$seconds"
 interrupt $producer examples/producer.py
 producer=''
-MYQUEUE_DEMO_BASE=$base python3 - <<'PY'
+sleep 1  # a retention pass or two after the last message
+MYQUEUE_DEMO_BASE=$base MYQUEUE_DEMO_DATA_DIR=$data_dir python3 - <<'PY'
 # The standard library only: a fresh machine need not have `requests`.
 import json
 import os
-from urllib.request import Request, urlopen
+from urllib.request import urlopen
 base = os.environ["MYQUEUE_DEMO_BASE"]
-register = Request(f"{base}/consumer/register", data=json.dumps({"topic": "my_topic"}).encode(),
-                   headers={"content-type": "application/json"})
-cid = json.load(urlopen(register, timeout=10))["consumer_id"]
-size = json.load(urlopen(f"{base}/size?topic=my_topic&consumer_id={cid}", timeout=10))["size"]
-print(f"   'my_topic' now holds {size} messages (all runs so far)")
+data_dir = os.environ["MYQUEUE_DEMO_DATA_DIR"]
+topic = json.load(urlopen(f"{base}/topics/my_topic", timeout=10))
+on_disk = sum(entry.stat().st_size for entry in os.scandir(data_dir) if entry.is_file())
+print(f"   'my_topic' has had {topic['end_offset']} messages (all runs so far) and keeps the newest "
+      f"{topic['messages']}, offsets {topic['start_offset']} to {topic['end_offset'] - 1} "
+      f"({topic['bytes'] / 1e6:.0f} MB by retention's count); {data_dir} holds {on_disk / 1e6:.0f} MB")
 PY
 echo "== a few messages for topic1 and topic2, which the consumer example reads"
 for i in 1 2 3; do

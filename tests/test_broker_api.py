@@ -904,7 +904,7 @@ def test_a_form_body_that_is_not_key_value_pairs_is_400_and_changes_nothing(brok
         "/",
         "/nope",
         "/topic",
-        "/topics/x",
+        "/topics/x/y",
         "/producer",
         "/consumer/consume/extra",
         "/producer/produce2",

@@ -75,7 +75,7 @@ def test_the_main_job_finishes_normally_however_it_is_started(tmp_path, launcher
     assert status == 0, output
     assert "FALLBACK" not in output and "SIGKILL" not in output, output
     assert "exited with status" not in output, output
-    stored = re.search(r"'my_topic' now holds (\d+) messages", output)
+    stored = re.search(r"'my_topic' has had (\d+) messages", output)
     assert stored and int(stored.group(1)) > 0, output
     assert output.count("consumed:  topic") == 6, output
     assert seconds < 60, f"{seconds:.1f}s: each example should stop within moments of Ctrl-C"

@@ -3,6 +3,8 @@
 use crate::api::error::FailureStatus;
 use crate::app::Policy;
 use crate::store::ConsumerStart;
+use crate::store::Retention;
+use crate::store::retention::{MAX_RETENTION, RetentionConfig};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
@@ -36,7 +38,8 @@ pub enum LogFormat {
         myqueue-broker                                   # SQLite in ./myqueue-data, port 9092\n  \
         myqueue-broker --store memory                    # nothing is kept across restarts\n  \
         myqueue-broker --database-url postgres://user:pw@127.0.0.1/myqueue\n  \
-        myqueue-broker --listen 127.0.0.1:0              # a free port, printed at start"
+        myqueue-broker --listen 127.0.0.1:0              # a free port, printed at start\n  \
+        myqueue-broker --retention 12h --retention-bytes 2GiB   # keep less"
 )]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port; the address is printed at start as
@@ -70,6 +73,17 @@ pub struct Config {
     #[arg(long, env = "MYQUEUE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// How long topics keep messages, unless a topic says otherwise: a duration such as `7d`,
+    /// `12h`, `30m` or `1h 30m`, or `unlimited`.
+    #[arg(long, env = "MYQUEUE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Limit,
+
+    /// How many bytes each topic keeps (payload plus 64 per message), unless a topic says
+    /// otherwise: a size such as `500MB`, `2GiB` or `1000000`, or `unlimited`. The oldest
+    /// messages go first, an eighth of the limit at a time.
+    #[arg(long, env = "MYQUEUE_RETENTION_BYTES", default_value = "unlimited", value_parser = parse_size)]
+    pub retention_bytes: Limit,
+
     /// Log filter, e.g. `info`, `debug` (one line per request), `broker=debug,sqlx=warn`.
     #[arg(long, env = "MYQUEUE_LOG", default_value = "info")]
     pub log: String,
@@ -91,7 +105,67 @@ pub struct Config {
     pub failure_status: FailureStatus,
 }
 
+/// A retention limit from the command line: `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("unlimited"),
+        }
+    }
+}
+
+const UNLIMITED: &str = "unlimited";
+
+/// A positive limit a store can keep.
+fn positive(value: u64, what: &str, text: &str) -> Result<Limit, String> {
+    match value {
+        0 => Err(format!(
+            "{text:?} is {what} zero; give a positive {what} or `unlimited`"
+        )),
+        n if n > MAX_RETENTION => Err(format!("{text:?} is too large")),
+        n => Ok(Limit(Some(n))),
+    }
+}
+
+/// `7d`, `12h`, `30m`, `1h 30m` (as milliseconds), or `unlimited`.
+fn parse_duration(text: &str) -> Result<Limit, String> {
+    if text.trim().eq_ignore_ascii_case(UNLIMITED) {
+        return Ok(Limit(None));
+    }
+    let duration = humantime::parse_duration(text.trim()).map_err(|err| {
+        format!("{text:?} is not a duration such as 7d, 12h or 30m ({err}), nor `unlimited`")
+    })?;
+    let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    positive(ms, "a duration of", text)
+}
+
+/// `500MB`, `2GiB`, `1000000` (bytes), or `unlimited`.
+fn parse_size(text: &str) -> Result<Limit, String> {
+    if text.trim().eq_ignore_ascii_case(UNLIMITED) {
+        return Ok(Limit(None));
+    }
+    let size: bytesize::ByteSize = text.trim().parse().map_err(|err| {
+        format!("{text:?} is not a size such as 500MB, 2GiB or 1000000 ({err}), nor `unlimited`")
+    })?;
+    positive(size.as_u64(), "a size of", text)
+}
+
 impl Config {
+    /// Retention for the stores: the defaults, and the background pass.
+    pub fn retention(&self) -> RetentionConfig {
+        RetentionConfig {
+            defaults: Retention {
+                ms: self.retention.0,
+                bytes: self.retention_bytes.0,
+            },
+            ..RetentionConfig::default()
+        }
+    }
+
     /// The store to open: `--store` if given, else PostgreSQL when a database URL is set,
     /// else SQLite.
     pub fn store_kind(&self) -> StoreKind {
@@ -151,6 +225,53 @@ mod tests {
         let config = Config::try_parse_from(["myqueue-broker", "--failure-status", "precise"]);
         assert_eq!(config.unwrap().failure_status, FailureStatus::Precise);
         assert!(Config::try_parse_from(["myqueue-broker", "--failure-status", "404"]).is_err());
+    }
+
+    #[test]
+    fn retention_defaults_to_7_days_and_no_size_limit() {
+        let config = Config::try_parse_from(["myqueue-broker"]).unwrap();
+        // MYQUEUE_RETENTION may be set in the environment of whoever runs the tests.
+        if std::env::var_os("MYQUEUE_RETENTION").is_none() {
+            assert_eq!(config.retention, Limit(Some(7 * 24 * 3600 * 1000)));
+        }
+        if std::env::var_os("MYQUEUE_RETENTION_BYTES").is_none() {
+            assert_eq!(config.retention_bytes, Limit(None));
+        }
+    }
+
+    #[test]
+    fn retention_reads_durations_sizes_and_unlimited() {
+        assert_eq!(parse_duration("12h"), Ok(Limit(Some(12 * 3600 * 1000))));
+        assert_eq!(parse_duration("30m"), Ok(Limit(Some(30 * 60 * 1000))));
+        assert_eq!(parse_duration("1h 30m"), Ok(Limit(Some(90 * 60 * 1000))));
+        assert_eq!(parse_duration("unlimited"), Ok(Limit(None)));
+        assert_eq!(parse_size("500MB"), Ok(Limit(Some(500_000_000))));
+        assert_eq!(parse_size("2GiB"), Ok(Limit(Some(2 << 30))));
+        assert_eq!(parse_size("20MB"), Ok(Limit(Some(20_000_000))));
+        assert_eq!(parse_size("1000"), Ok(Limit(Some(1000))));
+        assert_eq!(parse_size("Unlimited"), Ok(Limit(None)));
+        for bad in ["0", "0s", "-5m", "abc", "7", "", "1ms0"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        for bad in ["0", "0MB", "-5", "abc", "5 parsecs", ""] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let config = Config::try_parse_from([
+            "myqueue-broker",
+            "--retention",
+            "30m",
+            "--retention-bytes",
+            "20MB",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.retention().defaults,
+            Retention {
+                ms: Some(1_800_000),
+                bytes: Some(20_000_000)
+            }
+        );
+        assert!(Config::try_parse_from(["myqueue-broker", "--retention", "0"]).is_err());
     }
 
     #[test]

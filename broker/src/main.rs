@@ -20,6 +20,8 @@ async fn main() -> ExitCode {
         log_format = as_written(config.log_format),
         consumer_start = as_written(config.consumer_start),
         failure_status = as_written(config.failure_status),
+        retention_ms = %config.retention,
+        retention_bytes = %config.retention_bytes,
         "starting myqueue-broker {}",
         env!("CARGO_PKG_VERSION")
     );

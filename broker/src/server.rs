@@ -51,12 +51,12 @@ pub async fn open_store(
     match config.store_kind() {
         StoreKind::Memory => {
             tracing::warn!("store: memory; NOTHING IS KEPT when the broker stops");
-            Ok(Arc::new(MemoryStore::new()))
+            Ok(Arc::new(MemoryStore::new(config.retention())))
         }
         StoreKind::Sqlite => {
             let dir = &config.data_dir;
             tracing::info!(data_dir = %dir.display(), "store: sqlite");
-            SqliteStore::open(dir)
+            SqliteStore::open(dir, config.retention())
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
                 .map_err(|source| StartError::Sqlite {
@@ -77,7 +77,13 @@ pub async fn open_store(
                 })?;
             let mut delay = Duration::from_millis(200);
             loop {
-                match PostgresStore::open(options.clone(), config.db_connections).await {
+                match PostgresStore::open(
+                    options.clone(),
+                    config.db_connections,
+                    config.retention(),
+                )
+                .await
+                {
                     Ok(store) => return Ok(Arc::new(store)),
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot open PostgreSQL yet; retrying in {delay:?}");

@@ -8,8 +8,12 @@
 use broker::store::ConsumerStart::{Beginning, End};
 use broker::store::memory::MemoryStore;
 use broker::store::postgres::PostgresStore;
+use broker::store::retention::{MESSAGE_OVERHEAD_BYTES, RetentionConfig};
 use broker::store::sqlite::SqliteStore;
-use broker::store::{Append, Appended, FetchLimit, SeekTo, Store, StoreError};
+use broker::store::{
+    Append, Appended, FetchLimit, Retention, RetentionChange, RetentionSettings, SeekTo, Store,
+    StoreError, TopicInfo,
+};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use std::collections::HashSet;
@@ -31,10 +35,31 @@ enum Reopen {
     Postgres(Box<PgConnectOptions>),
 }
 
+/// The broker's default retention, and no background pass: cases run passes themselves, at
+/// the times they choose.
+fn manual_passes() -> RetentionConfig {
+    RetentionConfig {
+        defaults: Retention::default(),
+        every: None,
+    }
+}
+
+async fn open(reopen: &Reopen, config: RetentionConfig) -> Arc<dyn Store> {
+    match reopen {
+        Reopen::Never => Arc::new(MemoryStore::new(config)),
+        Reopen::Sqlite(path) => Arc::new(SqliteStore::open(path, config).await.unwrap()),
+        Reopen::Postgres(options) => Arc::new(
+            PostgresStore::open((**options).clone(), 8, config)
+                .await
+                .unwrap(),
+        ),
+    }
+}
+
 impl Harness {
     async fn memory() -> Option<Harness> {
         Some(Harness {
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(MemoryStore::new(manual_passes())),
             reopen: Reopen::Never,
             _dir: None,
         })
@@ -44,23 +69,76 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         Some(Harness {
-            store: Arc::new(SqliteStore::open(&path).await.unwrap()),
+            store: Arc::new(SqliteStore::open(&path, manual_passes()).await.unwrap()),
             reopen: Reopen::Sqlite(path),
             _dir: Some(dir),
         })
     }
 
-    async fn postgres() -> Option<Harness> {
-        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but TEST_DATABASE_URL is unset: the PostgreSQL cases cannot run");
+    /// Closes the store and opens it again with `config` (the memory store starts empty).
+    async fn reconfigure(&mut self, config: RetentionConfig) {
+        self.store.close().await;
+        self.store = open(&self.reopen, config).await;
+    }
+
+    /// Another store on the same data (another broker on one PostgreSQL database).
+    async fn second_broker(&self) -> Option<Arc<dyn Store>> {
+        match &self.reopen {
+            Reopen::Postgres(_) => Some(open(&self.reopen, manual_passes()).await),
+            _ => None,
+        }
+    }
+
+    /// What the database holds, for `topic` (by name) or for every topic: its rows (in every
+    /// partition) and, for PostgreSQL, its range partitions as (first, end) offsets. `None`
+    /// for the memory store.
+    async fn stored(&self, topic: Option<&str>) -> Option<(i64, Vec<(i64, i64)>)> {
+        let rows_sql = "SELECT count(*) FROM messages \
+                        WHERE $1 IS NULL OR topic_id = (SELECT id FROM topics WHERE name = $1)";
+        let partitions_sql = "SELECT first_offset, end_offset FROM message_partitions \
+                              WHERE $1 IS NULL OR topic_id = (SELECT id FROM topics WHERE name = $1) \
+                              ORDER BY topic_id, first_offset";
+        let topic = topic.map(str::to_owned);
+        match &self.reopen {
+            Reopen::Never => None,
+            Reopen::Sqlite(path) => {
+                let url = format!(
+                    "sqlite://{}?mode=ro",
+                    path.join("myqueue.sqlite3").display()
+                );
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                let rows = sqlx::query_scalar(rows_sql)
+                    .bind(topic)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                Some((rows, Vec::new()))
             }
-            eprintln!("skipping the PostgreSQL case: TEST_DATABASE_URL is unset");
-            return None;
-        };
-        let options = fresh_database(&url).await;
+            Reopen::Postgres(options) => {
+                let mut conn = PgConnection::connect_with(options).await.unwrap();
+                let rows = sqlx::query_scalar(rows_sql)
+                    .bind(topic.clone())
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                let partitions = sqlx::query_as(partitions_sql)
+                    .bind(topic)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                Some((rows, partitions))
+            }
+        }
+    }
+
+    async fn postgres() -> Option<Harness> {
+        let options = fresh_database(&test_database_url()?).await;
         Some(Harness {
-            store: Arc::new(PostgresStore::open(options.clone(), 8).await.unwrap()),
+            store: Arc::new(
+                PostgresStore::open(options.clone(), 8, manual_passes())
+                    .await
+                    .unwrap(),
+            ),
             reopen: Reopen::Postgres(Box::new(options)),
             _dir: None,
         })
@@ -68,20 +146,25 @@ impl Harness {
 
     /// Closes the store and opens it again on the same data: a broker restart.
     async fn restart(&mut self) -> bool {
-        let store = match &self.reopen {
-            Reopen::Never => return false,
-            Reopen::Sqlite(path) => {
-                self.store.close().await;
-                Arc::new(SqliteStore::open(path).await.unwrap()) as Arc<dyn Store>
-            }
-            Reopen::Postgres(options) => {
-                self.store.close().await;
-                Arc::new(PostgresStore::open((**options).clone(), 8).await.unwrap())
-            }
-        };
-        self.store = store;
+        if let Reopen::Never = self.reopen {
+            return false;
+        }
+        self.reconfigure(manual_passes()).await;
         true
     }
+}
+
+/// The PostgreSQL server to test against; `None` (the case is skipped) when unset, except
+/// under `CI=true`.
+fn test_database_url() -> Option<String> {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but TEST_DATABASE_URL is unset: the PostgreSQL cases cannot run");
+        }
+        eprintln!("skipping the PostgreSQL case: TEST_DATABASE_URL is unset");
+        return None;
+    };
+    Some(url)
 }
 
 /// Creates an empty database on the test server and returns options that name it.
@@ -144,10 +227,14 @@ async fn consume_all(store: &dyn Store, consumer: u64, topic: &str) -> Vec<Strin
 
 async fn topics_are_created_once_and_listed_sorted(h: Harness) {
     let s = &*h.store;
-    s.create_topic("b").await.unwrap();
-    s.create_topic("a").await.unwrap();
+    s.create_topic("b", RetentionSettings::default())
+        .await
+        .unwrap();
+    s.create_topic("a", RetentionSettings::default())
+        .await
+        .unwrap();
     assert_eq!(
-        s.create_topic("a").await,
+        s.create_topic("a", RetentionSettings::default()).await,
         Err(StoreError::TopicExists("a".into()))
     );
     assert_eq!(s.list_topics().await.unwrap(), ["a", "b"]);
@@ -669,9 +756,562 @@ async fn a_consumer_may_start_at_the_end_and_a_group_keeps_its_position(h: Harne
     assert_eq!(consume_all(s, late, "t").await, ["newer"]);
 
     // On an empty topic the end is the beginning.
-    s.create_topic("empty").await.unwrap();
+    s.create_topic("empty", RetentionSettings::default())
+        .await
+        .unwrap();
     let e = s.register_consumer("empty", None, End).await.unwrap();
     assert_eq!(s.size(e, "empty").await.unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention, describe, delete
+// ---------------------------------------------------------------------------------------------
+
+/// 100-byte messages for retention's count: 36 bytes of payload and the overhead.
+const UNIT: u64 = 100;
+
+fn unit_messages(from: usize, n: usize) -> Vec<String> {
+    let payload = (UNIT - MESSAGE_OVERHEAD_BYTES) as usize;
+    (from..from + n)
+        .map(|i| format!("{i:0>width$}", width = payload))
+        .collect()
+}
+
+fn by_bytes(bytes: u64) -> RetentionSettings {
+    RetentionSettings {
+        ms: None,
+        bytes: Some(bytes),
+    }
+}
+
+/// Appends `batches` batches of `each` unit messages to `topic`, with a retention pass (at
+/// `now`) after each: every batch closes a chunk of its own when chunks are `each` units.
+async fn fill_with_passes(s: &dyn Store, topic: &str, batches: usize, each: usize) -> u64 {
+    let p = s.register_producer(topic).await.unwrap();
+    for b in 0..batches {
+        s.append(append(p, topic, &unit_messages(b * each, each), None))
+            .await
+            .unwrap();
+        s.retention_pass(now()).await.unwrap();
+    }
+    p
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn describe(s: &dyn Store, topic: &str) -> TopicInfo {
+    s.describe_topic(topic).await.unwrap()
+}
+
+async fn retention_by_size_removes_the_oldest_chunks_and_keeps_the_limit(h: Harness) {
+    let s = &*h.store;
+    // Chunks of 1,000 bytes (an eighth of the limit): ten messages.
+    s.create_topic("t", by_bytes(8000)).await.unwrap();
+    let early = s.register_consumer("t", None, Beginning).await.unwrap();
+    fill_with_passes(s, "t", 10, 10).await;
+    let info = describe(s, "t").await;
+    // 10,000 bytes appended; the oldest chunks go while 8,000 or more remain.
+    assert_eq!((info.start_offset, info.end_offset), (20, 100));
+    assert_eq!((info.messages(), info.bytes), (80, 8000));
+    // A consumer registered at 0 continues from the start.
+    assert_eq!(s.size(early, "t").await.unwrap(), 80);
+    let first = s.consume(early, "t").await.unwrap().unwrap();
+    assert_eq!(first.offset, 20);
+    assert_eq!(first.payload, unit_messages(20, 1)[0]);
+    assert_eq!(s.size(early, "t").await.unwrap(), 79);
+    // The rows below the start are freed (PostgreSQL: partitions wholly below it are).
+    match h.stored(Some("t")).await {
+        Some((rows, partitions)) if partitions.is_empty() => assert_eq!(rows, 80),
+        Some((rows, partitions)) => {
+            assert!(rows >= 80 && partitions.iter().all(|&(_, end)| end > 20));
+        }
+        None => {}
+    }
+    // Nothing new: a pass changes nothing.
+    assert_eq!(s.retention_pass(now()).await.unwrap().removed, 0);
+    assert_eq!(describe(s, "t").await.start_offset, 20);
+}
+
+async fn retention_by_age_removes_expired_chunks_even_the_newest(h: Harness) {
+    let s = &*h.store;
+    // Chunks of 10 ms at most (an eighth of 80 ms).
+    let settings = RetentionSettings {
+        ms: Some(80),
+        bytes: None,
+    };
+    s.create_topic("t", settings).await.unwrap();
+    let p = s.register_producer("t").await.unwrap();
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
+    s.append(append(p, "t", &["a1", "a2", "a3"], None))
+        .await
+        .unwrap();
+    s.retention_pass(now()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    s.append(append(p, "t", &["b1", "b2"], None)).await.unwrap();
+    let stored = s
+        .fetch(c, "t", Some(0), messages(10))
+        .await
+        .unwrap()
+        .messages;
+    let (a, b) = (stored[0].timestamp_ms, stored[3].timestamp_ms);
+    assert!(b >= a + 30, "{a} {b}");
+    // A pass (as if at `a`) closes the second batch into a chunk of its own.
+    s.retention_pass(a).await.unwrap();
+    // 80 ms after the first batch: it has expired, the second has not.
+    let report = s.retention_pass(a + 81).await.unwrap();
+    assert_eq!(report.removed, 3);
+    assert_eq!(describe(s, "t").await.start_offset, 3);
+    assert_eq!(consume_all(s, c, "t").await, ["b1", "b2"]);
+    // 80 ms after the second: the topic is empty, its offsets go on.
+    s.retention_pass(b + 81).await.unwrap();
+    let info = describe(s, "t").await;
+    assert_eq!((info.start_offset, info.end_offset, info.bytes), (5, 5, 0));
+    let appended = s.append(append(p, "t", &["c1"], None)).await.unwrap();
+    assert_eq!(appended.base_offset, 5);
+    s.retention_pass(now()).await.unwrap();
+    assert_eq!(consume_all(s, c, "t").await, ["c1"]);
+}
+
+async fn positions_before_the_start_continue_from_the_start(h: Harness) {
+    let s = &*h.store;
+    s.create_topic("t", by_bytes(800)).await.unwrap();
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
+    let fresh = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    fill_with_passes(s, "t", 10, 1).await;
+    // Ten one-message chunks of 100 bytes, 800 kept.
+    let info = describe(s, "t").await;
+    assert_eq!((info.start_offset, info.end_offset), (2, 10));
+    assert_eq!(s.size(c, "t").await.unwrap(), 8);
+    // Seeks before the start (and to the beginning) move to the start.
+    assert_eq!(s.commit(c, "t", SeekTo::Offset(1)).await.unwrap(), 2);
+    assert_eq!(s.commit(c, "t", SeekTo::Beginning).await.unwrap(), 2);
+    assert_eq!(s.commit(c, "t", SeekTo::Offset(5)).await.unwrap(), 5);
+    assert!(matches!(
+        s.commit(c, "t", SeekTo::Offset(11)).await,
+        Err(StoreError::OffsetOutOfRange { .. })
+    ));
+    // The consumer still at 0: its consume takes the message at the start.
+    assert_eq!(s.consume(fresh, "t").await.unwrap().unwrap().offset, 2);
+    assert_eq!(s.size(fresh, "t").await.unwrap(), 7);
+}
+
+async fn a_fetch_across_the_start_says_how_many_were_removed(h: Harness) {
+    let s = &*h.store;
+    s.create_topic("t", by_bytes(800)).await.unwrap();
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
+    fill_with_passes(s, "t", 10, 1).await;
+    // From the consumer's position (0): two removed, the rest from the start.
+    let fetched = s.fetch(c, "t", None, messages(3)).await.unwrap();
+    let offsets: Vec<u64> = fetched.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, [2, 3, 4]);
+    assert_eq!((fetched.skipped, fetched.next_offset), (2, 5));
+    let from_one = s.fetch(c, "t", Some(1), messages(100)).await.unwrap();
+    assert_eq!((from_one.skipped, from_one.messages.len()), (1, 8));
+    let inside = s.fetch(c, "t", Some(4), messages(100)).await.unwrap();
+    assert_eq!((inside.skipped, inside.messages[0].offset), (0, 4));
+    // Everything removed (by age): nothing to read, all skipped, nothing out of range.
+    s.set_retention(
+        "t",
+        RetentionChange {
+            ms: Some(Some(1)),
+            bytes: None,
+        },
+    )
+    .await
+    .unwrap();
+    s.retention_pass(now() + 10_000).await.unwrap();
+    let gone = s.fetch(c, "t", Some(0), messages(100)).await.unwrap();
+    assert!(gone.messages.is_empty());
+    assert_eq!(
+        (gone.skipped, gone.next_offset, gone.end_offset),
+        (10, 10, 10)
+    );
+    assert!(matches!(
+        s.fetch(c, "t", Some(11), messages(1)).await,
+        Err(StoreError::OffsetOutOfRange { .. })
+    ));
+}
+
+async fn describe_shows_the_log_its_retention_and_every_consumer(h: Harness) {
+    let s = &*h.store;
+    assert_eq!(
+        s.describe_topic("nope").await,
+        Err(StoreError::TopicNotFound("nope".into()))
+    );
+    let before = now();
+    s.create_topic("t", by_bytes(1_000_000)).await.unwrap();
+    let p = s.register_producer("t").await.unwrap();
+    s.append(append(p, "t", &unit_messages(0, 5), None))
+        .await
+        .unwrap();
+    let anonymous = s.register_consumer("t", None, Beginning).await.unwrap();
+    let grouped = s.register_consumer("t", Some("indexer"), Beginning).await.unwrap();
+    s.commit(grouped, "t", SeekTo::Offset(3)).await.unwrap();
+    let info = describe(s, "t").await;
+    assert_eq!(info.name, "t");
+    assert_eq!(
+        (info.start_offset, info.end_offset, info.bytes),
+        (0, 5, 500)
+    );
+    assert_eq!(info.settings, by_bytes(1_000_000));
+    assert_eq!(
+        info.retention,
+        Retention {
+            ms: Retention::default().ms,
+            bytes: Some(1_000_000)
+        }
+    );
+    assert!(info.created_ms >= before - 1000 && info.created_ms <= now() + 1000);
+    let consumers: Vec<_> = info
+        .consumers
+        .iter()
+        .map(|c| (c.id, c.group.as_deref(), c.position, c.lag))
+        .collect();
+    assert_eq!(
+        consumers,
+        [(anonymous, None, 0, 5), (grouped, Some("indexer"), 3, 2)]
+    );
+    // Producers create topics with the broker's default.
+    s.register_producer("other").await.unwrap();
+    let other = describe(s, "other").await;
+    assert_eq!(other.settings, RetentionSettings::default());
+    assert_eq!(other.retention, Retention::default());
+    assert!(other.consumers.is_empty());
+}
+
+async fn retention_settings_change_and_return_to_the_default(h: Harness) {
+    let s = &*h.store;
+    s.create_topic("t", RetentionSettings::default())
+        .await
+        .unwrap();
+    let only_ms = RetentionChange {
+        ms: Some(Some(60_000)),
+        bytes: None,
+    };
+    let info = s.set_retention("t", only_ms).await.unwrap();
+    assert_eq!(
+        info.settings,
+        RetentionSettings {
+            ms: Some(60_000),
+            bytes: None
+        }
+    );
+    let bytes_too = RetentionChange {
+        ms: None,
+        bytes: Some(Some(5000)),
+    };
+    let info = s.set_retention("t", bytes_too).await.unwrap();
+    assert_eq!(
+        info.retention,
+        Retention {
+            ms: Some(60_000),
+            bytes: Some(5000)
+        }
+    );
+    let reset_ms = RetentionChange {
+        ms: Some(None),
+        bytes: None,
+    };
+    let info = s.set_retention("t", reset_ms).await.unwrap();
+    assert_eq!(info.settings, by_bytes(5000));
+    assert_eq!(info.retention.ms, Retention::default().ms);
+    assert_eq!(
+        s.set_retention("nope", reset_ms).await,
+        Err(StoreError::TopicNotFound("nope".into()))
+    );
+    // A lower limit applies at the next pass.
+    fill_with_passes(s, "t", 8, 10).await;
+    assert_eq!(describe(s, "t").await.start_offset, 30);
+    s.set_retention(
+        "t",
+        RetentionChange {
+            ms: None,
+            bytes: Some(Some(2000)),
+        },
+    )
+    .await
+    .unwrap();
+    s.append(append(
+        s.register_producer("t").await.unwrap(),
+        "t",
+        &unit_messages(80, 1),
+        None,
+    ))
+    .await
+    .unwrap();
+    s.retention_pass(now()).await.unwrap();
+    let info = describe(s, "t").await;
+    assert!((2000..3000).contains(&info.bytes), "{info:?}");
+}
+
+async fn a_deleted_topic_and_its_ids_are_gone_and_its_name_starts_afresh(h: Harness) {
+    let s = &*h.store;
+    let p = s.register_producer("t").await.unwrap();
+    s.append(append(p, "t", &["old1", "old2"], None))
+        .await
+        .unwrap();
+    let c = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    let anonymous = s.register_consumer("t", None, Beginning).await.unwrap();
+    assert_eq!(s.consume(c, "t").await.unwrap().unwrap().payload, "old1");
+    s.register_producer("other").await.unwrap();
+    s.delete_topic("t").await.unwrap();
+    assert_eq!(
+        s.delete_topic("t").await,
+        Err(StoreError::TopicNotFound("t".into()))
+    );
+    assert_eq!(s.list_topics().await.unwrap(), ["other"]);
+    assert_eq!(
+        s.describe_topic("t").await,
+        Err(StoreError::TopicNotFound("t".into()))
+    );
+    assert_eq!(
+        s.append(append(p, "t", &["x"], None)).await,
+        Err(StoreError::ProducerNotFound(p))
+    );
+    assert_eq!(s.size(c, "t").await, Err(StoreError::ConsumerNotFound(c)));
+    assert_eq!(
+        s.register_consumer("t", None, Beginning).await,
+        Err(StoreError::TopicNotFound("t".into()))
+    );
+    // Created again: empty, from offset 0; the old ids do not work with it.
+    s.create_topic("t", RetentionSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.append(append(p, "t", &["x"], Some(0))).await,
+        Err(StoreError::ProducerNotFound(p))
+    );
+    assert_eq!(
+        s.consume(c, "t").await,
+        Err(StoreError::ConsumerNotFound(c))
+    );
+    assert_eq!(
+        s.fetch(anonymous, "t", None, messages(1)).await,
+        Err(StoreError::ConsumerNotFound(anonymous))
+    );
+    assert_eq!(
+        s.commit(c, "t", SeekTo::Beginning).await,
+        Err(StoreError::ConsumerNotFound(c))
+    );
+    let p2 = s.register_producer("t").await.unwrap();
+    assert_ne!(p2, p);
+    let appended = s.append(append(p2, "t", &["new"], None)).await.unwrap();
+    assert_eq!(appended.base_offset, 0);
+    let c2 = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    assert_ne!(c2, c, "the group starts over with a new id");
+    assert_eq!(consume_all(s, c2, "t").await, ["new"]);
+    let info = describe(s, "t").await;
+    assert_eq!((info.start_offset, info.end_offset), (0, 1));
+    assert_eq!(info.consumers.len(), 1);
+    // The next pass frees what the deleted topic stored.
+    s.retention_pass(now()).await.unwrap();
+    if let Some((rows, _)) = h.stored(None).await {
+        assert_eq!(rows, 1, "only the new topic's message is stored");
+    }
+}
+
+async fn a_restart_keeps_starts_settings_and_chunks(mut h: Harness) {
+    h.store.create_topic("t", by_bytes(800)).await.unwrap();
+    fill_with_passes(&*h.store, "t", 10, 1).await;
+    let before = describe(&*h.store, "t").await;
+    if !h.restart().await {
+        return;
+    }
+    let s = &*h.store;
+    assert_eq!(describe(s, "t").await, before);
+    let p = s.register_producer("t").await.unwrap();
+    s.append(append(p, "t", &unit_messages(10, 1), None))
+        .await
+        .unwrap();
+    s.retention_pass(now()).await.unwrap();
+    let info = describe(s, "t").await;
+    assert_eq!((info.start_offset, info.end_offset), (3, 11));
+}
+
+async fn the_background_pass_applies_retention(mut h: Harness) {
+    let config = RetentionConfig {
+        defaults: Retention {
+            ms: None,
+            bytes: Some(800),
+        },
+        every: Some(Duration::from_millis(10)),
+    };
+    h.reconfigure(config).await;
+    let s = &*h.store;
+    let p = s.register_producer("t").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    loop {
+        s.append(append(p, "t", &unit_messages(sent, 2), None))
+            .await
+            .unwrap();
+        sent += 2;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let info = describe(s, "t").await;
+        if info.start_offset > 0 {
+            assert!(info.bytes >= 800, "{info:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pass ran: {info:?}"
+        );
+    }
+}
+
+/// Consumes race with retention passes and appends: every consume answers the message at the
+/// position it moves past (never a message removed under it), positions only move forward,
+/// and the consumer reaches the end.
+async fn consumes_racing_retention_never_lose_the_message_they_move_past(h: Harness) {
+    let store = h.store.clone();
+    store.create_topic("t", by_bytes(2000)).await.unwrap();
+    let p = store.register_producer("t").await.unwrap();
+    let c = store.register_consumer("t", None, Beginning).await.unwrap();
+    const BATCHES: usize = 60;
+    let producer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for b in 0..BATCHES {
+                store
+                    .append(append(p, "t", &unit_messages(b * 5, 5), None))
+                    .await
+                    .unwrap();
+                store.retention_pass(now()).await.unwrap();
+            }
+        })
+    };
+    let consumer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut last: Option<u64> = None;
+            let mut seen = 0;
+            loop {
+                match store.consume(c, "t").await.unwrap() {
+                    Some(m) => {
+                        assert!(last.is_none_or(|l| m.offset > l));
+                        assert_eq!(m.payload, unit_messages(m.offset as usize, 1)[0]);
+                        last = Some(m.offset);
+                        seen += 1;
+                    }
+                    None if last == Some((BATCHES * 5 - 1) as u64) => return seen,
+                    None => tokio::task::yield_now().await,
+                }
+            }
+        })
+    };
+    producer.await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(60), consumer)
+        .await
+        .expect("the consumer reaches the end")
+        .unwrap();
+    assert!(seen >= 20, "{seen}");
+    assert_eq!(store.size(c, "t").await.unwrap(), 0);
+}
+
+/// PostgreSQL: partitions below the start are dropped, partitions are made ahead of the end,
+/// and one broker of two does the work.
+async fn postgres_drops_partitions_and_one_broker_leads(h: Harness) {
+    let Some(other) = h.second_broker().await else {
+        return;
+    };
+    let s = &*h.store;
+    // Chunks of 12,500 bytes: 125 messages; 1,000 messages kept.
+    s.create_topic("t", by_bytes(100_000)).await.unwrap();
+    assert!(s.retention_pass(now()).await.unwrap().led);
+    assert!(!other.retention_pass(now()).await.unwrap().led);
+    let p = s.register_producer("t").await.unwrap();
+    for b in 0..60 {
+        // Half the appends through the broker that does not lead.
+        let via = if b % 2 == 0 { s } else { &*other };
+        via.append(append(p, "t", &unit_messages(b * 125, 125), None))
+            .await
+            .unwrap();
+        assert!(s.retention_pass(now()).await.unwrap().led);
+    }
+    let info = describe(s, "t").await;
+    assert_eq!((info.start_offset, info.end_offset), (6500, 7500));
+    let (rows, partitions) = h.stored(Some("t")).await.unwrap();
+    assert!(
+        partitions.iter().all(|&(_, end)| end > 6500),
+        "partitions below the start are dropped: {partitions:?}"
+    );
+    assert!(
+        partitions.iter().any(|&(first, _)| first >= 7500),
+        "made ahead: {partitions:?}"
+    );
+    assert!((1000..1250).contains(&rows), "{rows}");
+    // The leader stops: the other takes over (once the server has ended the leader's session).
+    h.store.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !other.retention_pass(now()).await.unwrap().led {
+        assert!(tokio::time::Instant::now() < deadline, "nobody leads");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.close().await;
+}
+
+/// PostgreSQL: a topic deleted on one broker ends its ids on another broker that has them
+/// cached, also once the topic is created again under its name.
+async fn postgres_ids_cached_by_another_broker_end_with_their_topic(h: Harness) {
+    let Some(other) = h.second_broker().await else {
+        return;
+    };
+    let s = &*h.store;
+    let p = s.register_producer("t").await.unwrap();
+    let c = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    other.append(append(p, "t", &["a"], Some(0))).await.unwrap();
+    assert_eq!(other.consume(c, "t").await.unwrap().unwrap().payload, "a");
+    s.delete_topic("t").await.unwrap();
+    s.create_topic("t", RetentionSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        other.append(append(p, "t", &["x"], None)).await,
+        Err(StoreError::ProducerNotFound(p))
+    );
+    assert_eq!(
+        other.append(append(p, "t", &["x"], Some(1))).await,
+        Err(StoreError::ProducerNotFound(p))
+    );
+    assert_eq!(
+        other.consume(c, "t").await,
+        Err(StoreError::ConsumerNotFound(c))
+    );
+    assert_eq!(
+        other.size(c, "t").await,
+        Err(StoreError::ConsumerNotFound(c))
+    );
+    assert_eq!(
+        other.fetch(c, "t", None, messages(1)).await,
+        Err(StoreError::ConsumerNotFound(c))
+    );
+    assert_eq!(describe(s, "t").await.end_offset, 0);
+    other.close().await;
+}
+
+/// PostgreSQL: an append larger than the partitions made ahead makes its own partition.
+async fn postgres_an_append_past_the_partitions_makes_one(h: Harness) {
+    if h.second_broker().await.is_none() {
+        return;
+    }
+    let s = &*h.store;
+    let p = s.register_producer("t").await.unwrap();
+    let many: Vec<String> = (0..10_000).map(|i| format!("m{i}")).collect();
+    let appended = s.append(append(p, "t", &many, Some(0))).await.unwrap();
+    assert_eq!(appended.base_offset, 0);
+    let more = s.append(append(p, "t", &many, None)).await.unwrap();
+    assert_eq!(more.base_offset, 10_000);
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
+    let tail = s.fetch(c, "t", Some(19_999), messages(5)).await.unwrap();
+    assert_eq!(tail.messages[0].payload, "m9999");
+    let (rows, partitions) = h.stored(Some("t")).await.unwrap();
+    assert_eq!(rows, 20_000);
+    assert!(partitions.last().unwrap().1 >= 20_000, "{partitions:?}");
 }
 
 macro_rules! conformance {
@@ -713,4 +1353,165 @@ conformance!(
     a_restart_keeps_messages_positions_and_sequences,
     an_append_wakes_waiters_on_its_topic,
     empty_and_unicode_messages_are_kept_exactly,
+    retention_by_size_removes_the_oldest_chunks_and_keeps_the_limit,
+    retention_by_age_removes_expired_chunks_even_the_newest,
+    positions_before_the_start_continue_from_the_start,
+    a_fetch_across_the_start_says_how_many_were_removed,
+    describe_shows_the_log_its_retention_and_every_consumer,
+    retention_settings_change_and_return_to_the_default,
+    a_deleted_topic_and_its_ids_are_gone_and_its_name_starts_afresh,
+    a_restart_keeps_starts_settings_and_chunks,
+    the_background_pass_applies_retention,
+    consumes_racing_retention_never_lose_the_message_they_move_past,
+    postgres_drops_partitions_and_one_broker_leads,
+    postgres_an_append_past_the_partitions_makes_one,
+    postgres_ids_cached_by_another_broker_end_with_their_topic,
 );
+
+// ---------------------------------------------------------------------------------------------
+// Data from before retention, migrated at start
+// ---------------------------------------------------------------------------------------------
+
+/// Applies the first migration of `backend` (the schema before retention) to `pool`.
+async fn migrate_to_the_first_schema<DB>(backend: &str, pool: &sqlx::Pool<DB>)
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    let old = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend)
+        .join("0001_init.sql");
+    std::fs::copy(&source, old.path().join("0001_init.sql")).unwrap();
+    let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    migrator.run(pool).await.unwrap();
+}
+
+/// The rows of an older broker: topic `old` with three messages, a producer (sequence 3) and
+/// a grouped consumer at position 1.
+const OLD_ROWS: [&str; 4] = [
+    "INSERT INTO topics (name, next_offset, created_ms) VALUES ('old', 3, 1000)",
+    "INSERT INTO producers (topic_id, next_sequence, last_base_offset, last_count, created_ms) \
+     VALUES (1, 3, 0, 3, 1000)",
+    "INSERT INTO consumers (topic_id, group_name, position, created_ms) VALUES (1, 'g', 1, 1000)",
+    "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+     VALUES (1, 0, 1, 1001, $1), (1, 1, 1, 1002, $2), (1, 2, 1, 1003, $3)",
+];
+
+/// What the migrated store must answer.
+async fn check_migrated(store: &dyn Store) {
+    let info = store.describe_topic("old").await.unwrap();
+    assert_eq!((info.start_offset, info.end_offset), (0, 3));
+    assert_eq!(info.bytes, 3 * MESSAGE_OVERHEAD_BYTES + 1 + 2 + 3);
+    assert_eq!(info.settings, RetentionSettings::default());
+    let c = store.register_consumer("old", Some("g"), Beginning).await.unwrap();
+    assert_eq!(
+        store.consume(c, "old").await.unwrap().unwrap().payload,
+        "bb"
+    );
+    // The producer's retry is still recognised; new messages go on at offset 3.
+    let retry = store
+        .append(append(1, "old", &["a", "bb", "ccc"], Some(0)))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    let next = store
+        .append(append(1, "old", &["d"], Some(3)))
+        .await
+        .unwrap();
+    assert_eq!(next.base_offset, 3);
+    // Retention works on the migrated topic: by age, everything but the new message goes.
+    store
+        .set_retention(
+            "old",
+            RetentionChange {
+                ms: Some(Some(60_000)),
+                bytes: None,
+            },
+        )
+        .await
+        .unwrap();
+    store.retention_pass(now()).await.unwrap();
+    assert_eq!(store.describe_topic("old").await.unwrap().start_offset, 3);
+    assert_eq!(consume_all(store, c, "old").await, ["d"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_data_directory_from_before_retention_is_migrated() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("myqueue.sqlite3");
+    let options = SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    let pool = SqlitePool::connect_with(options.clone()).await.unwrap();
+    migrate_to_the_first_schema("sqlite", &pool).await;
+    for sql in OLD_ROWS {
+        let mut query = sqlx::query(sql);
+        if sql.contains("$1") {
+            query = query.bind("a").bind("bb").bind("ccc");
+        }
+        query.execute(&pool).await.unwrap();
+    }
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, 0, "an older file has no auto-vacuum");
+    pool.close().await;
+
+    let store = SqliteStore::open(dir.path(), manual_passes())
+        .await
+        .unwrap();
+    check_migrated(&store).await;
+    store.close().await;
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, 2, "incremental auto-vacuum after the migration");
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_database_from_before_retention_is_migrated_into_partitions() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let options = fresh_database(&url).await;
+    let pool = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
+    migrate_to_the_first_schema("postgres", &pool).await;
+    for sql in OLD_ROWS {
+        let mut query = sqlx::query(sql);
+        if sql.contains("$1") {
+            query = query
+                .bind(b"a".as_slice())
+                .bind(b"bb".as_slice())
+                .bind(b"ccc".as_slice());
+        }
+        query.execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = PostgresStore::open(options.clone(), 4, manual_passes())
+        .await
+        .unwrap();
+    check_migrated(&store).await;
+    store.close().await;
+    let mut conn = PgConnection::connect_with(&options).await.unwrap();
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'messages'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(kind, "p", "messages is partitioned");
+    let leaves: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_partition_tree('messages') WHERE isleaf")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(leaves >= 1);
+}

@@ -1,12 +1,12 @@
 """myqueue: a client for the myqueue durable logging queue.
 
-``MyProducer`` publishes messages to topics; ``MyConsumer`` reads topics in order. The work
-(HTTP, batching, retries, prefetching) is done by a Rust core in ``myqueue._native``; this
-package re-exports it. See the type stubs (``_native.pyi``) for the documentation. The package
-also installs the ``myqueue`` command (``myqueue.cli``) and a logging handler
-(``myqueue.logging.QueueHandler``).
+``MyProducer`` publishes messages to topics; ``MyConsumer`` reads topics in order; ``Admin``
+creates, describes and deletes topics and sets their retention. The work (HTTP, batching,
+retries, prefetching) is done by a Rust core in ``myqueue._native``; this package re-exports
+it. See the type stubs (``_native.pyi``) for the documentation. The package also installs the
+``myqueue`` command (``myqueue.cli``) and a logging handler (``myqueue.logging.QueueHandler``).
 
-    from myqueue import MyProducer, MyConsumer
+    from myqueue import Admin, MyConsumer, MyProducer
 
     with MyProducer(["logs"], broker="localhost:9092") as producer:
         producer.send("logs", b"DEBUG: hello")
@@ -14,6 +14,10 @@ also installs the ``myqueue`` command (``myqueue.cli``) and a logging handler
     with MyConsumer(["logs"], broker="localhost:9092", group="printer") as consumer:
         for msg in consumer.get_next(timeout=1.0):
             print(msg.topic, msg.offset, str(msg))
+
+    admin = Admin("localhost:9092")
+    admin.set_retention("logs", retention_bytes=500_000_000)
+    print(admin.describe("logs").messages)
 """
 
 from myqueue._native import (
@@ -21,8 +25,10 @@ from myqueue._native import (
     MAX_FETCH_BYTES,
     MAX_FETCH_MESSAGES,
     PRODUCER_DEFAULTS,
+    Admin,
     BrokerUnavailable,
     ClientClosed,
+    ConsumerInfo,
     DeliveryFailed,
     Message,
     MessageIterator,
@@ -32,6 +38,7 @@ from myqueue._native import (
     MyQueueTimeout,
     RequestRejected,
     SendFuture,
+    TopicInfo,
     TopicNotFound,
     __version__,
 )
@@ -41,8 +48,10 @@ __all__ = [
     "MAX_FETCH_BYTES",
     "MAX_FETCH_MESSAGES",
     "PRODUCER_DEFAULTS",
+    "Admin",
     "BrokerUnavailable",
     "ClientClosed",
+    "ConsumerInfo",
     "DeliveryFailed",
     "Message",
     "MessageIterator",
@@ -52,6 +61,7 @@ __all__ = [
     "MyQueueTimeout",
     "RequestRejected",
     "SendFuture",
+    "TopicInfo",
     "TopicNotFound",
     "__version__",
 ]

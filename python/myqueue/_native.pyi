@@ -229,6 +229,13 @@ class MyConsumer:
     ``stop()``; a program that crashes while handling a message gets it again when it
     restarts with the same group (at least once).
 
+    Retention: a consumer that lags by more than a topic keeps misses the messages retention
+    removed before it read them. It then warns once per gap, with a ``RuntimeWarning`` naming
+    the topic, how many messages it missed and the offset it continues from, and carries on
+    from the topic's oldest message (``warnings.simplefilter("error", RuntimeWarning)`` turns
+    the warning into an exception raised from ``get_next()`` or ``poll()``; the message comes
+    with the next call).
+
     ``broker`` is ``"host:port"`` or ``"http://host:port"``. Keyword options (defaults in
     ``CONSUMER_DEFAULTS``):
         group: a durable consumer name (letters, digits, '.', '_', '-'); none by default.
@@ -309,3 +316,103 @@ class MyConsumer:
     ) -> bool:
         """Stops like ``stop()``; when the block ends with an exception, the message being
         handled does not count as consumed, so it is delivered again."""
+
+class ConsumerInfo:
+    """A consumer of a topic, as ``TopicInfo.consumers`` lists it."""
+
+    @property
+    def consumer_id(self) -> int: ...
+    @property
+    def group(self) -> Optional[str]:
+        """Its durable group, or None for an anonymous consumer."""
+    @property
+    def position(self) -> int:
+        """The next offset it consumes, as stored (before the topic's start, it continues
+        from the start)."""
+    @property
+    def lag(self) -> int:
+        """Messages after its position: ``end_offset - max(position, start_offset)``."""
+
+class TopicInfo:
+    """What a topic holds, its retention and its consumers (``Admin.describe``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def start_offset(self) -> int:
+        """The oldest offset kept: retention removed every message before it."""
+    @property
+    def end_offset(self) -> int:
+        """The offset the next message gets."""
+    @property
+    def messages(self) -> int:
+        """Messages held: ``end_offset - start_offset``."""
+    @property
+    def bytes(self) -> int:
+        """Bytes held: payload plus 64 per message (what ``retention_bytes`` counts)."""
+    @property
+    def retention_ms(self) -> Optional[int]:
+        """The topic's own retention by age, in milliseconds; None: the broker's default."""
+    @property
+    def retention_bytes(self) -> Optional[int]:
+        """The topic's own retention by size, in bytes; None: the broker's default."""
+    @property
+    def effective_retention_ms(self) -> Optional[int]:
+        """The retention by age in force (the topic's, else the broker's); None: unlimited."""
+    @property
+    def effective_retention_bytes(self) -> Optional[int]:
+        """The retention by size in force (the topic's, else the broker's); None: unlimited."""
+    @property
+    def created_ms(self) -> int:
+        """When the topic was created, in milliseconds since the Unix epoch."""
+    @property
+    def consumers(self) -> list[ConsumerInfo]:
+        """Every consumer registered to the topic, by id."""
+
+class Admin:
+    """Looks after a broker's topics: creates them with retention settings, describes them,
+    changes their retention, deletes them.
+
+    ``Admin(broker)`` checks only the address; each call is one request. Refusals raise
+    ``TopicNotFound`` (an unknown topic), ``RequestRejected`` (``code`` says why, e.g.
+    ``"topic_exists"``) or ``BrokerUnavailable``; bad arguments raise ``ValueError`` or
+    ``TypeError`` before any request.
+
+    Retention keeps a topic's newest messages: by age (``retention_ms``) and by size
+    (``retention_bytes``, payload plus 64 per message). The broker removes the oldest
+    messages in chunks of about an eighth of the retention, in the background; the topic's
+    offsets never restart (its ``start_offset`` moves forward).
+    """
+
+    def __init__(self, broker: str = "localhost:9092", *, request_timeout: float = 30.0) -> None: ...
+    def create_topic(
+        self,
+        name: str,
+        retention_ms: Optional[int] = None,
+        retention_bytes: Optional[int] = None,
+    ) -> None:
+        """Creates an empty topic. ``retention_ms`` / ``retention_bytes``: positive ints, or
+        None for the broker's ``--retention`` / ``--retention-bytes``. Raises
+        ``RequestRejected`` (code ``"topic_exists"``) if it exists."""
+    def describe(self, name: str) -> TopicInfo:
+        """What the topic holds, its retention and its consumers."""
+    def set_retention(
+        self,
+        name: str,
+        *,
+        retention_ms: Optional[int] = ...,
+        retention_bytes: Optional[int] = ...,
+    ) -> TopicInfo:
+        """Changes the topic's retention: an int sets a limit, None returns it to the
+        broker's default, a keyword left out leaves it as it is (at least one is needed).
+        Returns the topic as ``describe()`` does. A lower limit applies at the broker's next
+        retention pass."""
+    def delete_topic(self, name: str) -> None:
+        """Deletes the topic with its messages, producers and consumers. Their ids are never
+        valid again (producers and consumers using them get errors); a topic created again
+        under the name starts empty, at offset 0."""
+    def list_topics(self) -> list[str]:
+        """Every topic's name, sorted."""
+    @property
+    def broker(self) -> str:
+        """The broker's base URL."""

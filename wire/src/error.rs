@@ -28,6 +28,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A topic (or group) name outside 1..=249 characters of `[A-Za-z0-9._-]`.
     InvalidTopicName,
+    /// A retention value that is not a positive integer (or `null`).
+    InvalidRetention,
     /// `POST /topics` for a name that exists.
     TopicExists,
     TopicNotFound,
@@ -66,7 +68,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidTopicName | OffsetOutOfRange => 400,
+            InvalidRequest | InvalidTopicName | InvalidRetention | OffsetOutOfRange => 400,
             WrongTopic => 403,
             TopicNotFound | ProducerNotFound | ConsumerNotFound | QueueEmpty | NotFound => 404,
             MethodNotAllowed => 405,
@@ -131,6 +133,7 @@ mod tests {
         let documented = [
             "invalid_request",
             "invalid_topic_name",
+            "invalid_retention",
             "topic_exists",
             "topic_not_found",
             "producer_not_found",
@@ -175,6 +178,7 @@ mod tests {
         for code in [
             InvalidRequest,
             InvalidTopicName,
+            InvalidRetention,
             TopicExists,
             TopicNotFound,
             ProducerNotFound,

@@ -10,6 +10,7 @@
 mod error;
 mod fetch;
 mod number;
+mod retention;
 
 pub use error::{ErrorCode, ErrorResponse};
 pub use fetch::{
@@ -17,6 +18,7 @@ pub use fetch::{
     MAX_FETCH_MESSAGES, MAX_FETCH_WAIT_MS,
 };
 pub use number::Num;
+pub use retention::RetentionValue;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,11 +83,87 @@ pub struct CreateTopicRequest {
     /// The assignment's parameter list says `name`, its example body says `topic_name`.
     #[serde(alias = "topic_name")]
     pub name: String,
+    /// Addition: how long the topic keeps messages, in milliseconds; absent or `null`: the
+    /// broker's `--retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<RetentionValue>,
+    /// Addition: how many bytes the topic keeps (payload plus 64 per message); absent or
+    /// `null`: the broker's `--retention-bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<RetentionValue>,
 }
 
 /// `POST /topics` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct CreateTopicResponse {
+    pub status: Status,
+    pub message: String,
+}
+
+/// `PATCH /topics/{name}`: changes a topic's retention. An absent field stays as it is;
+/// `null` returns it to the broker's default.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct UpdateTopicRequest {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "retention::present"
+    )]
+    pub retention_ms: Option<RetentionValue>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "retention::present"
+    )]
+    pub retention_bytes: Option<RetentionValue>,
+}
+
+/// A retention limit in force: `null` is unlimited.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionInForce {
+    pub ms: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// A consumer of a topic, as `GET /topics/{name}` lists it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerDescription {
+    pub consumer_id: u64,
+    /// `null` for an anonymous consumer.
+    pub group: Option<String>,
+    /// The next offset it consumes, as stored (before the start, it continues at the start).
+    pub position: u64,
+    /// Messages after its position: `end_offset − max(position, start_offset)`.
+    pub lag: u64,
+}
+
+/// `GET /topics/{name}` and `PATCH /topics/{name}` on success: what the topic holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TopicResponse {
+    pub status: Status,
+    pub name: String,
+    /// The oldest offset kept: retention removed everything before it.
+    pub start_offset: u64,
+    /// The offset the next message gets.
+    pub end_offset: u64,
+    /// Messages held: `end_offset − start_offset`.
+    pub messages: u64,
+    /// Bytes held: payload plus 64 per message.
+    pub bytes: u64,
+    /// As set on the topic; `null`: the broker's default.
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    /// What is in force.
+    pub retention: RetentionInForce,
+    /// When the topic was created, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Every consumer registered to the topic, by id.
+    pub consumers: Vec<ConsumerDescription>,
+}
+
+/// `DELETE /topics/{name}` on success.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct DeleteTopicResponse {
     pub status: Status,
     pub message: String,
 }
@@ -234,6 +312,15 @@ pub struct FetchResponse {
     pub next_offset: u64,
     /// The topic's end: the offset the next produced message will get.
     pub end_offset: u64,
+    /// How many of the messages asked for (from the requested offset, or the consumer's
+    /// position) retention had removed: the messages begin that much later, at the topic's
+    /// start. Present only when it is not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where to move a consumer's position: an offset, or `"beginning"` / `"end"`.
@@ -288,6 +375,40 @@ mod tests {
         let b: CreateTopicRequest = serde_json::from_str(r#"{"topic_name":"t"}"#).unwrap();
         assert_eq!(a.name, "t");
         assert_eq!(b.name, "t");
+    }
+
+    #[test]
+    fn patch_tells_absent_from_null() {
+        let r: UpdateTopicRequest =
+            serde_json::from_str(r#"{"retention_ms": null, "retention_bytes": 5}"#).unwrap();
+        assert_eq!(r.retention_ms, Some(RetentionValue::Default));
+        assert_eq!(r.retention_bytes, Some(RetentionValue::Set(5)));
+        let r: UpdateTopicRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(r.retention_ms, None);
+        let r: CreateTopicRequest =
+            serde_json::from_str(r#"{"name": "t", "retention_ms": "abc"}"#).unwrap();
+        assert_eq!(
+            r.retention_ms,
+            Some(RetentionValue::Invalid("\"abc\"".into()))
+        );
+    }
+
+    #[test]
+    fn fetch_says_skipped_only_when_something_was() {
+        let none = FetchResponse {
+            status: Status::Success,
+            messages: vec![],
+            next_offset: 3,
+            end_offset: 3,
+            skipped: 0,
+        };
+        assert!(!serde_json::to_string(&none).unwrap().contains("skipped"));
+        let some = FetchResponse { skipped: 2, ..none };
+        assert!(
+            serde_json::to_string(&some)
+                .unwrap()
+                .contains(r#""skipped":2"#)
+        );
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub async fn fetch(app: App, input: Input) -> Response {
                     .collect(),
                 next_offset: fetched.next_offset,
                 end_offset: fetched.end_offset,
+                skipped: fetched.skipped,
             })
         }
         .await,

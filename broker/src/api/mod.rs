@@ -40,6 +40,22 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = In
             .and(with_app.clone())
             .then(topics::list)
             .boxed(),
+        warp::path!("topics" / String)
+            .and(warp::get())
+            .and(with_app.clone())
+            .then(topics::describe)
+            .boxed(),
+        warp::path!("topics" / String)
+            .and(warp::patch())
+            .and(with_app.clone())
+            .and(input())
+            .then(topics::update)
+            .boxed(),
+        warp::path!("topics" / String)
+            .and(warp::delete())
+            .and(with_app.clone())
+            .then(topics::delete)
+            .boxed(),
         post(warp::path!("producer" / "register").boxed())
             .and(with_app.clone())
             .and(input())

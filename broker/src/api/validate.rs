@@ -3,7 +3,8 @@
 
 use super::error::ApiError;
 use crate::app::Limits;
-use myqueue_wire::{ErrorCode, MAX_BATCH_MESSAGES};
+use crate::store::retention::MAX_RETENTION;
+use myqueue_wire::{ErrorCode, MAX_BATCH_MESSAGES, RetentionValue};
 
 pub fn topic(name: &str) -> Result<(), ApiError> {
     myqueue_wire::check_topic_name(name)
@@ -13,6 +14,29 @@ pub fn topic(name: &str) -> Result<(), ApiError> {
 pub fn group(name: &str) -> Result<(), ApiError> {
     myqueue_wire::check_group_name(name)
         .map_err(|why| ApiError::new(ErrorCode::InvalidTopicName, why))
+}
+
+/// A retention value (`field` names it): `None` for `null` (the broker's default), else a
+/// positive integer a store can keep.
+pub fn retention(field: &str, value: &RetentionValue) -> Result<Option<u64>, ApiError> {
+    let refuse = |got: &str| {
+        ApiError::new(
+            ErrorCode::InvalidRetention,
+            format!(
+                "{field} must be a positive integer (or null for the broker's default), not {got}"
+            ),
+        )
+    };
+    match value {
+        RetentionValue::Default => Ok(None),
+        RetentionValue::Set(0) => Err(refuse("0")),
+        RetentionValue::Set(n) if *n > MAX_RETENTION => Err(ApiError::new(
+            ErrorCode::InvalidRetention,
+            format!("{field} must be at most {MAX_RETENTION}, not {n}"),
+        )),
+        RetentionValue::Set(n) => Ok(Some(*n)),
+        RetentionValue::Invalid(got) => Err(refuse(got)),
+    }
 }
 
 pub fn message(message: &str, limits: &Limits) -> Result<(), ApiError> {

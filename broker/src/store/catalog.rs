@@ -1,7 +1,12 @@
-//! A cache of facts that never change once written: a topic's id, and the topic a producer
-//! or consumer id belongs to. The SQL stores check ownership on every request; this keeps
-//! those checks off the database. Safe with many brokers on one database because the
-//! cached facts are immutable (topics are never deleted, ids never reused).
+//! A cache of facts that never change once written: the topic a producer or consumer id
+//! belongs to. The SQL stores check ownership on every request; this keeps those checks off
+//! the database.
+//!
+//! Deleting a topic ends its ids. This broker forgets them at once ([`Catalog::forget_topic`]);
+//! another broker on the same database may still hold them, which is safe because ids and
+//! topic ids are never reused and the stores check, where it matters, that the topic (or the
+//! consumer row) still exists: an append to a deleted topic id is answered
+//! `producer_not_found`, and every consumer operation reads the consumer's row.
 
 use super::{Result, StoreError};
 use std::sync::Arc;
@@ -72,5 +77,10 @@ impl Catalog {
 
     pub fn remember(&self, role: Role, id: u64, owner: Owner) {
         self.0.insert((role, id), owner);
+    }
+
+    /// Forgets the ids of a deleted topic.
+    pub fn forget_topic(&self, topic_id: i64) {
+        self.0.retain(|_, owner| owner.topic_id != topic_id);
     }
 }

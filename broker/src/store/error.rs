@@ -67,6 +67,30 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// A foreign key refused a row: its topic was deleted meanwhile (by another broker).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        match self {
+            StoreError::Unavailable(err) => err
+                .as_database_error()
+                .is_some_and(|db| db.is_foreign_key_violation()),
+            _ => false,
+        }
+    }
+
+    /// A row found no partition to go to (PostgreSQL): the partitions made ahead did not
+    /// reach far enough.
+    pub fn is_missing_partition(&self) -> bool {
+        match self {
+            // A CHECK constraint names itself; routing a row to no partition names none.
+            StoreError::Unavailable(err) => err
+                .as_database_error()
+                .is_some_and(|db| db.is_check_violation() && db.constraint().is_none()),
+            _ => false,
+        }
+    }
+}
+
 /// Errors compare by what they say: a test can expect an exact refusal, and two storage
 /// failures with the same text are the same failure.
 impl PartialEq for StoreError {

@@ -1,24 +1,34 @@
 //! The in-memory store (the assignment's Part A): fast, and nothing survives a restart.
 
-use super::plan::{AppendJob, Cursor, PositionOp, Positioned, plan_appends, plan_positions};
+use super::plan::{
+    AppendJob, Cursor, PositionOp, Positioned, TopicEnds, plan_appends, plan_positions,
+};
+use super::retention::{self, Chunk, Log, RetentionConfig};
 use super::sequence::ProducerSequence;
 use super::{
-    Append, Appended, ConsumerStart, FetchLimit, Fetched, Result, SeekTo, Store, StoreError,
-    StoredMessage, TopicSignals, now_ms, within_end,
+    Append, Appended, ConsumerInfo, ConsumerStart, FetchLimit, Fetched, PassReport, Result,
+    RetentionChange, RetentionSettings, SeekTo, Store, StoreError, StoredMessage, TopicInfo,
+    TopicSignals, now_ms, within_end,
 };
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     signals: TopicSignals,
+    config: RetentionConfig,
+    /// The background retention pass; `close` stops it.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 #[derive(Default)]
 struct State {
-    /// Indexed by topic id.
-    topics: Vec<Topic>,
+    /// Indexed by topic id; `None` once deleted (ids are never reused).
+    topics: Vec<Option<Topic>>,
     topic_ids: HashMap<String, usize>,
     /// Ids of this run are `id_base + 1`, `id_base + 2`, …: a different range every start,
     /// so that an id a client kept from an earlier run is unknown, never somebody else's.
@@ -32,7 +42,35 @@ struct State {
 
 struct Topic {
     name: String,
-    log: Vec<StoredMessage>,
+    /// The messages kept: the first is at offset `log.start`.
+    messages: VecDeque<StoredMessage>,
+    log: Log,
+    settings: RetentionSettings,
+    created_ms: u64,
+    chunks: Vec<Chunk>,
+}
+
+impl Topic {
+    fn new(name: &str, settings: RetentionSettings) -> Self {
+        Topic {
+            name: name.to_owned(),
+            messages: VecDeque::new(),
+            log: Log::empty(),
+            settings,
+            created_ms: now_ms(),
+            chunks: Vec::new(),
+        }
+    }
+
+    /// Drops the messages before `start` from the front.
+    fn drop_before(&mut self, start: u64, start_bytes: u64) {
+        let gone = start
+            .saturating_sub(self.log.start)
+            .min(self.messages.len() as u64);
+        self.messages.drain(..gone as usize);
+        self.log.start = start;
+        self.log.start_bytes = start_bytes;
+    }
 }
 
 struct Producer {
@@ -42,6 +80,7 @@ struct Producer {
 
 struct Consumer {
     topic: usize,
+    group: Option<String>,
     position: u64,
 }
 
@@ -53,54 +92,114 @@ impl State {
             .ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))
     }
 
+    fn live(&self, index: usize) -> &Topic {
+        self.topics[index].as_ref().expect("a live topic")
+    }
+
+    fn live_mut(&mut self, index: usize) -> &mut Topic {
+        self.topics[index].as_mut().expect("a live topic")
+    }
+
     fn index_of(&self, id: u64) -> Option<usize> {
         id.checked_sub(self.id_base + 1).map(|index| index as usize)
     }
 
-    fn add_topic(&mut self, name: &str) -> usize {
+    fn add_topic(&mut self, name: &str, settings: RetentionSettings) -> usize {
         let id = self.topics.len();
-        self.topics.push(Topic {
-            name: name.to_owned(),
-            log: Vec::new(),
-        });
+        self.topics.push(Some(Topic::new(name, settings)));
         self.topic_ids.insert(name.to_owned(), id);
         id
     }
 
+    /// The name of topic `index` if it still exists: an id whose topic was deleted is gone.
+    fn registered(&self, index: usize) -> Option<&str> {
+        self.topics[index].as_ref().map(|t| t.name.as_str())
+    }
+
     fn producer(&mut self, id: u64, topic: &str) -> Result<&mut Producer> {
         let index = self.index_of(id).ok_or(StoreError::ProducerNotFound(id))?;
-        let producer = self
+        let owner = self
             .producers
-            .get_mut(index)
+            .get(index)
+            .ok_or(StoreError::ProducerNotFound(id))?
+            .topic;
+        let registered = self
+            .registered(owner)
             .ok_or(StoreError::ProducerNotFound(id))?;
-        let registered = &self.topics[producer.topic].name;
         if registered != topic {
             return Err(StoreError::WrongTopic {
                 role: "producer",
                 id,
-                registered: registered.clone(),
+                registered: registered.to_owned(),
                 requested: topic.to_owned(),
             });
         }
-        Ok(producer)
+        Ok(&mut self.producers[index])
     }
 
     fn consumer(&mut self, id: u64, topic: &str) -> Result<&mut Consumer> {
         let index = self.index_of(id).ok_or(StoreError::ConsumerNotFound(id))?;
-        let consumer = self
+        let owner = self
             .consumers
-            .get_mut(index)
+            .get(index)
+            .ok_or(StoreError::ConsumerNotFound(id))?
+            .topic;
+        let registered = self
+            .registered(owner)
             .ok_or(StoreError::ConsumerNotFound(id))?;
-        let registered = &self.topics[consumer.topic].name;
         if registered != topic {
             return Err(StoreError::WrongTopic {
                 role: "consumer",
                 id,
-                registered: registered.clone(),
+                registered: registered.to_owned(),
                 requested: topic.to_owned(),
             });
         }
-        Ok(consumer)
+        Ok(&mut self.consumers[index])
+    }
+
+    fn describe(&self, index: usize, config: &RetentionConfig) -> TopicInfo {
+        let topic = self.live(index);
+        let consumers = self
+            .consumers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.topic == index)
+            .map(|(i, c)| ConsumerInfo {
+                id: self.id_base + i as u64 + 1,
+                group: c.group.clone(),
+                position: c.position,
+                lag: topic.log.after(c.position),
+            })
+            .collect();
+        TopicInfo {
+            name: topic.name.clone(),
+            start_offset: topic.log.start,
+            end_offset: topic.log.end,
+            bytes: topic.log.bytes(),
+            settings: topic.settings,
+            retention: config.defaults.for_topic(topic.settings),
+            created_ms: topic.created_ms,
+            consumers,
+        }
+    }
+
+    /// One retention pass over every topic, by the rules every store follows.
+    fn retention_pass(&mut self, config: &RetentionConfig, now_ms: u64) -> PassReport {
+        let mut report = PassReport {
+            led: true,
+            removed: 0,
+        };
+        for topic in self.topics.iter_mut().flatten() {
+            let retention = config.defaults.for_topic(topic.settings);
+            let plan = retention::plan_pass(&topic.log, &topic.chunks, retention, now_ms);
+            plan.apply(&mut topic.chunks);
+            if let Some((start, start_bytes)) = plan.new_start {
+                report.removed += start - topic.log.start;
+                topic.drop_before(start, start_bytes);
+            }
+        }
+        report
     }
 }
 
@@ -109,45 +208,66 @@ impl State {
     fn move_position(&mut self, id: u64, topic: &str, op: PositionOp) -> Result<Positioned> {
         let consumer = self.consumer(id, topic)?;
         let (topic_id, position) = (consumer.topic, consumer.position);
+        let log = self.live(topic_id).log;
         let cursor = Cursor {
             topic_id: topic_id as i64,
             position,
-            end: self.topics[topic_id].log.len() as u64,
+            start: log.start,
+            end: log.end,
         };
         let plan = plan_positions(&[(id, op)], HashMap::from([(id, cursor)]));
         if let Some(&(_, position)) = plan.positions.first() {
             self.consumer(id, topic)?.position = position;
         }
         let outcome = plan.outcomes[0];
-        let taken = outcome
-            .taken()
-            .map(|(topic_id, offset)| self.topics[topic_id as usize].log[offset as usize].clone());
+        let taken = outcome.taken().map(|(topic_id, offset)| {
+            let topic = self.live(topic_id as usize);
+            topic.messages[(offset - topic.log.start) as usize].clone()
+        });
         Ok(Positioned::new(outcome, taken))
     }
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self::new()
+        Self::new(RetentionConfig::default())
     }
 }
 
 impl MemoryStore {
-    pub fn new() -> Self {
+    /// An empty store; with `config.every`, its retention pass runs in the background (on the
+    /// tokio runtime this is called on).
+    pub fn new(config: RetentionConfig) -> Self {
         // Milliseconds of the start time, scaled: far apart for restarts, far below 2^53.
         let id_base = (now_ms() % 1_000_000_000) * 1_000;
+        let state = Arc::new(Mutex::new(State {
+            id_base,
+            ..State::default()
+        }));
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        if let Some(every) = config.every {
+            let state = state.clone();
+            tasks.spawn(retention::run_passes(every, stop.clone(), move |now| {
+                let report = lock(&state).retention_pass(&config, now);
+                async move { Ok(report) }
+            }));
+        }
         MemoryStore {
-            state: Mutex::new(State {
-                id_base,
-                ..State::default()
-            }),
+            state,
             signals: TopicSignals::default(),
+            config,
+            tasks,
+            stop,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("memory store lock")
+        lock(&self.state)
     }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().expect("memory store lock")
 }
 
 #[async_trait]
@@ -160,13 +280,43 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn create_topic(&self, name: &str) -> Result<()> {
+    async fn create_topic(&self, name: &str, settings: RetentionSettings) -> Result<()> {
         let mut state = self.lock();
         if state.topic_ids.contains_key(name) {
             return Err(StoreError::TopicExists(name.to_owned()));
         }
-        state.add_topic(name);
+        state.add_topic(name, settings);
         Ok(())
+    }
+
+    async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        let state = self.lock();
+        let index = state.topic(name)?;
+        Ok(state.describe(index, &self.config))
+    }
+
+    async fn set_retention(&self, name: &str, change: RetentionChange) -> Result<TopicInfo> {
+        let mut state = self.lock();
+        let index = state.topic(name)?;
+        let topic = state.live_mut(index);
+        topic.settings = change.apply(topic.settings);
+        Ok(state.describe(index, &self.config))
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut state = self.lock();
+        let index = state.topic(name)?;
+        state.topic_ids.remove(name);
+        state.topics[index] = None;
+        state.groups.retain(|(topic, _), _| *topic != index);
+        drop(state);
+        // Long polls on the topic wake, and find their consumer gone.
+        self.signals.notify(name);
+        Ok(())
+    }
+
+    async fn retention_pass(&self, now_ms: u64) -> Result<PassReport> {
+        Ok(self.lock().retention_pass(&self.config, now_ms))
     }
 
     async fn list_topics(&self) -> Result<Vec<String>> {
@@ -179,7 +329,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let topic = match state.topic_ids.get(topic) {
             Some(&id) => id,
-            None => state.add_topic(topic),
+            None => state.add_topic(topic, RetentionSettings::default()),
         };
         state.producers.push(Producer {
             topic,
@@ -201,9 +351,13 @@ impl Store for MemoryStore {
         }
         let position = match start {
             ConsumerStart::Beginning => 0,
-            ConsumerStart::End => state.topics[topic].log.len() as u64,
+            ConsumerStart::End => state.live(topic).log.end,
         };
-        state.consumers.push(Consumer { topic, position });
+        state.consumers.push(Consumer {
+            topic,
+            group: group.map(str::to_owned),
+            position,
+        });
         let id = state.id_base + state.consumers.len() as u64;
         if let Some(group) = group {
             state.groups.insert((topic, group.to_owned()), id);
@@ -215,7 +369,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let producer = state.producer(append.producer_id, &append.topic)?;
         let (topic_id, sequence) = (producer.topic, producer.sequence);
-        let end = state.topics[topic_id].log.len() as u64;
+        let end = state.live(topic_id).log.end;
         let mut plan = plan_appends(
             vec![AppendJob {
                 topic_id: topic_id as i64,
@@ -224,7 +378,7 @@ impl Store for MemoryStore {
                 messages: append.messages,
                 sequence: append.sequence,
             }],
-            HashMap::from([(topic_id as i64, end)]),
+            TopicEnds::Locked(HashMap::from([(topic_id as i64, end)])),
             HashMap::from([(append.producer_id, sequence)]),
         );
         let outcome = plan.outcomes.pop().expect("one outcome per job");
@@ -232,15 +386,22 @@ impl Store for MemoryStore {
             state.producer(append.producer_id, &append.topic)?.sequence = sequence;
         }
         let timestamp_ms = now_ms();
-        let log = &mut state.topics[topic_id].log;
+        let topic = state.live_mut(topic_id);
+        for ended in plan.topic_ends {
+            topic.log.end = ended.end;
+            topic.log.end_bytes += ended.added_bytes;
+            topic.log.newest_ms = topic.log.newest_ms.max(timestamp_ms);
+        }
         for segment in plan.segments {
-            log.extend(segment.messages.into_iter().zip(segment.base_offset..).map(
-                |(payload, offset)| StoredMessage {
-                    offset,
-                    payload,
-                    timestamp_ms,
-                },
-            ));
+            topic
+                .messages
+                .extend(segment.messages.into_iter().zip(segment.base_offset..).map(
+                    |(payload, offset)| StoredMessage {
+                        offset,
+                        payload,
+                        timestamp_ms,
+                    },
+                ));
         }
         drop(state);
         self.signals.notify(&append.topic);
@@ -264,12 +425,13 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let consumer = state.consumer(consumer_id, topic)?;
         let (topic_id, position) = (consumer.topic, consumer.position);
-        let log = &state.topics[topic_id].log;
-        let end = log.len() as u64;
+        let kept = state.live(topic_id);
+        let log = kept.log;
         let from = from.unwrap_or(position);
-        within_end(topic, from, end)?;
-        let messages = limit.apply(log[from as usize..].iter().take(limit.messages).cloned());
-        Ok(Fetched::new(from, messages, end))
+        within_end(topic, from, log.end)?;
+        let first = (log.clamp(from) - log.start) as usize;
+        let messages = limit.apply(kept.messages.range(first..).take(limit.messages).cloned());
+        Ok(Fetched::new(from, log.start, messages, log.end))
     }
 
     async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64> {
@@ -282,12 +444,16 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let consumer = state.consumer(consumer_id, topic)?;
         let (topic_id, position) = (consumer.topic, consumer.position);
-        Ok((state.topics[topic_id].log.len() as u64).saturating_sub(position))
+        Ok(state.live(topic_id).log.after(position))
     }
 
     fn signals(&self) -> &TopicSignals {
         &self.signals
     }
 
-    async fn close(&self) {}
+    async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
 }

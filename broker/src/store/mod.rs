@@ -8,7 +8,11 @@
 //!   before k);
 //! - an append is acknowledged only once it is durable (for the durable stores);
 //! - `consume` reads and advances a position in one atomic step;
-//! - a producer or consumer id works only with the topic it was registered to.
+//! - a producer or consumer id works only with the topic it was registered to;
+//! - retention removes a topic's oldest messages in whole chunks and only moves its start
+//!   forward; a position before the start continues from the start (see [`retention`]);
+//! - a deleted topic's ids are never valid again, also for a topic created again under its
+//!   name (ids are never reused, and the stores check that the topic still exists).
 
 mod batcher;
 mod catalog;
@@ -16,12 +20,14 @@ mod error;
 pub mod memory;
 mod plan;
 pub mod postgres;
+pub mod retention;
 mod sequence;
 mod signals;
 pub mod sql;
 pub mod sqlite;
 
 pub use error::{OpenError, StoreError};
+pub use retention::{Retention, RetentionChange, RetentionSettings};
 pub use signals::TopicSignals;
 
 use async_trait::async_trait;
@@ -65,17 +71,73 @@ pub struct Fetched {
     pub next_offset: u64,
     /// The topic's end: the offset the next appended message will get.
     pub end_offset: u64,
+    /// How many of the messages asked for (from the requested offset on) had already been
+    /// removed by retention: the read began this much later, at the topic's start.
+    pub skipped: u64,
 }
 
 impl Fetched {
-    /// What a fetch from `from` read, in a topic that ends at `end`.
-    pub fn new(from: u64, messages: Vec<StoredMessage>, end: u64) -> Self {
+    /// What a fetch asked to read from `from` got, in a topic that keeps `start..end`: the
+    /// messages from `max(from, start)` on.
+    pub fn new(from: u64, start: u64, messages: Vec<StoredMessage>, end: u64) -> Self {
+        // Where the read began, from the rows themselves when there are any.
+        let begun = messages
+            .first()
+            .map_or(from.max(start), |m| m.offset.max(from));
         Fetched {
-            next_offset: from + messages.len() as u64,
+            next_offset: messages.last().map_or(begun, |m| m.offset + 1),
             messages,
             end_offset: end,
+            skipped: begun - from,
         }
     }
+}
+
+/// A consumer as `describe_topic` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    pub id: u64,
+    pub group: Option<String>,
+    /// As stored: the next offset it consumes (before the start, it continues at the start).
+    pub position: u64,
+    /// Messages after its position: `end − max(position, start)`.
+    pub lag: u64,
+}
+
+/// What a topic holds: `describe_topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    /// The oldest offset kept.
+    pub start_offset: u64,
+    /// The offset the next message gets.
+    pub end_offset: u64,
+    /// Bytes held, by [`retention::message_bytes`].
+    pub bytes: u64,
+    /// The topic's own settings (`None`: the broker's default).
+    pub settings: RetentionSettings,
+    /// What is in force (`None`: unlimited).
+    pub retention: Retention,
+    /// When the topic was created, in milliseconds since the epoch.
+    pub created_ms: u64,
+    /// Every consumer registered to the topic, by id.
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+impl TopicInfo {
+    /// Messages held.
+    pub fn messages(&self) -> u64 {
+        self.end_offset - self.start_offset
+    }
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PassReport {
+    /// This store did the work (with several brokers on one database, one at a time does).
+    pub led: bool,
+    /// Messages whose topics' starts moved past them.
+    pub removed: u64,
 }
 
 /// Refuses a read from past the end of `topic`: the offset a client asked for, if it is not.
@@ -164,8 +226,23 @@ pub trait Store: Send + Sync + 'static {
     /// Succeeds when the store can serve requests now (`GET /healthz`).
     async fn ping(&self) -> Result<()>;
 
-    /// Creates an empty topic; [`StoreError::TopicExists`] if it exists.
-    async fn create_topic(&self, name: &str) -> Result<()>;
+    /// Creates an empty topic with its own retention `settings`; [`StoreError::TopicExists`]
+    /// if it exists.
+    async fn create_topic(&self, name: &str, settings: RetentionSettings) -> Result<()>;
+
+    /// What `name` holds, its retention and its consumers.
+    async fn describe_topic(&self, name: &str) -> Result<TopicInfo>;
+
+    /// Changes the retention settings of `name`; answers its description after the change.
+    async fn set_retention(&self, name: &str, change: RetentionChange) -> Result<TopicInfo>;
+
+    /// Deletes `name` with its messages, producers and consumers. Their ids are never valid
+    /// again; a topic created again under the name starts empty, at offset 0.
+    async fn delete_topic(&self, name: &str) -> Result<()>;
+
+    /// Runs one retention pass as if the time were `now_ms` (the background task passes the
+    /// clock's time; tests pass the time they need).
+    async fn retention_pass(&self, now_ms: u64) -> Result<PassReport>;
 
     /// All topic names, sorted.
     async fn list_topics(&self) -> Result<Vec<String>>;
@@ -203,7 +280,7 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the consumer's position; returns it.
     async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64>;
 
-    /// Number of messages after the consumer's position, in O(1).
+    /// Number of messages after the consumer's position (`end − max(position, start)`), in O(1).
     async fn size(&self, consumer_id: u64, topic: &str) -> Result<u64>;
 
     /// Wakes long-polling fetches when a topic gets new messages.

@@ -2,6 +2,7 @@
 //! rules: which batches are new, duplicate or refused (sequence numbers), which offsets each
 //! new batch gets, and where each consumer's position moves.
 
+use super::retention::batch_bytes;
 use super::sequence::{ProducerSequence, Verdict};
 use super::{Appended, Result, SeekTo, StoreError, StoredMessage};
 use std::collections::HashMap;
@@ -25,31 +26,58 @@ pub struct Segment {
     pub messages: Vec<String>,
 }
 
+/// A topic's new end after a group, and the bytes the group added to it (see
+/// [`super::retention::message_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicEnd {
+    pub topic_id: i64,
+    pub end: u64,
+    pub added_bytes: u64,
+}
+
 pub struct AppendPlan {
     /// One answer per job, in the order of the jobs.
     pub outcomes: Vec<Result<Appended>>,
     /// What to insert, in offset order per topic.
     pub segments: Vec<Segment>,
-    /// The new end offset of every topic that got messages.
-    pub topic_ends: Vec<(i64, u64)>,
+    /// Every topic that got messages.
+    pub topic_ends: Vec<TopicEnd>,
     /// The new state of every producer that appended with a sequence number.
     pub producers: Vec<(u64, ProducerSequence)>,
 }
 
-/// Plans a group of appends. `topic_ends` holds the current end offset of every topic the jobs
-/// name, `producers` the state of every producer that sent a sequence number; the store must
-/// hold both locked until it commits.
+/// Where the topics of a group end, as the store knows them.
+pub enum TopicEnds {
+    /// Read under lock. A topic missing here was deleted after the producer was checked: its
+    /// jobs are answered `producer_not_found` (the producer went with its topic).
+    Locked(HashMap<i64, u64>),
+    /// Not read: every topic is planned from offset 0, and the store adds the real end when it
+    /// writes (and finds then whether the topic still exists).
+    FromZero,
+}
+
+/// Plans a group of appends. `ends` holds the current end offset of every topic the jobs name,
+/// `producers` the state of every producer that sent a sequence number; the store must hold
+/// both locked until it commits.
 pub fn plan_appends(
     jobs: Vec<AppendJob>,
-    mut topic_ends: HashMap<i64, u64>,
+    ends: TopicEnds,
     mut producers: HashMap<u64, ProducerSequence>,
 ) -> AppendPlan {
+    let (mut topic_ends, known) = match ends {
+        TopicEnds::Locked(ends) => (ends, true),
+        TopicEnds::FromZero => (HashMap::new(), false),
+    };
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut segments = Vec::with_capacity(jobs.len());
-    let mut touched_topics = Vec::new();
+    let mut touched_topics: Vec<(i64, u64)> = Vec::new();
     let mut touched_producers = Vec::new();
     for job in jobs {
         let count = job.messages.len() as u64;
+        if known && !topic_ends.contains_key(&job.topic_id) {
+            outcomes.push(Err(StoreError::ProducerNotFound(job.producer_id)));
+            continue;
+        }
         if let Some(sequence) = job.sequence {
             let state = producers.entry(job.producer_id).or_default();
             match state.judge(sequence, count) {
@@ -71,8 +99,13 @@ pub fn plan_appends(
         let end = topic_ends.entry(job.topic_id).or_default();
         let base_offset = *end;
         *end += count;
-        if !touched_topics.contains(&job.topic_id) {
-            touched_topics.push(job.topic_id);
+        let bytes = batch_bytes(&job.messages);
+        match touched_topics
+            .iter_mut()
+            .find(|(id, _)| *id == job.topic_id)
+        {
+            Some((_, added)) => *added += bytes,
+            None => touched_topics.push((job.topic_id, bytes)),
         }
         if job.sequence.is_some() {
             if let Some(state) = producers.get_mut(&job.producer_id) {
@@ -101,7 +134,11 @@ pub fn plan_appends(
         segments,
         topic_ends: touched_topics
             .into_iter()
-            .map(|id| (id, topic_ends[&id]))
+            .map(|(topic_id, added_bytes)| TopicEnd {
+                topic_id,
+                end: topic_ends[&topic_id],
+                added_bytes,
+            })
             .collect(),
         producers: touched_producers
             .into_iter()
@@ -115,6 +152,8 @@ pub fn plan_appends(
 pub struct Cursor {
     pub topic_id: i64,
     pub position: u64,
+    /// The topic's start: the oldest offset retention kept.
+    pub start: u64,
     pub end: u64,
 }
 
@@ -205,6 +244,8 @@ pub struct PositionPlan {
 
 /// Plans a group of position changes, applied in order: two `Take`s with one consumer id
 /// get consecutive offsets, never the same one. `cursors` holds every consumer named.
+/// A position before the topic's start continues from the start: a `Take` gets the message
+/// at the start, and a seek before it (or to the beginning) moves to the start.
 pub fn plan_positions(
     ops: &[(u64, PositionOp)],
     mut cursors: HashMap<u64, Cursor>,
@@ -217,16 +258,17 @@ pub fn plan_positions(
                 return PositionOutcome::Gone(id);
             };
             let outcome = match op {
-                PositionOp::Take if cursor.position < cursor.end => {
-                    cursor.position += 1;
-                    PositionOutcome::Took(Some((cursor.topic_id, cursor.position - 1)))
+                PositionOp::Take if cursor.position.max(cursor.start) < cursor.end => {
+                    let taken = cursor.position.max(cursor.start);
+                    cursor.position = taken + 1;
+                    PositionOutcome::Took(Some((cursor.topic_id, taken)))
                 }
                 PositionOp::Take => return PositionOutcome::Took(None),
                 PositionOp::Seek(to) => {
                     let target = match to {
-                        SeekTo::Beginning => 0,
+                        SeekTo::Beginning => cursor.start,
                         SeekTo::End => cursor.end,
-                        SeekTo::Offset(offset) if offset <= cursor.end => offset,
+                        SeekTo::Offset(offset) if offset <= cursor.end => offset.max(cursor.start),
                         SeekTo::Offset(offset) => {
                             return PositionOutcome::OutOfRange {
                                 offset,
@@ -255,6 +297,7 @@ pub fn plan_positions(
 
 #[cfg(test)]
 mod tests {
+    use super::super::retention::MESSAGE_OVERHEAD_BYTES;
     use super::*;
 
     fn job(topic_id: i64, producer_id: u64, n: usize, sequence: Option<u64>) -> AppendJob {
@@ -271,7 +314,7 @@ mod tests {
     fn appends_in_one_group_get_consecutive_offsets_per_topic() {
         let plan = plan_appends(
             vec![job(1, 7, 2, None), job(2, 8, 1, None), job(1, 9, 3, None)],
-            HashMap::from([(1, 10), (2, 0)]),
+            TopicEnds::Locked(HashMap::from([(1, 10), (2, 0)])),
             HashMap::new(),
         );
         let bases: Vec<u64> = plan
@@ -280,7 +323,17 @@ mod tests {
             .map(|o| o.as_ref().unwrap().base_offset)
             .collect();
         assert_eq!(bases, [10, 0, 12]);
-        assert_eq!(plan.topic_ends, [(1, 15), (2, 1)]);
+        let ends: Vec<(i64, u64)> = plan
+            .topic_ends
+            .iter()
+            .map(|t| (t.topic_id, t.end))
+            .collect();
+        assert_eq!(ends, [(1, 15), (2, 1)]);
+        // Two messages "m0", "m1" and three "m0", "m1", "m2": 2 bytes and the overhead each.
+        assert_eq!(
+            plan.topic_ends[0].added_bytes,
+            5 * (2 + MESSAGE_OVERHEAD_BYTES)
+        );
         assert_eq!(plan.segments.len(), 3);
     }
 
@@ -292,7 +345,7 @@ mod tests {
                 job(1, 7, 2, Some(0)),
                 job(1, 7, 1, Some(5)),
             ],
-            HashMap::from([(1, 0)]),
+            TopicEnds::Locked(HashMap::from([(1, 0)])),
             HashMap::from([(7, ProducerSequence::default())]),
         );
         assert!(!plan.outcomes[0].as_ref().unwrap().duplicate);
@@ -308,7 +361,7 @@ mod tests {
             plan.outcomes[2],
             Err(StoreError::SequenceMismatch { expected: 2, .. })
         ));
-        assert_eq!(plan.topic_ends, [(1, 2)]);
+        assert_eq!(plan.topic_ends[0].end, 2);
         assert_eq!(plan.producers[0].1.next, 2);
     }
 
@@ -332,6 +385,7 @@ mod tests {
                     Cursor {
                         topic_id: 5,
                         position: 3,
+                        start: 0,
                         end: 5,
                     },
                 ),
@@ -340,6 +394,7 @@ mod tests {
                     Cursor {
                         topic_id: 6,
                         position: 0,
+                        start: 0,
                         end: 0,
                     },
                 ),
@@ -358,5 +413,45 @@ mod tests {
             ]
         );
         assert_eq!(plan.positions, [(1, 1)]);
+    }
+
+    #[test]
+    fn positions_before_the_start_continue_from_it() {
+        use PositionOp::*;
+        use PositionOutcome::*;
+        let cursor = Cursor {
+            topic_id: 5,
+            position: 2,
+            start: 10,
+            end: 12,
+        };
+        let plan = plan_positions(
+            &[
+                (1, Take),
+                (2, Seek(SeekTo::Offset(4))),
+                (3, Seek(SeekTo::Beginning)),
+            ],
+            HashMap::from([(1, cursor), (2, cursor), (3, cursor)]),
+        );
+        assert_eq!(plan.outcomes, [Took(Some((5, 10))), Moved(10), Moved(10)]);
+        assert_eq!(plan.positions, [(1, 11), (2, 10), (3, 10)]);
+    }
+
+    #[test]
+    fn appends_to_a_deleted_topic_are_refused() {
+        let plan = plan_appends(
+            vec![job(1, 7, 2, None), job(2, 8, 1, None)],
+            TopicEnds::Locked(HashMap::from([(2, 4)])),
+            HashMap::new(),
+        );
+        assert_eq!(plan.outcomes[0], Err(StoreError::ProducerNotFound(7)));
+        assert_eq!(plan.outcomes[1].as_ref().unwrap().base_offset, 4);
+        assert_eq!(plan.segments.len(), 1);
+        let unread = plan_appends(
+            vec![job(1, 7, 2, None)],
+            TopicEnds::FromZero,
+            HashMap::new(),
+        );
+        assert_eq!(unread.outcomes[0].as_ref().unwrap().base_offset, 0);
     }
 }

@@ -12,12 +12,20 @@
 //! - Each append transaction sends a NOTIFY per topic; every broker LISTENs and wakes its
 //!   long-polling fetches, so a consumer on broker B sees a message produced on broker A at
 //!   once.
+//!
+//! Retention (see `migrations/postgres/0002_retention.sql`): messages are partitioned by topic,
+//! then by offset; one broker at a time (the holder of an advisory lock, on a connection of its
+//! own) runs the retention pass, which drops the partitions below each topic's start and makes
+//! partitions ahead of its end. An append that finds no partition makes one and writes again.
+//! Statements name the topics they read (`topic_id = $N`), and plans are made per execution
+//! (`plan_cache_mode`), so each statement locks and plans only its own topics' partitions.
 
 use super::catalog::Owner;
-use super::plan::{AppendJob, AppendPlan, plan_appends};
+use super::plan::{AppendJob, AppendPlan, TopicEnds, plan_appends};
+use super::retention::{Chunk, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
-    Backend, CursorRow, LockedRow, MessageRow, Payload, SqlStore, db_id, db_int, distinct_ids,
-    locked_state, stored_u64,
+    Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
+    locked_state,
 };
 use super::{
     Appended, FetchLimit, Fetched, OpenError, Result, StoreError, StoredMessage, TopicSignals,
@@ -25,7 +33,7 @@ use super::{
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection, Postgres, Transaction};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +47,10 @@ const APPENDS_CHANNEL: &str = "myqueue_appends";
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// PostgreSQL's `statement_timeout` for the broker's connections.
 const STATEMENT_TIMEOUT: &str = "30s";
+/// The advisory lock whose holder runs the retention pass ("myqueue" and 1).
+const RETENTION_LOCK: i64 = 0x6d79_7175_6575_6501;
+/// Attempts of an append group that found no partition for its rows.
+const PARTITION_ATTEMPTS: usize = 3;
 
 /// The PostgreSQL store: [`PgBackend`] with group commit.
 pub type PostgresStore = SqlStore<PgBackend>;
@@ -46,15 +58,29 @@ pub type PostgresStore = SqlStore<PgBackend>;
 /// PostgreSQL's statements.
 pub struct PgBackend {
     pool: PgPool,
+    /// How to open the connection that holds the retention lock.
+    options: PgConnectOptions,
+    /// That connection, and whether it holds the lock.
+    leader: tokio::sync::Mutex<(Option<PgConnection>, bool)>,
 }
 
 impl PostgresStore {
     /// Connects, applies migrations (under PostgreSQL's advisory lock, so brokers starting
-    /// together do not race) and starts listening for other brokers' appends.
-    pub async fn open(options: PgConnectOptions, max_connections: u32) -> Result<Self, OpenError> {
+    /// together do not race) and starts listening for other brokers' appends. Migrating a
+    /// database made before retention copies its messages once, into partitions.
+    pub async fn open(
+        options: PgConnectOptions,
+        max_connections: u32,
+        retention: RetentionConfig,
+    ) -> Result<Self, OpenError> {
         // A statement that hangs (the database stalls without closing the connection) fails
-        // after this long with a 503, instead of holding its requests forever.
-        let options = options.options([("statement_timeout", STATEMENT_TIMEOUT)]);
+        // after this long with a 503, instead of holding its requests forever. Plans are made
+        // for each execution, with the topics' partitions pruned at planning: a generic plan
+        // would plan and lock every partition of every topic.
+        let options = options.options([
+            ("statement_timeout", STATEMENT_TIMEOUT),
+            ("plan_cache_mode", "force_custom_plan"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -73,7 +99,7 @@ impl PostgresStore {
         // every connection of --db-connections.
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let listening = listen_for_appends(listen_pool.clone(), signals.clone());
         let stopped = stop.clone();
@@ -81,7 +107,12 @@ impl PostgresStore {
             stopped.run_until_cancelled(listening).await;
             listen_pool.close().await;
         });
-        Ok(SqlStore::new(PgBackend { pool }, signals, tasks, stop))
+        let backend = PgBackend {
+            pool,
+            options,
+            leader: tokio::sync::Mutex::new((None, false)),
+        };
+        Ok(SqlStore::new(backend, signals, tasks, stop, retention))
     }
 }
 
@@ -119,40 +150,27 @@ async fn listen_for_appends(pool: PgPool, signals: Arc<TopicSignals>) {
     }
 }
 
-/// A fetch's answer row: the topic's end and the consumer's position, with one message, or
-/// with none (the LEFT JOIN found no message).
-#[derive(sqlx::FromRow)]
-struct FetchRow {
-    #[sqlx(try_from = "i64")]
-    end_offset: u64,
-    #[sqlx(try_from = "i64")]
-    position: u64,
-    log_offset: Option<i64>,
-    payload: Option<Payload>,
-    stored_ms: Option<i64>,
-}
-
-impl FetchRow {
-    fn into_message(self) -> Result<Option<StoredMessage>> {
-        let (Some(offset), Some(payload), Some(stored_ms)) =
-            (self.log_offset, self.payload, self.stored_ms)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(StoredMessage {
-            offset: stored_u64(offset)?,
-            payload: payload.0,
-            timestamp_ms: stored_u64(stored_ms)?,
-        }))
-    }
-}
-
 /// Where a topic's messages of an append group begin.
 #[derive(sqlx::FromRow)]
 struct TopicBase {
     id: i64,
     #[sqlx(try_from = "i64")]
     base: u64,
+}
+
+/// How far a topic's partitions reach, and the span of its newest one.
+#[derive(sqlx::FromRow)]
+struct PartitionReach {
+    topic_id: i64,
+    #[sqlx(try_from = "i64")]
+    reached: u64,
+    #[sqlx(try_from = "i64")]
+    last_span: u64,
+}
+
+/// Whether an append's statement found no partition for a row.
+fn missing_partition<T>(result: &Result<T>) -> bool {
+    matches!(result, Err(err) if err.is_missing_partition())
 }
 
 #[async_trait]
@@ -176,7 +194,10 @@ impl Backend for PgBackend {
     /// sequence numbers, or several topics, first lock their rows in id order (so brokers
     /// never deadlock) inside a transaction.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>> {
-        let job_topics: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
+        let job_topics: Vec<(i64, u64)> = jobs
+            .iter()
+            .map(|job| (job.topic_id, job.producer_id))
+            .collect();
         let producer_topics: HashMap<u64, i64> = jobs
             .iter()
             .map(|job| (job.producer_id, job.topic_id))
@@ -186,16 +207,23 @@ impl Backend for PgBackend {
                 .filter(|job| job.sequence.is_some())
                 .map(|job| job.producer_id),
         );
-        let mut topics: Vec<i64> = job_topics.clone();
+        let mut topics: Vec<i64> = job_topics.iter().map(|&(topic, _)| topic).collect();
         topics.sort_unstable();
         topics.dedup();
         if sequenced.is_empty() && topics.len() == 1 {
             // Offsets are planned from 0; the statement adds the topic's end under its lock.
-            let plan = plan_appends(jobs, HashMap::new(), HashMap::new());
+            let plan = plan_appends(jobs, TopicEnds::FromZero, HashMap::new());
             let mut conn = self.pool.acquire().await?;
             let (written, outcomes) = Written::new(plan, HashMap::new(), &producer_topics)?;
-            let bases = written.execute(&mut conn).await?;
-            return Ok(written.place(outcomes, &bases, &job_topics));
+            let mut bases = written.execute(&mut conn).await;
+            for _ in 1..PARTITION_ATTEMPTS {
+                if !missing_partition(&bases) {
+                    break;
+                }
+                written.cover(&mut conn).await?;
+                bases = written.execute(&mut conn).await;
+            }
+            return Ok(written.place(outcomes, &bases?, &job_topics));
         }
         let mut tx = self.pool.begin().await?;
         // One statement locks the producers, then the topics (the UNION's branches run in
@@ -218,9 +246,23 @@ impl Backend for PgBackend {
         .fetch_all(&mut *tx)
         .await?;
         let (ends, producers) = locked_state(locked);
-        let plan = plan_appends(jobs, ends.clone(), producers);
+        let plan = plan_appends(jobs, TopicEnds::Locked(ends.clone()), producers);
         let (written, outcomes) = Written::new(plan, ends, &producer_topics)?;
-        let bases = written.execute(&mut tx).await?;
+        // A failed statement would abort the transaction and its locks; the savepoint keeps
+        // them while partitions are made.
+        sqlx::query("SAVEPOINT write").execute(&mut *tx).await?;
+        let mut bases = written.execute(&mut tx).await;
+        for _ in 1..PARTITION_ATTEMPTS {
+            if !missing_partition(&bases) {
+                break;
+            }
+            sqlx::query("ROLLBACK TO SAVEPOINT write")
+                .execute(&mut *tx)
+                .await?;
+            written.cover(&mut tx).await?;
+            bases = written.execute(&mut tx).await;
+        }
+        let bases = bases?;
         tx.commit().await?;
         Ok(written.place(outcomes, &bases, &job_topics))
     }
@@ -228,7 +270,8 @@ impl Backend for PgBackend {
     /// Locked in id order, like appends' rows: brokers never deadlock.
     async fn lock_cursors(&self, tx: &mut PgConnection, ids: &[u64]) -> Result<Vec<CursorRow>> {
         Ok(sqlx::query_as(
-            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.next_offset AS end_offset \
+            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.start_offset, \
+                 t.next_offset AS end_offset \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              WHERE c.id = ANY($1) ORDER BY c.id FOR NO KEY UPDATE OF c",
         )
@@ -246,6 +289,10 @@ impl Backend for PgBackend {
         let (moved, positions) = columns(positions.iter().copied())?;
         let (topics, offsets) =
             columns(taken.iter().map(|&(topic, offset)| (topic as u64, offset)))?;
+        let mut taken_topics = topics.clone();
+        taken_topics.sort_unstable();
+        taken_topics.dedup();
+        // `topic_id = ANY($5)` lets the planner keep only these topics' partitions.
         Ok(sqlx::query_as(
             "WITH moved AS ( \
                  UPDATE consumers c SET position = u.position \
@@ -253,12 +300,14 @@ impl Backend for PgBackend {
              ) \
              SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms FROM messages m \
              JOIN UNNEST($3::bigint[], $4::bigint[]) AS k(topic_id, log_offset) \
-             ON m.topic_id = k.topic_id AND m.log_offset = k.log_offset",
+             ON m.topic_id = k.topic_id AND m.log_offset = k.log_offset \
+             WHERE m.topic_id = ANY($5)",
         )
         .bind(&moved)
         .bind(&positions)
         .bind(&topics)
         .bind(&offsets)
+        .bind(&taken_topics)
         .fetch_all(tx)
         .await?)
     }
@@ -270,12 +319,14 @@ impl Backend for PgBackend {
         from: Option<u64>,
         limit: FetchLimit,
     ) -> Result<Fetched> {
-        // One statement, one snapshot: the end offset and the messages agree. The running sum
-        // of payload sizes stops the rows at the byte budget inside PostgreSQL (octet_length
-        // reads a stored value's size without fetching it). An offset past 2^63 is past the
-        // end: it reads nothing and is refused below.
+        // One statement, one snapshot: the start, the end and the messages agree, and a
+        // partition that retention drops meanwhile waits for this statement to finish. The
+        // running sum of payload sizes stops the rows at the byte budget inside PostgreSQL
+        // (octet_length reads a stored value's size without fetching it). An offset past 2^63
+        // is past the end: it reads nothing and is refused below. `topic_id = $5` (the topic
+        // the consumer belongs to) lets the planner keep only that topic's partitions.
         let rows: Vec<FetchRow> = sqlx::query_as(
-            "SELECT t.next_offset AS end_offset, c.position, \
+            "SELECT t.start_offset, t.next_offset AS end_offset, c.position, \
                  m.log_offset, m.payload, m.stored_ms \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              LEFT JOIN LATERAL ( \
@@ -284,31 +335,129 @@ impl Backend for PgBackend {
                          sum(octet_length(payload)) OVER (ORDER BY log_offset) AS running, \
                          row_number() OVER (ORDER BY log_offset) AS n \
                      FROM messages \
-                     WHERE topic_id = t.id AND log_offset >= COALESCE($2, c.position) \
+                     WHERE topic_id = $5 \
+                         AND log_offset >= GREATEST(COALESCE($2, c.position), t.start_offset) \
                      ORDER BY log_offset LIMIT $3 \
                  ) w WHERE w.n = 1 OR w.running <= $4 \
              ) m ON true \
-             WHERE c.id = $1 ORDER BY m.log_offset",
+             WHERE c.id = $1 AND t.id = $5 ORDER BY m.log_offset",
         )
         .bind(db_id(consumer_id))
         .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
         .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
         .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
+        .bind(owner.topic_id)
         .fetch_all(&self.pool)
         .await?;
         let first = rows
             .first()
             .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
-        let (from, end) = (from.unwrap_or(first.position), first.end_offset);
-        within_end(&owner.topic, from, end)?;
+        let (start, end) = (first.start_offset, first.end_offset);
+        let from = within_end(&owner.topic, from.unwrap_or(first.position), end)?;
         let messages: Vec<StoredMessage> = rows
             .into_iter()
             .filter_map(|row| row.into_message().transpose())
             .collect::<Result<_>>()?;
-        Ok(Fetched::new(from, messages, end))
+        Ok(Fetched::new(from, start, messages, end))
+    }
+
+    /// `FOR UPDATE`: appends, position moves and registrations of the topic wait for the
+    /// delete, then find the topic gone. The NOTIFY wakes other brokers' long polls on it.
+    async fn lock_topic(&self, tx: &mut PgConnection, name: &str) -> Result<Option<i64>> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, pg_notify($2, name)::text FROM topics WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .bind(APPENDS_CHANNEL)
+        .fetch_optional(tx)
+        .await?;
+        Ok(row.map(|(id, _)| id))
+    }
+
+    /// The lock is a session lock on a connection of this broker's own: it is held while the
+    /// connection lives, and passes to another broker when this one stops or loses it.
+    async fn lead_retention(&self) -> Result<bool> {
+        let mut leader = self.leader.lock().await;
+        let (conn, holding) = &mut *leader;
+        if conn.is_none() {
+            *holding = false;
+            *conn = Some(PgConnection::connect_with(&self.options).await?);
+        }
+        let session = conn.as_mut().expect("connected above");
+        let checked = match *holding {
+            true => sqlx::query_scalar("SELECT true").fetch_one(session).await,
+            false => {
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(RETENTION_LOCK)
+                    .fetch_one(session)
+                    .await
+            }
+        };
+        match checked {
+            Ok(held) => {
+                *holding = held;
+                Ok(held)
+            }
+            Err(err) => {
+                // The connection is gone, and the lock with it.
+                *conn = None;
+                *holding = false;
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool> {
+        sqlx::query("SELECT myqueue_drop_partitions_below($1, $2)")
+            .bind(topic_id)
+            .bind(db_int(start)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    async fn free_topic(&self, topic_id: i64) -> Result<bool> {
+        sqlx::query("SELECT myqueue_drop_topic_partitions($1)")
+            .bind(topic_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    /// Makes partitions so that each topic's reach a partition past its end, each about as
+    /// long as its last closed chunk.
+    async fn prepare_appends(&self, topics: &[(i64, u64, Vec<Chunk>)]) -> Result<()> {
+        let reaches: Vec<PartitionReach> = sqlx::query_as(
+            "SELECT topic_id, max(end_offset) AS reached, \
+                 (array_agg(end_offset - first_offset ORDER BY first_offset DESC))[1] AS last_span \
+             FROM message_partitions GROUP BY topic_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let reaches: HashMap<i64, PartitionReach> =
+            reaches.into_iter().map(|r| (r.topic_id, r)).collect();
+        for (topic_id, end, chunks) in topics {
+            let Some(reach) = reaches.get(topic_id) else {
+                continue;
+            };
+            let span = partition_span(chunks, reach.last_span);
+            let wanted = partitions_wanted_to(*end, span);
+            if reach.reached < wanted {
+                sqlx::query("SELECT myqueue_cover_partitions($1, $2, $3)")
+                    .bind(topic_id)
+                    .bind(db_int(wanted)?)
+                    .bind(db_int(span)?)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn close(&self) {
+        if let Some(conn) = self.leader.lock().await.0.take() {
+            let _ = conn.close().await;
+        }
         self.pool.close().await;
     }
 }
@@ -330,6 +479,7 @@ struct Written {
     planned_from: HashMap<i64, u64>,
     topic_ids: Vec<i64>,
     counts: Vec<i64>,
+    bytes: Vec<i64>,
     rows: [Vec<i64>; 3],
     payloads: Vec<Vec<u8>>,
     sequences: [Vec<i64>; 5],
@@ -346,14 +496,18 @@ impl Written {
         let mut written = Written {
             topic_ids: Vec::new(),
             counts: Vec::new(),
+            bytes: Vec::new(),
             rows: Default::default(),
             payloads: Vec::new(),
             sequences: Default::default(),
             planned_from: HashMap::new(),
         };
-        for &(id, end) in &plan.topic_ends {
-            written.topic_ids.push(id);
-            written.counts.push(db_int(end - start(id))?);
+        for ended in &plan.topic_ends {
+            written.topic_ids.push(ended.topic_id);
+            written
+                .counts
+                .push(db_int(ended.end - start(ended.topic_id))?);
+            written.bytes.push(db_int(ended.added_bytes)?);
         }
         for segment in plan.segments {
             let first = segment.base_offset - start(segment.topic_id);
@@ -381,14 +535,31 @@ impl Written {
         Ok((written, plan.outcomes))
     }
 
-    /// Bumps each topic's end, inserts the messages, records the producers' sequence state
-    /// and announces the topics to other brokers, in one statement. Answers where each
-    /// topic's messages began.
+    /// Makes partitions for the rows of this group (one per topic, reaching past its rows),
+    /// after its statement found none for some.
+    async fn cover(&self, conn: &mut PgConnection) -> Result<()> {
+        sqlx::query(
+            "SELECT myqueue_cover_partitions(t.id, t.next_offset + u.count, 0) \
+             FROM topics t JOIN UNNEST($1::bigint[], $2::bigint[]) AS u(id, count) \
+             ON t.id = u.id ORDER BY t.id",
+        )
+        .bind(&self.topic_ids)
+        .bind(&self.counts)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Bumps each topic's end, byte count and newest time, inserts the messages, records the
+    /// producers' sequence state and announces the topics to other brokers, in one statement.
+    /// Answers where each topic's messages began; a topic deleted meanwhile is not there.
     async fn execute(&self, conn: &mut PgConnection) -> Result<HashMap<i64, u64>> {
         let bases: Vec<TopicBase> = sqlx::query_as(
             "WITH bumped AS ( \
-                 UPDATE topics t SET next_offset = t.next_offset + u.count \
-                 FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, count) WHERE t.id = u.id \
+                 UPDATE topics t SET next_offset = t.next_offset + u.count, \
+                     end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $14::bigint[]) AS u(id, count, bytes) \
+                 WHERE t.id = u.id \
                  RETURNING t.id, t.next_offset - u.count AS base, t.name \
              ), inserted AS ( \
                  INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
@@ -419,6 +590,7 @@ impl Written {
         .bind(&self.sequences[3])
         .bind(&self.sequences[4])
         .bind(APPENDS_CHANNEL)
+        .bind(&self.bytes)
         .fetch_all(conn)
         .await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
@@ -426,25 +598,29 @@ impl Written {
 
     /// The answers: new batches were planned from `planned_from` and move to where their
     /// topic really was (under lock the two agree and nothing moves). Duplicates keep their
-    /// stored offsets.
+    /// stored offsets. A new batch whose topic was deleted meanwhile (it has no base) is
+    /// answered `producer_not_found`: its producer went with the topic.
     fn place(
         &self,
         outcomes: Vec<Result<Appended>>,
         bases: &HashMap<i64, u64>,
-        job_topics: &[i64],
+        job_topics: &[(i64, u64)],
     ) -> Vec<Result<Appended>> {
         let start = |topic: i64| self.planned_from.get(&topic).copied().unwrap_or(0);
         outcomes
             .into_iter()
             .zip(job_topics)
-            .map(|(outcome, &topic)| {
-                outcome.map(|appended| match appended.duplicate {
-                    true => appended,
-                    false => Appended {
-                        base_offset: appended.base_offset + bases.get(&topic).copied().unwrap_or(0)
-                            - start(topic),
-                        ..appended
-                    },
+            .map(|(outcome, &(topic, producer))| {
+                let appended = outcome?;
+                if appended.duplicate {
+                    return Ok(appended);
+                }
+                let base = bases
+                    .get(&topic)
+                    .ok_or(StoreError::ProducerNotFound(producer))?;
+                Ok(Appended {
+                    base_offset: appended.base_offset + base - start(topic),
+                    ..appended
                 })
             })
             .collect()

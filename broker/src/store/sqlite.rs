@@ -8,19 +8,32 @@
 //!
 //! Lists of ids and rows travel as JSON arrays that SQLite unpacks (`json_each`), so each
 //! statement's text is fixed, prepared once, whatever the size of the group.
+//!
+//! Retention frees messages by DELETE, in bounded steps so that appends are never held up for
+//! long: each append group also deletes, in its own transaction, up to twice as many of its
+//! topics' messages below their start as it inserts (so the one writer frees at least as fast
+//! as it appends, whatever the rate), and each retention pass deletes up to
+//! [`DELETES_PER_PASS`] batches of [`DELETE_BATCH`] rows, each its own transaction (for topics
+//! no longer written to). Freed pages are reused by later appends; beyond a slack, incremental
+//! auto-vacuum gives them back to the file system, and the WAL is truncated after checkpoints:
+//! the files stop growing under steady load.
 
 use super::catalog::Owner;
-use super::plan::{AppendJob, AppendPlan, Segment, plan_appends};
+use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
+use super::retention::RetentionConfig;
 use super::sql::{
-    Backend, CursorRow, LockedRow, MessageRow, SharedSql, SqlStore, db_int, distinct_ids,
+    Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
     locked_state,
 };
-use super::{Appended, FetchLimit, Fetched, OpenError, Result, TopicSignals, now_ms, within_end};
+use super::{
+    Appended, FetchLimit, Fetched, OpenError, Result, StoreError, TopicSignals, now_ms, within_end,
+};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 use std::path::Path;
@@ -40,6 +53,21 @@ const LARGE_SEGMENT: usize = 64;
 const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
 /// How often the checkpoint task copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// The WAL is truncated to this size when a checkpoint lets it start over.
+const WAL_SIZE_LIMIT: &str = "67108864";
+/// Rows one retention DELETE removes at most: a few milliseconds of the writer's time.
+const DELETE_BATCH: i64 = 20_000;
+/// DELETEs one retention pass runs at most per topic; the rest waits for the next pass (and
+/// the topic's appends), so passes stay frequent.
+const DELETES_PER_PASS: usize = 5;
+/// An append group deletes this many times the messages it inserts (below the start).
+const DELETES_PER_APPEND: u64 = 2;
+/// Free pages kept for reuse, at least (16 MiB of 4 KiB pages), beyond which incremental
+/// vacuum gives them back; also a quarter of the file.
+const FREE_PAGES_KEPT: i64 = 4096;
+/// Pages one incremental vacuum step gives back.
+const VACUUM_STEP: &str = "PRAGMA incremental_vacuum(2048)";
+const VACUUM_STEP_PAGES: i64 = 2048;
 
 /// The SQLite store: [`SqliteBackend`] with group commit.
 pub type SqliteStore = SqlStore<SqliteBackend>;
@@ -54,7 +82,9 @@ pub struct SqliteBackend {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir` and applies migrations.
-    pub async fn open(data_dir: &Path) -> Result<Self, OpenError> {
+    /// Migrating a database made before retention rewrites it once (a VACUUM, see
+    /// `migrations/sqlite/0003_incremental_vacuum.sql`).
+    pub async fn open(data_dir: &Path, retention: RetentionConfig) -> Result<Self, OpenError> {
         std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
             path: data_dir.to_owned(),
             source,
@@ -66,19 +96,24 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT);
+        // A new database is made with incremental auto-vacuum from its first table on. Only
+        // the writer says so: setting it is a write, which other connections would wait for.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
             .await
             .map_err(OpenError::Connect)?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
-            .await
-            .map_err(OpenError::Migrate)?;
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        let started = std::time::Instant::now();
+        migrator.run(&writer).await.map_err(OpenError::Migrate)?;
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::info!(elapsed = ?started.elapsed(), "SQLite schema brought up to date");
+        }
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.clone().read_only(true))
@@ -101,6 +136,7 @@ impl SqliteStore {
             Arc::new(TopicSignals::default()),
             tasks,
             stop,
+            retention,
         ))
     }
 }
@@ -139,6 +175,12 @@ async fn checkpoint_periodically(
     if let Some(pool) = connection {
         pool.close().await;
     }
+}
+
+/// Free pages to give back when the file has `free` of `pages` free: all beyond what is kept
+/// for reuse (a quarter of the file, at least [`FREE_PAGES_KEPT`]).
+fn pages_to_vacuum(free: i64, pages: i64) -> i64 {
+    free.saturating_sub(FREE_PAGES_KEPT.max(pages / 4)).max(0)
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
@@ -188,7 +230,7 @@ impl Backend for SqliteBackend {
         .fetch_all(&mut *tx)
         .await?;
         let (ends, producers) = locked_state(locked);
-        let plan = plan_appends(jobs, ends, producers);
+        let plan = plan_appends(jobs, TopicEnds::Locked(ends), producers);
         write_appends(&mut tx, &plan).await?;
         tx.commit().await?;
         Ok(plan.outcomes)
@@ -196,7 +238,8 @@ impl Backend for SqliteBackend {
 
     async fn lock_cursors(&self, tx: &mut SqliteConnection, ids: &[u64]) -> Result<Vec<CursorRow>> {
         Ok(sqlx::query_as(
-            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.next_offset AS end_offset \
+            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.start_offset, \
+                 t.next_offset AS end_offset \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
              WHERE c.id IN (SELECT value FROM json_each($1))",
         )
@@ -232,33 +275,79 @@ impl Backend for SqliteBackend {
         from: Option<u64>,
         limit: FetchLimit,
     ) -> Result<Fetched> {
-        // Two statements, no transaction: the messages are read up to the end read first, so
-        // a commit in between cannot make the answer disagree with itself.
-        let cursor = Sqlite::cursor(&self.readers, consumer_id).await?;
-        let (from, end) = (from.unwrap_or(cursor.position), cursor.end_offset);
-        within_end(&owner.topic, from, end)?;
+        // One statement, one snapshot: the start, the end and the messages agree, and a
+        // retention pass that deletes meanwhile does not touch what this statement reads.
         // Rows are streamed from SQLite's thread and the stream is dropped once the byte
         // budget is spent: large messages are never all read at once.
-        let mut rows = sqlx::query_as::<_, MessageRow>(
-            "SELECT topic_id, log_offset, payload, stored_ms FROM messages \
-             WHERE topic_id = $1 AND log_offset >= $2 AND log_offset < $3 \
-             ORDER BY log_offset LIMIT $4",
+        let mut rows = sqlx::query_as::<_, FetchRow>(
+            "SELECT t.start_offset, t.next_offset AS end_offset, c.position, \
+                 m.log_offset, m.payload, m.stored_ms \
+             FROM consumers c JOIN topics t ON t.id = c.topic_id \
+             LEFT JOIN messages m ON m.topic_id = t.id \
+                 AND m.log_offset >= max(coalesce($2, c.position), t.start_offset) \
+             WHERE c.id = $1 ORDER BY m.log_offset LIMIT $3",
         )
-        .bind(owner.topic_id)
-        .bind(db_int(from)?)
-        .bind(db_int(end)?)
+        .bind(db_id(consumer_id))
+        .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
         .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
         .fetch(&self.readers);
+        let first = rows
+            .try_next()
+            .await?
+            .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
+        let (start, end) = (first.start_offset, first.end_offset);
+        let from = within_end(&owner.topic, from.unwrap_or(first.position), end)?;
         let mut messages = Vec::new();
         let mut bytes = 0;
-        while let Some(row) = rows.try_next().await? {
-            bytes += row.payload.0.len();
+        let mut next = Some(first);
+        while let Some(row) = next {
+            let Some(message) = row.into_message()? else {
+                break;
+            };
+            bytes += message.payload.len();
             if !messages.is_empty() && bytes > limit.bytes {
                 break;
             }
-            messages.push(row.into_message());
+            messages.push(message);
+            next = rows.try_next().await?;
         }
-        Ok(Fetched::new(from, messages, end))
+        Ok(Fetched::new(from, start, messages, end))
+    }
+
+    async fn lock_topic(&self, tx: &mut SqliteConnection, name: &str) -> Result<Option<i64>> {
+        // The write transaction holds SQLite's one write lock already.
+        Ok(sqlx::query_scalar("SELECT id FROM topics WHERE name = $1")
+            .bind(name.to_owned())
+            .fetch_optional(tx)
+            .await?)
+    }
+
+    async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool> {
+        self.delete_messages(topic_id, db_int(start)?).await
+    }
+
+    async fn free_topic(&self, topic_id: i64) -> Result<bool> {
+        self.delete_messages(topic_id, i64::MAX).await
+    }
+
+    /// Gives free pages beyond the slack back to the file system, a step at a time.
+    async fn after_freeing(&self) -> Result<()> {
+        loop {
+            let (free, pages): (i64, i64) = sqlx::query_as(
+                "SELECT f.freelist_count, p.page_count \
+                 FROM pragma_freelist_count() AS f, pragma_page_count() AS p",
+            )
+            .fetch_one(&self.writer)
+            .await?;
+            if pages_to_vacuum(free, pages) == 0 {
+                return Ok(());
+            }
+            self.written.store(true, Ordering::Relaxed);
+            sqlx::query(VACUUM_STEP).execute(&self.writer).await?;
+            if pages_to_vacuum(free, pages) <= VACUUM_STEP_PAGES {
+                return Ok(());
+            }
+        }
     }
 
     async fn close(&self) {
@@ -267,11 +356,42 @@ impl Backend for SqliteBackend {
     }
 }
 
+impl SqliteBackend {
+    /// Deletes the messages of `topic_id` below `below`, oldest first, [`DELETE_BATCH`] rows
+    /// per transaction (appends get the writer in between), at most [`DELETES_PER_PASS`]
+    /// times; true once none is left.
+    async fn delete_messages(&self, topic_id: i64, below: i64) -> Result<bool> {
+        for _ in 0..DELETES_PER_PASS {
+            self.written.store(true, Ordering::Relaxed);
+            let deleted = sqlx::query(
+                "DELETE FROM messages WHERE topic_id = $1 AND log_offset < \
+                 min($2, (SELECT min(log_offset) FROM messages WHERE topic_id = $1) + $3)",
+            )
+            .bind(topic_id)
+            .bind(below)
+            .bind(DELETE_BATCH)
+            .execute(&self.writer)
+            .await?;
+            if deleted.rows_affected() < DELETE_BATCH as u64 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 /// Writes a planned append group: small segments' messages in one INSERT with a JSON row per
 /// message, each large segment in an INSERT of its own over a JSON array of its payloads
-/// (parsed once; a row per message would repeat its ids), then the topics' new ends and the
-/// producers' new sequence states. Parameters are numbered (`$N`) across the statements.
+/// (parsed once; a row per message would repeat its ids), then the topics' new ends, byte
+/// counts and newest times, the producers' new sequence states, and deletes up to
+/// [`DELETES_PER_APPEND`] times as many of its topics' messages below their start as it
+/// inserts (`[topic, quota]`). Parameters are numbered (`$N`) across the statements.
 async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan) -> Result<()> {
+    let ends: Vec<_> = plan
+        .topic_ends
+        .iter()
+        .map(|t| (t.topic_id, t.end, t.added_bytes))
+        .collect();
     let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
         .segments
         .iter()
@@ -289,17 +409,31 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
         .iter()
         .map(|(id, s)| (id, s.next, s.last_base_offset, s.last_count))
         .collect();
+    let mut quotas: Vec<(i64, u64)> = Vec::new();
+    for segment in &plan.segments {
+        let quota = segment.messages.len() as u64 * DELETES_PER_APPEND;
+        match quotas.iter_mut().find(|(id, _)| *id == segment.topic_id) {
+            Some((_, total)) => *total += quota,
+            None => quotas.push((segment.topic_id, quota)),
+        }
+    }
     let mut sql = String::from(
         "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
          SELECT value ->> 0, value ->> 1, value ->> 2, $1, value ->> 3 FROM json_each($2); \
-         UPDATE topics SET next_offset = u.value ->> 1 FROM json_each($3) AS u \
-             WHERE topics.id = u.value ->> 0; \
+         UPDATE topics SET next_offset = u.value ->> 1, \
+             end_bytes = end_bytes + (u.value ->> 2), newest_ms = max(newest_ms, $1) \
+             FROM json_each($3) AS u WHERE topics.id = u.value ->> 0; \
          UPDATE producers SET next_sequence = u.value ->> 1, \
              last_base_offset = u.value ->> 2, last_count = u.value ->> 3 \
-             FROM json_each($4) AS u WHERE producers.id = u.value ->> 0;",
+             FROM json_each($4) AS u WHERE producers.id = u.value ->> 0; \
+         DELETE FROM messages WHERE rowid IN ( \
+             SELECT m.rowid FROM json_each($5) AS d \
+             JOIN topics AS t ON t.id = d.value ->> 0 \
+             JOIN messages AS m ON m.topic_id = t.id AND m.log_offset < min(t.start_offset, \
+                 (SELECT min(log_offset) FROM messages WHERE topic_id = t.id) + (d.value ->> 1)));",
     );
     for i in 0..large.len() {
-        let n = 5 + 4 * i;
+        let n = 6 + 4 * i;
         sql.push_str(&format!(
             " INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
              SELECT ${n}, ${} + key, ${}, $1, value FROM json_each(${});",
@@ -311,8 +445,9 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(db_int(now_ms())?)
         .bind(to_json(&small_rows))
-        .bind(to_json(&plan.topic_ends))
-        .bind(to_json(&producers));
+        .bind(to_json(&ends))
+        .bind(to_json(&producers))
+        .bind(to_json(&quotas));
     for segment in large {
         query = query
             .bind(segment.topic_id)
@@ -322,4 +457,16 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
     }
     query.execute(&mut **tx).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_pages_beyond_the_slack_go_back() {
+        assert_eq!(pages_to_vacuum(100, 10_000), 0);
+        assert_eq!(pages_to_vacuum(5000, 10_000), 5000 - 4096);
+        assert_eq!(pages_to_vacuum(50_000, 100_000), 25_000);
+    }
 }

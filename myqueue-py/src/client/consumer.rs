@@ -7,6 +7,11 @@
 //! task commits consumed positions to the broker every `auto_commit_interval`, and `stop()`
 //! commits the last one. A program that crashes while handling a message therefore gets it
 //! again when it restarts with the same group: at least once, never silently lost.
+//!
+//! Retention may remove messages before this consumer reads them (it lags by more than the
+//! topic keeps). The broker then answers from the topic's start and says how many were
+//! skipped; the next message handed out carries that number ([`Message::missed`]), so the
+//! program hears of each gap once, where it happened, and reading goes on.
 
 use super::defaults;
 use super::error::{ClientError, Result};
@@ -74,6 +79,9 @@ pub struct Message {
     pub offset: u64,
     /// Milliseconds since the Unix epoch, when the broker stored it.
     pub timestamp: u64,
+    /// Messages of the topic that retention removed just before this one, before this
+    /// consumer could read them (0 almost always).
+    pub missed: u64,
 }
 
 /// One subscribed topic.
@@ -97,6 +105,9 @@ struct Buffer {
     fetch_from: Option<u64>,
     /// Bumped by every seek; fetches started before it are dropped.
     generation: u64,
+    /// Messages retention removed before they were fetched, not yet told to the program: the
+    /// next message fetched carries them.
+    missed: u64,
     /// Position to commit: after the last consumed message.
     consumed: Option<u64>,
     /// Position the broker has.
@@ -260,6 +271,23 @@ impl ConsumerCore {
         Ok(Polled::Empty)
     }
 
+    /// Returns the message `poll()` handed out last to the front of its topic's buffer, as if
+    /// it had not been handed out, its gap told (the program could not take it: e.g. the gap's
+    /// warning was turned into an exception).
+    pub fn put_back(&self, mut message: Message) {
+        let Some(index) = self.topics.iter().position(|t| t.name == message.topic) else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.held == Some((index, message.offset)) {
+            state.held = None;
+        }
+        message.missed = 0;
+        let buffer = &mut state.buffers[index];
+        buffer.bytes += message.value.len();
+        buffer.messages.push_front(message);
+    }
+
     /// Waits up to `slice` for messages to arrive (or the consumer to stop).
     pub fn wait_arrival(&self, slice: Duration) {
         let state = self.lock();
@@ -347,6 +375,7 @@ impl ConsumerCore {
         buffer.bytes = 0;
         buffer.generation += 1;
         buffer.fetch_from = Some(position);
+        buffer.missed = 0;
         buffer.consumed = None;
         buffer.committed = Some(position);
         drop(state);
@@ -398,6 +427,7 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                     buffer.committed = Some(start);
                 }
                 buffer.fetch_from = Some(fetched.next_offset);
+                buffer.missed += fetched.skipped;
                 if fetched.messages.is_empty() {
                     continue;
                 }
@@ -406,6 +436,7 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                     .iter()
                     .map(|m| m.message.len())
                     .sum::<usize>();
+                let mut missed = std::mem::take(&mut buffer.missed);
                 buffer
                     .messages
                     .extend(fetched.messages.into_iter().map(|m| Message {
@@ -413,6 +444,7 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                         value: m.message,
                         offset: m.offset,
                         timestamp: m.timestamp,
+                        missed: std::mem::take(&mut missed),
                     }));
                 drop(state);
                 core.arrived.notify_all();

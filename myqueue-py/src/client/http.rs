@@ -2,10 +2,11 @@
 
 use super::error::{ClientError, Result};
 use myqueue_wire::{
-    CommitRequest, CommitResponse, ConsumerRequest, CreateTopicRequest, ErrorCode, ErrorResponse,
-    FetchLimits, FetchRequest, FetchResponse, ListTopicsResponse, NamedOffset, Num, OffsetSpec,
-    RegisterConsumerRequest, RegisterConsumerResponse, RegisterProducerRequest,
-    RegisterProducerResponse, SizeResponse,
+    CommitRequest, CommitResponse, ConsumerRequest, CreateTopicRequest, DeleteTopicResponse,
+    ErrorCode, ErrorResponse, FetchLimits, FetchRequest, FetchResponse, ListTopicsResponse,
+    NamedOffset, Num, OffsetSpec, RegisterConsumerRequest, RegisterConsumerResponse,
+    RegisterProducerRequest, RegisterProducerResponse, RetentionValue, SizeResponse,
+    TopicResponse, UpdateTopicRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -123,15 +124,52 @@ impl BrokerClient {
         self.send(request, self.request_timeout).await
     }
 
-    pub async fn create_topic(&self, topic: &str) -> Result<()> {
+    /// Creates `topic` with retention settings of its own (`None`: the broker's default).
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<()> {
         let _: serde_json::Value = self
             .post(
                 "/topics",
                 &CreateTopicRequest {
                     name: topic.to_owned(),
+                    retention_ms: retention_ms.map(RetentionValue::Set),
+                    retention_bytes: retention_bytes.map(RetentionValue::Set),
                 },
             )
             .await?;
+        Ok(())
+    }
+
+    /// `/topics/{name}`; topic names are `[A-Za-z0-9._-]`, nothing needs escaping.
+    fn topic_url(&self, topic: &str) -> Result<String> {
+        myqueue_wire::check_topic_name(topic).map_err(ClientError::Invalid)?;
+        Ok(format!("{}/topics/{topic}", self.base))
+    }
+
+    /// What `topic` holds, its retention and its consumers.
+    pub async fn describe_topic(&self, topic: &str) -> Result<TopicResponse> {
+        let request = self.http.get(self.topic_url(topic)?);
+        self.send(request, self.request_timeout).await
+    }
+
+    /// Changes `topic`'s retention settings (see [`UpdateTopicRequest`]).
+    pub async fn update_topic(
+        &self,
+        topic: &str,
+        change: &UpdateTopicRequest,
+    ) -> Result<TopicResponse> {
+        let request = self.http.patch(self.topic_url(topic)?).json(change);
+        self.send(request, self.request_timeout).await
+    }
+
+    /// Deletes `topic` with its messages, producers and consumers.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let request = self.http.delete(self.topic_url(topic)?);
+        let _: DeleteTopicResponse = self.send(request, self.request_timeout).await?;
         Ok(())
     }
 

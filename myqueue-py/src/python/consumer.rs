@@ -70,6 +70,18 @@ impl PyConsumer {
 
     /// The next message within `deadline`, `None` when it passes or the consumer stops.
     fn next_message(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
+        let message = self.next_polled(py, timeout)?;
+        if let Some(message) = &message
+            && let Err(err) = warn_of_gap(py, &message.message)
+        {
+            // The warning became an exception: the message comes with the next call.
+            self.core().put_back(message.message.clone());
+            return Err(err);
+        }
+        Ok(message)
+    }
+
+    fn next_polled(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
         let core = self.core();
         // Fast path: a prefetched message is handed out without releasing the GIL.
         if let Polled::Message(message) = core.poll().py(py)? {
@@ -94,6 +106,23 @@ impl PyConsumer {
         let topic = topic.to_owned();
         wait::run(py, async move { core.seek(&topic, to).await })?.py(py)
     }
+}
+
+/// Tells the program, once per gap, that retention removed messages of a topic before this
+/// consumer read them (it lagged by more than the topic keeps): a `RuntimeWarning` at the
+/// program's call, and the iteration goes on from the message it got.
+fn warn_of_gap(py: Python<'_>, message: &Message) -> PyResult<()> {
+    if message.missed == 0 {
+        return Ok(());
+    }
+    let text = format!(
+        "myqueue: topic '{}': {} message(s) were removed by retention before this consumer \
+         read them; it continues from offset {}",
+        message.topic, message.missed, message.offset
+    );
+    let text = std::ffi::CString::new(text).unwrap_or_default();
+    let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+    PyErr::warn(py, category.as_any(), &text, 1)
 }
 
 #[pymethods]

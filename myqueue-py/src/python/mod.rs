@@ -1,5 +1,6 @@
 //! The Python face of the client core: classes, exceptions, and the waiting rules.
 
+mod admin;
 mod consumer;
 mod defaults;
 mod errors;
@@ -14,6 +15,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<consumer::PyConsumer>()?;
     module.add_class::<consumer::PyMessage>()?;
     module.add_class::<consumer::PyMessageIterator>()?;
+    module.add_class::<admin::PyAdmin>()?;
+    module.add_class::<admin::PyTopicInfo>()?;
+    module.add_class::<admin::PyConsumerInfo>()?;
     errors::register(module)?;
     defaults::register(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;

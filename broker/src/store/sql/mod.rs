@@ -1,13 +1,14 @@
 //! What the two SQL stores share: ownership checks through the catalog, group commit through
-//! two batchers (appends; position changes), wake-ups after each commit, and the statements
-//! both databases run as written ([`shared`]). A [`Backend`] supplies what differs.
+//! two batchers (appends; position changes), wake-ups after each commit, the retention pass,
+//! and the statements both databases run as written ([`shared`]). A [`Backend`] supplies what
+//! differs.
 
 mod rows;
 mod shared;
 
 pub use rows::{
-    CursorRow, LockedRow, MessageRow, Payload, db_id, db_int, distinct_ids, locked_state,
-    stored_u64,
+    CursorRow, FetchRow, LockedRow, MessageRow, Payload, db_id, db_int, distinct_ids,
+    locked_state, stored_u64,
 };
 use rows::{answer_positions, taken_keys};
 pub use shared::SharedSql;
@@ -15,15 +16,21 @@ pub use shared::SharedSql;
 use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
 use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
+use super::retention::{self, Chunk, Retention, RetentionConfig};
 use super::{
-    Append, Appended, ConsumerStart, FetchLimit, Fetched, Result, SeekTo, Store, StoreError,
-    StoredMessage, TopicSignals,
+    Append, Appended, ConsumerStart, FetchLimit, Fetched, PassReport, Result, RetentionChange,
+    RetentionSettings, SeekTo, Store, StoreError, StoredMessage, TopicInfo, TopicSignals,
 };
 use async_trait::async_trait;
 use sqlx::{Database, Pool, Transaction};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Attempts of a position group whose taken message vanished under it (see
+/// [`position_group`]).
+const POSITION_GROUP_ATTEMPTS: usize = 3;
 
 /// Requests per group commit at most.
 const MAX_GROUP: usize = 1024;
@@ -66,7 +73,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<MessageRow>>;
 
     /// Reads messages of `owner`'s topic within `limit` from `from` (the consumer's position
-    /// when `None`), and the topic's end, consistently with each other.
+    /// when `None`; never before the topic's start), and the topic's start and end,
+    /// consistently with each other.
     async fn fetch(
         &self,
         owner: &Owner,
@@ -75,8 +83,144 @@ pub trait Backend: Send + Sync + 'static {
         limit: FetchLimit,
     ) -> Result<Fetched>;
 
+    /// Reads the id of the topic named `name` and locks its row until the transaction ends,
+    /// to delete it; `None` if there is none. Tells other brokers, where there are any.
+    async fn lock_topic(
+        &self,
+        tx: &mut <Self::Db as Database>::Connection,
+        name: &str,
+    ) -> Result<Option<i64>>;
+
+    /// Whether this broker does the retention work now. With several brokers on one database
+    /// one at a time does.
+    async fn lead_retention(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Frees (some of) the storage of the messages of `topic_id` below `start`, which no reader
+    /// can get any more; true once none is left. Repeatable: a pass calls it again while it
+    /// answers false, and after a failure or a crash.
+    async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool>;
+
+    /// Frees (some of) the storage of a deleted topic's messages; true once all is freed.
+    /// Repeatable.
+    async fn free_topic(&self, topic_id: i64) -> Result<bool>;
+
+    /// Makes ready for the appends to come, once a pass has seen every topic (id, end, chunks).
+    async fn prepare_appends(&self, _topics: &[(i64, u64, Vec<Chunk>)]) -> Result<()> {
+        Ok(())
+    }
+
+    /// After a pass that freed messages.
+    async fn after_freeing(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Closes the connections (background tasks have ended).
     async fn close(&self);
+}
+
+/// Runs retention passes one at a time.
+struct Passes {
+    defaults: Retention,
+    backlog: tokio::sync::Mutex<Backlog>,
+}
+
+/// Topics with storage below their start still to free, as far as this store knows.
+#[derive(Default)]
+struct Backlog {
+    /// Whether a pass has looked below every topic's start since the store opened (a crash
+    /// may have left messages there that were not freed yet).
+    swept: bool,
+    topics: HashSet<i64>,
+}
+
+impl Passes {
+    async fn run<B: Backend>(&self, backend: &B, now_ms: u64) -> Result<PassReport> {
+        let mut backlog = self.backlog.lock().await;
+        let report = retention_pass(backend, self.defaults, now_ms, &mut backlog).await?;
+        backlog.swept |= report.led;
+        Ok(report)
+    }
+}
+
+/// One retention pass over every topic (see [`retention`]): close what was appended into
+/// chunks, move starts forward, free (some of) what lies below them, free deleted topics, and
+/// make ready for the appends to come. Freeing continues at the next pass for the topics in
+/// `backlog` (and, before its first sweep, for every topic).
+async fn retention_pass<B: Backend>(
+    backend: &B,
+    defaults: Retention,
+    now_ms: u64,
+    backlog: &mut Backlog,
+) -> Result<PassReport> {
+    if !backend.lead_retention().await? {
+        return Ok(PassReport::default());
+    }
+    let topics = B::Db::topics(backend.readers()).await?;
+    let mut chunks: HashMap<i64, Vec<Chunk>> = HashMap::new();
+    for row in B::Db::chunks(backend.readers()).await? {
+        chunks.entry(row.topic_id).or_default().push(row.chunk());
+    }
+    let mut report = PassReport {
+        led: true,
+        removed: 0,
+    };
+    let mut prepared = Vec::with_capacity(topics.len());
+    for topic in &topics {
+        let log = topic.log();
+        let retention = defaults.for_topic(topic.settings()?);
+        let mut topic_chunks = chunks.remove(&topic.id).unwrap_or_default();
+        let plan = retention::plan_pass(&log, &topic_chunks, retention, now_ms);
+        if plan.chunk.is_some() || plan.new_start.is_some() {
+            let mut tx = backend.begin_write().await?;
+            if let Some(chunk) = &plan.chunk {
+                B::Db::write_chunk(&mut tx, topic.id, chunk).await?;
+            }
+            if let Some((start, start_bytes)) = plan.new_start {
+                B::Db::advance_start(&mut tx, topic.id, start, start_bytes).await?;
+            }
+            tx.commit().await?;
+        }
+        plan.apply(&mut topic_chunks);
+        let start = match plan.new_start {
+            Some((start, _)) => {
+                report.removed += start - log.start;
+                start
+            }
+            None => log.start,
+        };
+        let pending = plan.new_start.is_some()
+            || backlog.topics.contains(&topic.id)
+            || (!backlog.swept && start > 0);
+        if pending {
+            match backend.free_below(topic.id, start).await {
+                Ok(true) => backlog.topics.remove(&topic.id),
+                Ok(false) => backlog.topics.insert(topic.id),
+                Err(err) => {
+                    // The messages are unreadable already; a later pass frees them.
+                    tracing::warn!(topic = %topic.name, error = %err, "cannot free retained-out messages yet");
+                    backlog.topics.insert(topic.id)
+                }
+            };
+        }
+        prepared.push((topic.id, log.end, topic_chunks));
+    }
+    backend.prepare_appends(&prepared).await?;
+    let mut freed = report.removed > 0;
+    for topic_id in B::Db::dropped_topics(backend.readers()).await? {
+        freed = true;
+        if !backend.free_topic(topic_id).await? {
+            continue;
+        }
+        let mut tx = backend.begin_write().await?;
+        B::Db::forget_dropped(&mut tx, topic_id).await?;
+        tx.commit().await?;
+    }
+    if freed {
+        backend.after_freeing().await?;
+    }
+    Ok(report)
 }
 
 /// A durable store: a [`Backend`] with group commit.
@@ -86,7 +230,9 @@ pub struct SqlStore<B> {
     signals: Arc<TopicSignals>,
     appends: Batcher<AppendJob, Appended>,
     positions: Batcher<(u64, PositionOp), Positioned>,
-    /// The batchers and the backend's own background work; `close` waits for them.
+    passes: Arc<Passes>,
+    /// The batchers, the retention pass and the backend's own background work; `close` waits
+    /// for them.
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -97,14 +243,16 @@ fn fail_all<T>(n: usize, err: StoreError) -> Vec<Result<T>> {
 }
 
 impl<B: Backend> SqlStore<B> {
-    /// Starts the group-commit tasks on `tasks` (where the backend may have started its own
-    /// background work, stopped by `stop`). `signals` is shared with whatever else wakes long
-    /// polls (PostgreSQL's LISTEN task).
+    /// Starts the group-commit tasks and the retention pass (every `retention.every`) on
+    /// `tasks` (where the backend may have started its own background work, stopped by
+    /// `stop`). `signals` is shared with whatever else wakes long polls (PostgreSQL's LISTEN
+    /// task).
     pub fn new(
         backend: B,
         signals: Arc<TopicSignals>,
         tasks: TaskTracker,
         stop: CancellationToken,
+        retention: RetentionConfig,
     ) -> Self {
         let backend = Arc::new(backend);
         let append_limits = GroupLimits {
@@ -134,15 +282,47 @@ impl<B: Backend> SqlStore<B> {
                 }
             }
         });
+        let passes = Arc::new(Passes {
+            defaults: retention.defaults,
+            backlog: tokio::sync::Mutex::new(Backlog::default()),
+        });
+        if let Some(every) = retention.every {
+            let (backend, passes) = (backend.clone(), passes.clone());
+            tasks.spawn(retention::run_passes(every, stop.clone(), move |now| {
+                let (backend, passes) = (backend.clone(), passes.clone());
+                async move { passes.run(&*backend, now).await }
+            }));
+        }
         SqlStore {
             backend,
             catalog: Catalog::default(),
             signals,
             appends,
             positions,
+            passes,
             tasks,
             stop,
         }
+    }
+
+    async fn describe(&self, name: &str) -> Result<TopicInfo> {
+        let readers = self.backend.readers();
+        let topic = B::Db::topic(readers, name)
+            .await?
+            .ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
+        let log = topic.log();
+        let settings = topic.settings()?;
+        let consumers = B::Db::consumers_of(readers, topic.id).await?;
+        Ok(TopicInfo {
+            start_offset: log.start,
+            end_offset: log.end,
+            bytes: log.bytes(),
+            settings,
+            retention: self.passes.defaults.for_topic(settings),
+            created_ms: topic.created_ms,
+            consumers: consumers.into_iter().map(|c| c.info(&log)).collect(),
+            name: topic.name,
+        })
     }
 
     /// The topic `id` is registered to, checked against `topic`.
@@ -170,19 +350,34 @@ impl<B: Backend> SqlStore<B> {
 /// One transaction, one commit, for a whole group of position changes. The taken messages
 /// are read in the same transaction as the move: a failure after the move would otherwise
 /// lose them for their consumer.
+///
+/// Retention may move a topic's start between the read of the cursors and the read of the
+/// messages (PostgreSQL reads each statement at its own snapshot): a message planned to be
+/// taken is then gone. The group is rolled back and planned again from the new start, so a
+/// consume never moves past a message it did not answer with.
 async fn position_group<B: Backend>(
     backend: &B,
     ops: &[(u64, PositionOp)],
 ) -> Result<Vec<Positioned>> {
     let ids: Vec<u64> = ops.iter().map(|&(id, _)| id).collect();
-    let mut tx = backend.begin_write().await?;
-    let cursors = backend.lock_cursors(&mut tx, &ids).await?;
-    let plan = plan_positions(ops, cursors.into_iter().map(CursorRow::into_pair).collect());
-    let taken = backend
-        .move_and_take(&mut tx, &plan.positions, &taken_keys(&plan.outcomes))
-        .await?;
-    tx.commit().await?;
-    Ok(answer_positions(plan.outcomes, taken))
+    let mut attempt = 1;
+    loop {
+        let mut tx = backend.begin_write().await?;
+        let cursors = backend.lock_cursors(&mut tx, &ids).await?;
+        let plan = plan_positions(ops, cursors.into_iter().map(CursorRow::into_pair).collect());
+        let keys = taken_keys(&plan.outcomes);
+        let taken = backend
+            .move_and_take(&mut tx, &plan.positions, &keys)
+            .await?;
+        let wanted: HashSet<(i64, u64)> = keys.into_iter().collect();
+        if taken.len() < wanted.len() && attempt < POSITION_GROUP_ATTEMPTS {
+            tx.rollback().await?;
+            attempt += 1;
+            continue;
+        }
+        tx.commit().await?;
+        return Ok(answer_positions(plan.outcomes, taken));
+    }
 }
 
 /// One append group: commit, then wake the long polls of the topics that got messages.
@@ -221,21 +416,62 @@ impl<B: Backend> Store for SqlStore<B> {
         B::Db::ping(self.backend.readers()).await
     }
 
-    async fn create_topic(&self, name: &str) -> Result<()> {
+    async fn create_topic(&self, name: &str, settings: RetentionSettings) -> Result<()> {
         let mut tx = self.backend.begin_write().await?;
-        B::Db::create_topic(&mut *tx, name).await?;
+        B::Db::create_topic(&mut *tx, name, settings).await?;
         Ok(tx.commit().await?)
+    }
+
+    async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        self.describe(name).await
+    }
+
+    async fn set_retention(&self, name: &str, change: RetentionChange) -> Result<TopicInfo> {
+        let mut tx = self.backend.begin_write().await?;
+        if !B::Db::set_retention(&mut *tx, name, change).await? {
+            return Err(StoreError::TopicNotFound(name.to_owned()));
+        }
+        tx.commit().await?;
+        self.describe(name).await
+    }
+
+    /// The rows go at once; the messages' storage is freed by the next retention pass.
+    async fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut tx = self.backend.begin_write().await?;
+        let topic_id = self
+            .backend
+            .lock_topic(&mut tx, name)
+            .await?
+            .ok_or_else(|| StoreError::TopicNotFound(name.to_owned()))?;
+        B::Db::delete_topic_rows(&mut tx, topic_id).await?;
+        tx.commit().await?;
+        self.catalog.forget_topic(topic_id);
+        // Long polls on the topic wake, and find their consumer gone.
+        self.signals.notify(name);
+        Ok(())
+    }
+
+    async fn retention_pass(&self, now_ms: u64) -> Result<PassReport> {
+        self.passes.run(&*self.backend, now_ms).await
     }
 
     async fn list_topics(&self) -> Result<Vec<String>> {
         B::Db::list_topics(self.backend.readers()).await
     }
 
+    /// A topic deleted (by another broker) while its producer is registered: the topic is
+    /// created again, once.
     async fn register_producer(&self, topic: &str) -> Result<u64> {
-        let mut tx = self.backend.begin_write().await?;
-        let id = B::Db::register_producer(&mut *tx, topic).await?;
-        tx.commit().await?;
-        Ok(id)
+        let register = || async {
+            let mut tx = self.backend.begin_write().await?;
+            let id = B::Db::register_producer(&mut *tx, topic).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(id)
+        };
+        match register().await {
+            Err(err) if err.is_foreign_key_violation() => register().await,
+            result => result,
+        }
     }
 
     async fn register_consumer(
@@ -244,10 +480,19 @@ impl<B: Backend> Store for SqlStore<B> {
         group: Option<&str>,
         start: ConsumerStart,
     ) -> Result<u64> {
-        let mut tx = self.backend.begin_write().await?;
-        let id = B::Db::register_consumer(&mut *tx, topic, group, start).await?;
-        tx.commit().await?;
-        Ok(id)
+        let register = async {
+            let mut tx = self.backend.begin_write().await?;
+            let id = B::Db::register_consumer(&mut *tx, topic, group, start).await?;
+            tx.commit().await?;
+            Ok(id)
+        };
+        register.await.map_err(|err: StoreError| {
+            if err.is_foreign_key_violation() {
+                StoreError::TopicNotFound(topic.to_owned())
+            } else {
+                err
+            }
+        })
     }
 
     async fn append(&self, append: Append) -> Result<Appended> {
@@ -290,7 +535,7 @@ impl<B: Backend> Store for SqlStore<B> {
     async fn size(&self, consumer_id: u64, topic: &str) -> Result<u64> {
         self.owner(Role::Consumer, consumer_id, topic).await?;
         let cursor = B::Db::cursor(self.backend.readers(), consumer_id).await?;
-        Ok(cursor.end_offset.saturating_sub(cursor.position))
+        Ok(cursor.size())
     }
 
     fn signals(&self) -> &TopicSignals {

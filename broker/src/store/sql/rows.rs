@@ -2,8 +2,9 @@
 //! between the databases' signed BIGINTs and the API's unsigned numbers.
 
 use super::super::plan::{Cursor, PositionOutcome, Positioned};
+use super::super::retention::{Chunk, Log, RetentionSettings};
 use super::super::sequence::ProducerSequence;
-use super::super::{Result, StoreError, StoredMessage};
+use super::super::{ConsumerInfo, Result, StoreError, StoredMessage};
 use sqlx::error::BoxDynError;
 use sqlx::{Decode, Postgres, Sqlite, Type};
 use std::collections::HashMap;
@@ -18,6 +19,16 @@ pub fn db_int(value: u64) -> Result<i64> {
 /// A stored BIGINT that must not be negative (an offset, a time).
 pub fn stored_u64(value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|_| StoreError::Internal(format!("stored value {value} < 0")))
+}
+
+/// A nullable stored BIGINT that must not be negative (a retention setting).
+pub fn stored_setting(value: Option<i64>) -> Result<Option<u64>> {
+    value.map(stored_u64).transpose()
+}
+
+/// A setting for a nullable BIGINT column.
+pub fn db_setting(value: Option<u64>) -> Result<Option<i64>> {
+    value.map(db_int).transpose()
 }
 
 /// An id from a client as a BIGINT: an id past 2^63 cannot exist.
@@ -48,7 +59,7 @@ pub struct TopicEndRow {
     pub next_offset: i64,
 }
 
-/// A consumer's position and its topic's end.
+/// A consumer's position and its topic's start and end.
 #[derive(sqlx::FromRow)]
 pub struct CursorRow {
     #[sqlx(try_from = "i64")]
@@ -56,6 +67,8 @@ pub struct CursorRow {
     pub topic_id: i64,
     #[sqlx(try_from = "i64")]
     pub position: u64,
+    #[sqlx(try_from = "i64")]
+    pub start_offset: u64,
     #[sqlx(try_from = "i64")]
     pub end_offset: u64,
 }
@@ -65,9 +78,117 @@ impl CursorRow {
         let cursor = Cursor {
             topic_id: self.topic_id,
             position: self.position,
+            start: self.start_offset,
             end: self.end_offset,
         };
         (self.consumer_id, cursor)
+    }
+
+    /// Messages after the position.
+    pub fn size(&self) -> u64 {
+        self.end_offset
+            .saturating_sub(self.position.max(self.start_offset))
+    }
+}
+
+/// A topic's row: its log and its retention settings.
+#[derive(sqlx::FromRow)]
+pub struct TopicRow {
+    pub id: i64,
+    pub name: String,
+    #[sqlx(try_from = "i64")]
+    pub start_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub next_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub start_bytes: u64,
+    #[sqlx(try_from = "i64")]
+    pub end_bytes: u64,
+    #[sqlx(try_from = "i64")]
+    pub newest_ms: u64,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+    #[sqlx(try_from = "i64")]
+    pub created_ms: u64,
+}
+
+impl TopicRow {
+    pub fn log(&self) -> Log {
+        Log {
+            start: self.start_offset,
+            end: self.next_offset,
+            start_bytes: self.start_bytes,
+            end_bytes: self.end_bytes,
+            newest_ms: self.newest_ms,
+        }
+    }
+
+    pub fn settings(&self) -> Result<RetentionSettings> {
+        Ok(RetentionSettings {
+            ms: stored_setting(self.retention_ms)?,
+            bytes: stored_setting(self.retention_bytes)?,
+        })
+    }
+}
+
+/// The columns of [`TopicRow`], for `SELECT` statements built with `concat!`.
+macro_rules! topic_columns {
+    () => {
+        "id, name, start_offset, next_offset, start_bytes, end_bytes, newest_ms, \
+         retention_ms, retention_bytes, created_ms"
+    };
+}
+pub(crate) use topic_columns;
+
+/// A chunk of a topic's log (see [`Chunk`]).
+#[derive(sqlx::FromRow)]
+pub struct ChunkRow {
+    pub topic_id: i64,
+    #[sqlx(try_from = "i64")]
+    pub first_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub end_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub first_bytes: u64,
+    #[sqlx(try_from = "i64")]
+    pub end_bytes: u64,
+    #[sqlx(try_from = "i64")]
+    pub opened_ms: u64,
+    #[sqlx(try_from = "i64")]
+    pub newest_ms: u64,
+}
+
+impl ChunkRow {
+    pub fn chunk(&self) -> Chunk {
+        Chunk {
+            first: self.first_offset,
+            end: self.end_offset,
+            first_bytes: self.first_bytes,
+            end_bytes: self.end_bytes,
+            opened_ms: self.opened_ms,
+            newest_ms: self.newest_ms,
+        }
+    }
+}
+
+/// A consumer as `describe_topic` lists it.
+#[derive(sqlx::FromRow)]
+pub struct ConsumerRow {
+    #[sqlx(try_from = "i64")]
+    pub id: u64,
+    pub group_name: Option<String>,
+    #[sqlx(try_from = "i64")]
+    pub position: u64,
+}
+
+impl ConsumerRow {
+    pub fn info(self, log: &Log) -> ConsumerInfo {
+        ConsumerInfo {
+            id: self.id,
+            lag: log.after(self.position),
+            group: self.group_name,
+            position: self.position,
+        }
     }
 }
 
@@ -125,6 +246,36 @@ impl MessageRow {
             payload: self.payload.0,
             timestamp_ms: self.stored_ms,
         }
+    }
+}
+
+/// A fetch's answer row: the topic's start and end and the consumer's position, with one
+/// message, or with none (the LEFT JOIN found no message).
+#[derive(sqlx::FromRow)]
+pub struct FetchRow {
+    #[sqlx(try_from = "i64")]
+    pub start_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub end_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub position: u64,
+    pub log_offset: Option<i64>,
+    pub payload: Option<Payload>,
+    pub stored_ms: Option<i64>,
+}
+
+impl FetchRow {
+    pub fn into_message(self) -> Result<Option<StoredMessage>> {
+        let (Some(offset), Some(payload), Some(stored_ms)) =
+            (self.log_offset, self.payload, self.stored_ms)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredMessage {
+            offset: stored_u64(offset)?,
+            payload: payload.0,
+            timestamp_ms: stored_u64(stored_ms)?,
+        }))
     }
 }
 

@@ -3,8 +3,12 @@
 //! fetch, locking) stays in each backend.
 
 use super::super::catalog::{Owner, Role};
+use super::super::retention::{Chunk, RetentionChange, RetentionSettings};
 use super::super::{ConsumerStart, Result, StoreError, now_ms};
-use super::rows::{CursorRow, OwnerRow, TopicEndRow, db_id, db_int};
+use super::rows::{
+    ChunkRow, ConsumerRow, CursorRow, OwnerRow, TopicEndRow, TopicRow, db_id, db_int, db_setting,
+    topic_columns,
+};
 use async_trait::async_trait;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
@@ -19,10 +23,54 @@ pub trait SharedSql: Database {
 
     async fn list_topics(pool: &Pool<Self>) -> Result<Vec<String>>;
 
-    /// The consumer's position and its topic's end.
+    /// The consumer's position and its topic's start and end.
     async fn cursor(pool: &Pool<Self>, consumer_id: u64) -> Result<CursorRow>;
 
-    async fn create_topic(conn: &mut Self::Connection, name: &str) -> Result<()>;
+    async fn create_topic(
+        conn: &mut Self::Connection,
+        name: &str,
+        settings: RetentionSettings,
+    ) -> Result<()>;
+
+    /// The topic named `name`, if it exists.
+    async fn topic(pool: &Pool<Self>, name: &str) -> Result<Option<TopicRow>>;
+
+    /// Every topic (for a retention pass).
+    async fn topics(pool: &Pool<Self>) -> Result<Vec<TopicRow>>;
+
+    /// The consumers of a topic, by id.
+    async fn consumers_of(pool: &Pool<Self>, topic_id: i64) -> Result<Vec<ConsumerRow>>;
+
+    /// Changes a topic's retention settings; false if there is no such topic.
+    async fn set_retention(
+        conn: &mut Self::Connection,
+        name: &str,
+        change: RetentionChange,
+    ) -> Result<bool>;
+
+    /// Deletes a topic's rows (its messages are freed later: the topic is remembered in
+    /// `dropped_topics` until they are). The topic row must be locked.
+    async fn delete_topic_rows(conn: &mut Self::Connection, topic_id: i64) -> Result<()>;
+
+    /// Topics deleted whose messages are not freed yet.
+    async fn dropped_topics(pool: &Pool<Self>) -> Result<Vec<i64>>;
+
+    /// A deleted topic's messages are freed.
+    async fn forget_dropped(conn: &mut Self::Connection, topic_id: i64) -> Result<()>;
+
+    /// Every topic's chunks, by topic and offset.
+    async fn chunks(pool: &Pool<Self>) -> Result<Vec<ChunkRow>>;
+
+    /// Writes a topic's chunk (a new one, or its newest one extended), if the topic exists.
+    async fn write_chunk(conn: &mut Self::Connection, topic_id: i64, chunk: &Chunk) -> Result<()>;
+
+    /// Moves a topic's start forward (never back), and forgets the chunks below it.
+    async fn advance_start(
+        conn: &mut Self::Connection,
+        topic_id: i64,
+        start: u64,
+        start_bytes: u64,
+    ) -> Result<()>;
 
     /// Registers a producer, creating its topic if missing.
     async fn register_producer(conn: &mut Self::Connection, topic: &str) -> Result<u64>;
@@ -44,11 +92,16 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    bool: Type<DB> + for<'q> Encode<'q, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB>,
     String: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
     Option<String>: Type<DB> + for<'q> Encode<'q, DB>,
     for<'r> OwnerRow: FromRow<'r, DB::Row>,
     for<'r> CursorRow: FromRow<'r, DB::Row>,
     for<'r> TopicEndRow: FromRow<'r, DB::Row>,
+    for<'r> TopicRow: FromRow<'r, DB::Row>,
+    for<'r> ChunkRow: FromRow<'r, DB::Row>,
+    for<'r> ConsumerRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
@@ -87,7 +140,8 @@ where
     async fn cursor(pool: &Pool<Self>, consumer_id: u64) -> Result<CursorRow> {
         let id = db_id(consumer_id).ok_or(StoreError::ConsumerNotFound(consumer_id))?;
         sqlx::query_as(
-            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.next_offset AS end_offset \
+            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.start_offset, \
+                 t.next_offset AS end_offset \
              FROM consumers c JOIN topics t ON t.id = c.topic_id WHERE c.id = $1",
         )
         .bind(id)
@@ -96,19 +150,157 @@ where
         .ok_or(StoreError::ConsumerNotFound(consumer_id))
     }
 
-    async fn create_topic(conn: &mut Self::Connection, name: &str) -> Result<()> {
+    async fn create_topic(
+        conn: &mut Self::Connection,
+        name: &str,
+        settings: RetentionSettings,
+    ) -> Result<()> {
         let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO topics (name, created_ms) VALUES ($1, $2) \
-             ON CONFLICT (name) DO NOTHING RETURNING id",
+            "INSERT INTO topics (name, created_ms, retention_ms, retention_bytes) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(name.to_owned())
         .bind(db_int(now_ms())?)
+        .bind(db_setting(settings.ms)?)
+        .bind(db_setting(settings.bytes)?)
         .fetch_optional(&mut *conn)
         .await?;
         match inserted {
             Some(_) => Ok(()),
             None => Err(StoreError::TopicExists(name.to_owned())),
         }
+    }
+
+    async fn topic(pool: &Pool<Self>, name: &str) -> Result<Option<TopicRow>> {
+        let sql = concat!("SELECT ", topic_columns!(), " FROM topics WHERE name = $1");
+        Ok(sqlx::query_as(sql)
+            .bind(name.to_owned())
+            .fetch_optional(pool)
+            .await?)
+    }
+
+    async fn topics(pool: &Pool<Self>) -> Result<Vec<TopicRow>> {
+        let sql = concat!("SELECT ", topic_columns!(), " FROM topics ORDER BY id");
+        Ok(sqlx::query_as(sql).fetch_all(pool).await?)
+    }
+
+    async fn consumers_of(pool: &Pool<Self>, topic_id: i64) -> Result<Vec<ConsumerRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, group_name, position FROM consumers WHERE topic_id = $1 ORDER BY id",
+        )
+        .bind(topic_id)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    async fn set_retention(
+        conn: &mut Self::Connection,
+        name: &str,
+        change: RetentionChange,
+    ) -> Result<bool> {
+        let updated: Option<i64> = sqlx::query_scalar(
+            "UPDATE topics SET \
+                 retention_ms = CASE WHEN $2 THEN $3 ELSE retention_ms END, \
+                 retention_bytes = CASE WHEN $4 THEN $5 ELSE retention_bytes END \
+             WHERE name = $1 RETURNING id",
+        )
+        .bind(name.to_owned())
+        .bind(change.ms.is_some())
+        .bind(db_setting(change.ms.flatten())?)
+        .bind(change.bytes.is_some())
+        .bind(db_setting(change.bytes.flatten())?)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(updated.is_some())
+    }
+
+    async fn delete_topic_rows(conn: &mut Self::Connection, topic_id: i64) -> Result<()> {
+        sqlx::query("INSERT INTO dropped_topics (topic_id, dropped_ms) VALUES ($1, $2)")
+            .bind(topic_id)
+            .bind(db_int(now_ms())?)
+            .execute(&mut *conn)
+            .await?;
+        for sql in [
+            "DELETE FROM consumers WHERE topic_id = $1",
+            "DELETE FROM producers WHERE topic_id = $1",
+            "DELETE FROM chunks WHERE topic_id = $1",
+            "DELETE FROM topics WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(topic_id).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn dropped_topics(pool: &Pool<Self>) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT topic_id FROM dropped_topics ORDER BY topic_id")
+                .fetch_all(pool)
+                .await?,
+        )
+    }
+
+    async fn forget_dropped(conn: &mut Self::Connection, topic_id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM dropped_topics WHERE topic_id = $1")
+            .bind(topic_id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn chunks(pool: &Pool<Self>) -> Result<Vec<ChunkRow>> {
+        Ok(sqlx::query_as(
+            "SELECT topic_id, first_offset, end_offset, first_bytes, end_bytes, opened_ms, \
+                 newest_ms \
+             FROM chunks ORDER BY topic_id, first_offset",
+        )
+        .fetch_all(pool)
+        .await?)
+    }
+
+    async fn write_chunk(conn: &mut Self::Connection, topic_id: i64, chunk: &Chunk) -> Result<()> {
+        // INSERT … SELECT needs its WHERE before ON CONFLICT for SQLite to parse it.
+        sqlx::query(
+            "INSERT INTO chunks (topic_id, first_offset, end_offset, first_bytes, end_bytes, \
+                 opened_ms, newest_ms) \
+             SELECT id, $2, $3, $4, $5, $6, $7 FROM topics WHERE id = $1 \
+             ON CONFLICT (topic_id, first_offset) DO UPDATE SET \
+                 end_offset = excluded.end_offset, end_bytes = excluded.end_bytes, \
+                 newest_ms = excluded.newest_ms",
+        )
+        .bind(topic_id)
+        .bind(db_int(chunk.first)?)
+        .bind(db_int(chunk.end)?)
+        .bind(db_int(chunk.first_bytes)?)
+        .bind(db_int(chunk.end_bytes)?)
+        .bind(db_int(chunk.opened_ms)?)
+        .bind(db_int(chunk.newest_ms)?)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn advance_start(
+        conn: &mut Self::Connection,
+        topic_id: i64,
+        start: u64,
+        start_bytes: u64,
+    ) -> Result<()> {
+        let start = db_int(start)?;
+        sqlx::query(
+            "UPDATE topics SET start_offset = $2, start_bytes = $3 \
+             WHERE id = $1 AND start_offset < $2",
+        )
+        .bind(topic_id)
+        .bind(start)
+        .bind(db_int(start_bytes)?)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("DELETE FROM chunks WHERE topic_id = $1 AND end_offset <= $2")
+            .bind(topic_id)
+            .bind(start)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 
     async fn register_producer(conn: &mut Self::Connection, topic: &str) -> Result<u64> {
