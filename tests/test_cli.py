@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from helpers import produce, read_topic
 
 
@@ -218,12 +219,14 @@ def test_the_broker_comes_from_the_option_before_the_environment(broker):
         assert (proc.returncode, proc.stdout) == (0, "here\n"), proc.stderr
 
 
-def test_describe_and_delete_say_when_the_broker_cannot_yet(broker):
-    myqueue(broker.address, "create", "t")
+def test_describe_and_delete_say_when_the_broker_cannot_yet(older_broker):
+    broker, address = older_broker
+    myqueue(address, "create", "t")
     for command in ("describe", "delete"):
-        proc = myqueue(broker.address, command, "t")
+        proc = myqueue(address, command, "t")
         assert proc.returncode == 1 and proc.stdout == ""
         assert one_error_line(proc) == f"myqueue: this broker does not support {command} yet"
+    assert myqueue(broker.address, "topics").stdout == "t\n"  # nothing was deleted
 
 
 def test_produce_100000_lines_from_a_file_then_consume_them_in_order(broker, tmp_path):
@@ -406,12 +409,13 @@ def test_a_reader_that_goes_away_ends_consume_quietly(broker):
     assert proc.stderr is not None and proc.stderr.read() == ""
 
 
-def test_lag_shows_a_named_group_and_says_what_it_cannot_show(broker):
+def test_lag_shows_a_named_group_and_says_what_it_cannot_show(older_broker):
+    broker, address = older_broker
     produce(broker.url, "a", [f"m{i}" for i in range(10)])
     produce(broker.url, "b", ["x"])
     myqueue(broker.address, "consume", "a", "--group", "g", "--max", "4")
 
-    table = myqueue(broker.address, "lag", "--group", "g")
+    table = myqueue(address, "lag", "--group", "g")
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines() == [
         "TOPIC  CONSUMER  POSITION  END  LAG",
@@ -420,100 +424,178 @@ def test_lag_shows_a_named_group_and_says_what_it_cannot_show(broker):
     ]
     assert "cannot list consumers" in one_error_line(table)
 
-    rows = json.loads(myqueue(broker.address, "lag", "a", "--group", "g", "--json").stdout)
+    rows = json.loads(myqueue(address, "lag", "a", "--group", "g", "--json").stdout)
     assert rows == [{"topic": "a", "consumer": "g", "position": 4, "end": 10, "lag": 6}]
 
-    unnamed = myqueue(broker.address, "lag")
+    unnamed = myqueue(address, "lag")
     assert unnamed.returncode == 1 and unnamed.stdout == ""
     assert "--group" in one_error_line(unnamed)
 
 
 # --------------------------------------------------------------------------------------------
-# describe, delete and lag against a broker that has GET/DELETE /topics/{name} (issue 9): a
-# stand-in that answers like it, on 127.0.0.1.
+# describe, delete and lag against the broker, which has GET/DELETE /topics/{name} (issue 9),
+# and against a broker from before it: the real broker behind a stand-in proxy that answers
+# those paths 404 not_found, as brokers without them did, and passes everything else on.
 # --------------------------------------------------------------------------------------------
 
-DESCRIBED = {
-    "status": "success",
-    "topic": "t",
-    "start_offset": 0,
-    "end_offset": 15,
-    "messages": 15,
-    "consumers": [
-        {"id": 1, "group": "g", "position": 10, "lag": 5},
-        {"id": 2, "group": None, "position": 0, "lag": 15},
-    ],
-}
+
+def _register_consumer(url: str, topic: str) -> int:
+    reply = requests.post(f"{url}/consumer/register", json={"topic": topic}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return int(reply.json()["consumer_id"])
 
 
-class _Newer(BaseHTTPRequestHandler):
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+def test_describe_delete_and_lag_on_a_broker_that_has_them(broker):
+    produce(broker.url, "t", [f"m{i}" for i in range(15)])
+    done = myqueue(broker.address, "consume", "t", "--group", "g", "--max", "10")
+    assert done.returncode == 0, done.stderr
+    anonymous = _register_consumer(broker.url, "t")
+    described = requests.get(f"{broker.url}/topics/t", timeout=30).json()
+    group = described["consumers"][0]["consumer_id"]
+    assert described["consumers"] == [
+        {"consumer_id": group, "group": "g", "position": 10, "lag": 5},
+        {"consumer_id": anonymous, "group": None, "position": 0, "lag": 15},
+    ]
+
+    shown = myqueue(broker.address, "describe", "t")
+    assert shown.returncode == 0, shown.stderr
+    # m0..m9 are 2 bytes, m10..m14 3; retention counts 64 more per message.
+    held = 10 * 2 + 5 * 3 + 15 * 64
+    width = len("consumer_id")
+    assert shown.stdout.splitlines() == [
+        "name: t",
+        "start_offset: 0",
+        "end_offset: 15",
+        "messages: 15",
+        f"bytes: {held}",
+        "retention_ms: 604800000 (the broker's default)",
+        "retention_bytes: unlimited (the broker's default)",
+        f"created_ms: {described['created_ms']}",
+        "consumers:",
+        "  consumer_id  group  position  lag",
+        f"  {str(group).ljust(width)}  g      10        5",
+        f"  {str(anonymous).ljust(width)}  -      0         15",
+    ]
+    as_json = json.loads(myqueue(broker.address, "describe", "t", "--json").stdout)
+    assert as_json == {k: v for k, v in described.items() if k != "status"}
+    missing = myqueue(broker.address, "describe", "x")
+    assert missing.returncode == 1 and "does not exist" in one_error_line(missing)
+
+    table = myqueue(broker.address, "lag")
+    assert table.returncode == 0 and table.stderr == ""
+    assert [line.split() for line in table.stdout.splitlines()] == [
+        ["TOPIC", "CONSUMER", "POSITION", "END", "LAG"],
+        ["t", "g", "10", "15", "5"],
+        ["t", f"#{anonymous}", "0", "15", "15"],
+    ]
+    rows = json.loads(myqueue(broker.address, "lag", "--group", "g", "--json").stdout)
+    assert rows == [{"topic": "t", "consumer": "g", "position": 10, "end": 15, "lag": 5}]
+
+    deleted = myqueue(broker.address, "delete", "t")
+    assert (deleted.returncode, deleted.stdout) == (0, "Topic 't' deleted\n")
+    assert myqueue(broker.address, "topics").stdout == ""
+    assert myqueue(broker.address, "delete", "t").returncode == 1
+    myqueue(broker.address, "create", "t")
+    deleted = myqueue(broker.address, "delete", "t", "--json")
+    assert json.loads(deleted.stdout) == {
+        "topic": "t",
+        "deleted": True,
+        "message": "Topic 't' deleted",
+    }
+    assert myqueue(broker.address, "delete", "x").returncode == 1
+
+
+def test_describe_shows_a_topic_s_own_retention_and_no_consumers(broker):
+    reply = requests.post(
+        f"{broker.url}/topics",
+        json={"name": "audit", "retention_ms": 3_600_000, "retention_bytes": 1_000_000},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    shown = myqueue(broker.address, "describe", "audit")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[5:7] == [
+        "retention_ms: 3600000 (this topic's)",
+        "retention_bytes: 1000000 (this topic's)",
+    ]
+    assert lines[-1] == "consumers: []"
+
+
+def test_lag_counts_from_the_start_once_retention_removed_what_a_group_had_not_read(
+    make_broker, tmp_path
+):
+    # 2,000 bytes kept: about twenty 100-byte messages (36 bytes of payload, 64 counted more).
+    broker = make_broker("--data-dir", str(tmp_path / "data"), "--retention-bytes", "2000")
+    myqueue(broker.address, "create", "t")
+    assert myqueue(broker.address, "consume", "t", "--group", "g").returncode == 0
+    for batch in range(10):
+        produce(broker.url, "t", [f"{i:036d}" for i in range(batch * 10, batch * 10 + 10)])
+        time.sleep(0.3)  # a retention pass (every 250 ms) closes each batch into a chunk
+    deadline = time.monotonic() + 10
+    while (start := requests.get(f"{broker.url}/topics/t", timeout=30).json()["start_offset"]) == 0:
+        assert time.monotonic() < deadline, "retention removed nothing"
+        time.sleep(0.1)
+    time.sleep(0.6)  # the passes after the last batch
+    described = requests.get(f"{broker.url}/topics/t", timeout=30).json()
+    start = described["start_offset"]
+    assert [(c["group"], c["position"], c["lag"]) for c in described["consumers"]] == [
+        ("g", 0, 100 - start)
+    ]
+    # The group, still at 0, continues from the start: its row says so.
+    rows = json.loads(myqueue(broker.address, "lag", "--json").stdout)
+    assert rows == [
+        {"topic": "t", "consumer": "g", "position": start, "end": 100, "lag": 100 - start}
+    ]
+
+
+class _BeforeIssue9(BaseHTTPRequestHandler):
+    """Passes requests on to ``self.server.upstream``, except ``/topics/{name}``: 404
+    ``not_found``, as a broker from before issue 9 answered."""
+
+    def _relay(self) -> None:
+        path = self.path.split("?")[0]
+        if path.startswith("/topics/"):
+            self._answer(
+                404, b'{"status":"failure","message":"no such endpoint","code":"not_found"}'
+            )
+            return
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        assert isinstance(self.server, _ProxyServer)
+        upstream = self.server.upstream
+        headers = {"content-type": self.headers.get("content-type") or "application/json"}
+        reply = requests.request(
+            self.command, upstream + self.path, data=body, headers=headers, timeout=60
+        )
+        self._answer(reply.status_code, reply.content)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = _relay
+
+    def _answer(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:
-        if self.path == "/topics":
-            self._answer(200, {"status": "success", "topics": ["t"]})
-        elif self.path == "/topics/t":
-            self._answer(200, DESCRIBED)
-        else:
-            missing = {"status": "failure", "message": "topic 'x' does not exist"}
-            self._answer(404, {**missing, "code": "topic_not_found"})
-
-    def do_DELETE(self) -> None:
-        if self.path == "/topics/t":
-            self._answer(200, {"status": "success", "message": "Topic 't' deleted"})
-        else:
-            self._answer(404, {"status": "failure", "message": "no", "code": "topic_not_found"})
-
     def log_message(self, *args: Any) -> None:
         pass
 
 
+class _ProxyServer(ThreadingHTTPServer):
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _BeforeIssue9)
+        self.upstream = upstream
+
+
 @pytest.fixture
-def newer_broker():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Newer)
+def older_broker(broker):
+    """(the real broker, the address of a stand-in for a broker from before issue 9 in front
+    of it)."""
+    server = _ProxyServer(broker.url)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
+    yield broker, f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-def test_describe_delete_and_lag_on_a_broker_that_has_them(newer_broker):
-    shown = myqueue(newer_broker, "describe", "t")
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.splitlines() == [
-        "topic: t",
-        "start_offset: 0",
-        "end_offset: 15",
-        "messages: 15",
-        "consumers:",
-        "  id  group  position  lag",
-        "  1   g      10        5",
-        "  2   -      0         15",
-    ]
-    described = json.loads(myqueue(newer_broker, "describe", "t", "--json").stdout)
-    assert described == {k: v for k, v in DESCRIBED.items() if k != "status"}
-    missing = myqueue(newer_broker, "describe", "x")
-    assert missing.returncode == 1 and "does not exist" in one_error_line(missing)
-
-    deleted = myqueue(newer_broker, "delete", "t")
-    assert (deleted.returncode, deleted.stdout) == (0, "Topic 't' deleted\n")
-    deleted = myqueue(newer_broker, "delete", "t", "--json")
-    assert json.loads(deleted.stdout)["deleted"] is True
-    assert myqueue(newer_broker, "delete", "x").returncode == 1
-
-    table = myqueue(newer_broker, "lag")
-    assert table.returncode == 0 and table.stderr == ""
-    assert table.stdout.splitlines() == [
-        "TOPIC  CONSUMER  POSITION  END  LAG",
-        "t      g         10        15   5",
-        "t      #2        0         15   15",
-    ]
-    rows = json.loads(myqueue(newer_broker, "lag", "--group", "g", "--json").stdout)
-    assert rows == [{"topic": "t", "consumer": "g", "position": 10, "end": 15, "lag": 5}]

@@ -78,23 +78,28 @@ class Admin:
         return str(self._call("POST", "/topics", {"name": name})["message"])
 
     def describe_topic(self, name: str) -> dict[str, Any]:
-        """What the broker says of one topic (``GET /topics/{name}``), without ``status``."""
+        """What the broker says of one topic (``GET /topics/{name}``), without ``status``: the
+        fields of ``myqueue_wire::TopicResponse`` (``name``, ``start_offset``, ``end_offset``,
+        ``messages``, ``bytes``, ``retention_ms`` and ``retention_bytes`` as set on the topic
+        (None: the broker's default), ``retention`` in force (``ms``, ``bytes``; None:
+        unlimited), ``created_ms``, and ``consumers``, each with ``consumer_id``, ``group``,
+        ``position`` and ``lag``)."""
         body = self._call("GET", "/topics/" + _segment(name))
         body.pop("status", None)
         return body
 
-    def delete_topic(self, name: str) -> dict[str, Any]:
-        """Deletes a topic with its messages and registrations (``DELETE /topics/{name}``)."""
-        body = self._call("DELETE", "/topics/" + _segment(name))
-        body.pop("status", None)
-        return body
+    def delete_topic(self, name: str) -> str:
+        """Deletes a topic with its messages and registrations (``DELETE /topics/{name}``);
+        returns the broker's message."""
+        return str(self._call("DELETE", "/topics/" + _segment(name))["message"])
 
     def group_lag(self, topic: str, group: str) -> GroupLag:
         """The lag of consumer group ``group`` in ``topic``.
 
-        The broker has no read-only call for this yet, so it registers the group on the topic
-        (which returns the group's existing consumer, or creates it at the topic's start) and
-        asks ``/size`` (end − position) and ``/consumer/fetch`` (the end offset).
+        For a broker from before ``GET /topics/{name}``, which has no read-only call for this:
+        it registers the group on the topic (which returns the group's existing consumer, or
+        creates it at the topic's start) and asks ``/size`` (end − position) and
+        ``/consumer/fetch`` (the end offset).
         """
         registered = self._call("POST", "/consumer/register", {"topic": topic, "group": group})
         consumer_id = int(registered["consumer_id"])

@@ -103,23 +103,31 @@ def _describe(args: argparse.Namespace, broker: str) -> int:
     if args.json:
         _print(json.dumps(body))
         return 0
-    for key, value in body.items():
-        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-            # A list of objects (the consumers): a table under its name.
-            columns = _columns(value)
-            _print(f"{key}:")
-            _table(columns, [[item.get(c) for c in columns] for item in value], "  ")
-        else:
-            _print(f"{key}: {_cell(value)}")
+    for key in ("name", "start_offset", "end_offset", "messages", "bytes"):
+        _print(f"{key}: {_cell(body[key])}")
+    in_force = body["retention"]
+    for key, unit in (("ms", "retention_ms"), ("bytes", "retention_bytes")):
+        value = in_force[key]
+        shown = "unlimited" if value is None else str(value)
+        whose = "the broker's default" if body[unit] is None else "this topic's"
+        _print(f"{unit}: {shown} ({whose})")
+    _print(f"created_ms: {body['created_ms']}")
+    consumers = body["consumers"]
+    if not consumers:
+        _print("consumers: []")
+        return 0
+    _print("consumers:")
+    columns = ["consumer_id", "group", "position", "lag"]
+    _table(columns, [[c[column] for column in columns] for c in consumers], "  ")
     return 0
 
 
 def _delete(args: argparse.Namespace, broker: str) -> int:
-    body = Admin(broker).delete_topic(args.name)
+    message = Admin(broker).delete_topic(args.name)
     if args.json:
-        _print(json.dumps({"topic": args.name, "deleted": True, **body}))
+        _print(json.dumps({"topic": args.name, "deleted": True, "message": message}))
     else:
-        _print(str(body.get("message") or f"Topic '{args.name}' deleted"))
+        _print(message)
     return 0
 
 
@@ -162,18 +170,21 @@ def _lag_row(lag: GroupLag) -> dict[str, Any]:
 def _described_lag(admin: Admin, topic: str, group: str | None) -> list[dict[str, Any]]:
     """Rows from ``GET /topics/{name}``'s consumer list (a group, or ``#id`` if anonymous)."""
     body = admin.describe_topic(topic)
-    end = body.get("end_offset")
+    start, end = body["start_offset"], body["end_offset"]
     rows = []
-    for consumer in body.get("consumers") or []:
-        name = consumer.get("group") or f"#{consumer.get('id', consumer.get('consumer_id'))}"
-        if group is not None and consumer.get("group") != group:
+    for consumer in body["consumers"]:
+        if group is not None and consumer["group"] != group:
             continue
-        position = consumer.get("position")
-        lag = consumer.get("lag")
-        if lag is None and isinstance(end, int) and isinstance(position, int):
-            lag = max(end - position, 0)
         rows.append(
-            {"topic": topic, "consumer": name, "position": position, "end": end, "lag": lag}
+            {
+                "topic": topic,
+                "consumer": consumer["group"] or f"#{consumer['consumer_id']}",
+                # Where it continues: a position before the start (retention removed what
+                # was there) continues from the start, as the broker's lag counts.
+                "position": max(consumer["position"], start),
+                "end": end,
+                "lag": consumer["lag"],
+            }
         )
     return rows
 
@@ -194,13 +205,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
-
-
-def _columns(items: list[dict[str, Any]]) -> list[str]:
-    columns: dict[str, None] = {}
-    for item in items:
-        columns.update(dict.fromkeys(item))
-    return list(columns)
 
 
 def _table(header: list[str], rows: list[list[Any]], indent: str = "") -> None:
