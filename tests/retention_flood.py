@@ -26,6 +26,6 @@ try:
 finally:
     try:
         producer.stop()
-    except Exception as err:  # reported, not raised: the test decides
+    except Exception as err:  # noqa: BLE001 -- reported, not raised: the test decides
         failed = f"{type(err).__name__}: {err}"
     print(json.dumps({"accepted": accepted, "failed": failed}), flush=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from conftest import broker_binary
@@ -16,8 +16,16 @@ from helpers import failed, ok
 
 DAY_MS = 24 * 3600 * 1000
 TOPIC_FIELDS = (
-    "name", "start_offset", "end_offset", "messages", "bytes", "retention_ms", "retention_bytes",
-    "retention", "created_ms", "consumers",
+    "name",
+    "start_offset",
+    "end_offset",
+    "messages",
+    "bytes",
+    "retention_ms",
+    "retention_bytes",
+    "retention",
+    "created_ms",
+    "consumers",
 )
 # What retention counts per message beyond its payload.
 OVERHEAD = 64
@@ -54,7 +62,7 @@ def register_producer(broker, topic: str) -> int:
     return ok(broker.post("/producer/register", {"topic": topic}), "producer_id")["producer_id"]
 
 
-def register_consumer(broker, topic: str, group: Optional[str] = None) -> int:
+def register_consumer(broker, topic: str, group: str | None = None) -> int:
     body: dict[str, Any] = {"topic": topic}
     if group is not None:
         body["group"] = group
@@ -63,8 +71,13 @@ def register_consumer(broker, topic: str, group: Optional[str] = None) -> int:
 
 def produce_batch(broker, topic: str, producer_id: int, messages: list[str]) -> dict[str, Any]:
     return ok(
-        broker.post("/producer/produce_batch", {"topic": topic, "producer_id": producer_id, "messages": messages}),
-        "base_offset", "count", "duplicate",
+        broker.post(
+            "/producer/produce_batch",
+            {"topic": topic, "producer_id": producer_id, "messages": messages},
+        ),
+        "base_offset",
+        "count",
+        "duplicate",
     )
 
 
@@ -89,7 +102,12 @@ def test_a_new_topic_has_the_broker_defaults_and_nothing_in_it(broker):
     before = int(time.time() * 1000)
     body = describe(broker, "logs")
     assert body["name"] == "logs"
-    assert (body["start_offset"], body["end_offset"], body["messages"], body["bytes"]) == (0, 0, 0, 0)
+    assert (body["start_offset"], body["end_offset"], body["messages"], body["bytes"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
     assert (body["retention_ms"], body["retention_bytes"]) == (None, None)
     assert body["retention"] == {"ms": 7 * DAY_MS, "bytes": None}
     assert abs(body["created_ms"] - before) < 60_000
@@ -98,8 +116,10 @@ def test_a_new_topic_has_the_broker_defaults_and_nothing_in_it(broker):
 
 @pytest.mark.parametrize("key", ["name", "topic_name"])
 def test_create_with_retention_settings_of_its_own(broker, key):
-    body = ok(broker.post("/topics", {key: "t", "retention_ms": 3_600_000, "retention_bytes": "5000000"}),
-              "message")
+    body = ok(
+        broker.post("/topics", {key: "t", "retention_ms": 3_600_000, "retention_bytes": "5000000"}),
+        "message",
+    )
     assert body["message"] == "Topic 't' created successfully"
     got = describe(broker, "t")
     assert (got["retention_ms"], got["retention_bytes"]) == (3_600_000, 5_000_000)
@@ -107,8 +127,13 @@ def test_create_with_retention_settings_of_its_own(broker, key):
 
 
 def test_null_retention_is_the_broker_default(make_broker, tmp_path):
-    broker = make_broker("--data-dir", str(tmp_path / "data"), "--retention", "30m", "--retention-bytes", "20MB")
-    ok(broker.post("/topics", {"name": "t", "retention_ms": None, "retention_bytes": None}), "message")
+    broker = make_broker(
+        "--data-dir", str(tmp_path / "data"), "--retention", "30m", "--retention-bytes", "20MB"
+    )
+    ok(
+        broker.post("/topics", {"name": "t", "retention_ms": None, "retention_bytes": None}),
+        "message",
+    )
     got = describe(broker, "t")
     assert (got["retention_ms"], got["retention_bytes"]) == (None, None)
     assert got["retention"] == {"ms": 30 * 60 * 1000, "bytes": 20_000_000}
@@ -119,7 +144,10 @@ def test_describe_counts_messages_bytes_and_every_consumer_with_its_lag(broker):
     produce_batch(broker, "t", producer, ["a", "bb", "ccc", "dddd"])
     anonymous = register_consumer(broker, "t")
     grouped = register_consumer(broker, "t", "indexer")
-    ok(broker.post("/consumer/commit", {"topic": "t", "consumer_id": grouped, "offset": 3}), "position")
+    ok(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": grouped, "offset": 3}),
+        "position",
+    )
     ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": anonymous}), "message")
     got = describe(broker, "t")
     assert (got["start_offset"], got["end_offset"], got["messages"]) == (0, 4, 4)
@@ -134,8 +162,19 @@ def test_describe_counts_messages_bytes_and_every_consumer_with_its_lag(broker):
 @pytest.mark.parametrize(
     "value",
     [-1, 0, "abc", 1.5, True, [], {}, "", "7d", 2**63, -(2**63)],
-    ids=["negative", "zero", "word", "fraction", "bool", "list", "object", "empty", "unit", "too-large",
-         "very-negative"],
+    ids=[
+        "negative",
+        "zero",
+        "word",
+        "fraction",
+        "bool",
+        "list",
+        "object",
+        "empty",
+        "unit",
+        "too-large",
+        "very-negative",
+    ],
 )
 def test_bad_retention_on_create_is_400_invalid_retention_and_creates_nothing(broker, field, value):
     body = failed(broker.post("/topics", {"name": "t", field: value}), 400, "invalid_retention")
@@ -144,7 +183,9 @@ def test_bad_retention_on_create_is_400_invalid_retention_and_creates_nothing(br
 
 
 def test_create_with_a_bad_name_and_retention_is_refused_for_the_name(broker):
-    failed(broker.post("/topics", {"name": "bad name", "retention_ms": 5}), 400, "invalid_topic_name")
+    failed(
+        broker.post("/topics", {"name": "bad name", "retention_ms": 5}), 400, "invalid_topic_name"
+    )
     assert ok(broker.get("/topics"), "topics")["topics"] == []
 
 
@@ -152,13 +193,18 @@ def test_describe_an_unknown_topic_is_404_topic_not_found(broker):
     failed(broker.get("/topics/nope"), 404, "topic_not_found")
 
 
-@pytest.mark.parametrize("name", ["a%20b", "%C3%A9", "a" * 250, "semi;colon"],
-                         ids=["space", "non-ascii", "250-chars", "semicolon"])
+@pytest.mark.parametrize(
+    "name",
+    ["a%20b", "%C3%A9", "a" * 250, "semi;colon"],
+    ids=["space", "non-ascii", "250-chars", "semicolon"],
+)
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
 def test_names_outside_the_rules_are_400_invalid_topic_name(broker, name, method):
     import requests
 
-    resp = requests.request(method, f"{broker.url}/topics/{name}", json={"retention_ms": 5}, timeout=30)
+    resp = requests.request(
+        method, f"{broker.url}/topics/{name}", json={"retention_ms": 5}, timeout=30
+    )
     failed(resp, 400, "invalid_topic_name")
 
 
@@ -167,7 +213,11 @@ def test_other_methods_on_a_topic_are_405(broker, method):
     import requests
 
     ok(broker.post("/topics", {"name": "t"}), "message")
-    failed(requests.request(method, f"{broker.url}/topics/t", json={}, timeout=30), 405, "method_not_allowed")
+    failed(
+        requests.request(method, f"{broker.url}/topics/t", json={}, timeout=30),
+        405,
+        "method_not_allowed",
+    )
 
 
 def test_a_path_below_a_topic_is_404_not_found(broker):
@@ -186,7 +236,9 @@ def test_patch_changes_what_it_names_and_null_returns_to_the_default(broker):
     assert body["retention"] == {"ms": 60_000, "bytes": 9000}
     body = ok(patch(broker, "t", {"retention_bytes": None}), *TOPIC_FIELDS)
     assert (body["retention_ms"], body["retention_bytes"]) == (60_000, None)
-    body = ok(patch(broker, "t", {"retention_ms": None, "retention_bytes": "1000000"}), *TOPIC_FIELDS)
+    body = ok(
+        patch(broker, "t", {"retention_ms": None, "retention_bytes": "1000000"}), *TOPIC_FIELDS
+    )
     assert body["retention"] == {"ms": 7 * DAY_MS, "bytes": 1_000_000}
     assert describe(broker, "t") == body
 
@@ -197,13 +249,20 @@ def test_patch_without_a_setting_is_400_invalid_request(broker, body):
     failed(patch(broker, "t", body), 400, "invalid_request")
 
 
-@pytest.mark.parametrize("value", [-5, 0, "abc", 2.5, False, [1]], ids=["negative", "zero", "word", "fraction",
-                                                                      "bool", "list"])
+@pytest.mark.parametrize(
+    "value",
+    [-5, 0, "abc", 2.5, False, [1]],
+    ids=["negative", "zero", "word", "fraction", "bool", "list"],
+)
 def test_a_bad_patch_is_400_invalid_retention_and_changes_nothing(broker, value):
     ok(broker.post("/topics", {"name": "t", "retention_ms": 1000}), "message")
     before = describe(broker, "t")
     # One good value and one bad: nothing at all changes.
-    failed(patch(broker, "t", {"retention_ms": 5000, "retention_bytes": value}), 400, "invalid_retention")
+    failed(
+        patch(broker, "t", {"retention_ms": 5000, "retention_bytes": value}),
+        400,
+        "invalid_retention",
+    )
     failed(patch(broker, "t", {"retention_ms": value}), 400, "invalid_retention")
     assert describe(broker, "t") == before
 
@@ -218,7 +277,9 @@ def test_patch_of_an_unknown_topic_is_404_and_creates_nothing(broker):
 # --------------------------------------------------------------------------------------------
 
 
-def test_delete_ends_the_topic_and_its_ids_and_a_new_one_starts_at_0(make_broker, durable_broker_args):
+def test_delete_ends_the_topic_and_its_ids_and_a_new_one_starts_at_0(
+    make_broker, durable_broker_args
+):
     broker = make_broker(*durable_broker_args)
     producer = register_producer(broker, "t")
     produce_batch(broker, "t", producer, ["old-1", "old-2"])
@@ -231,26 +292,54 @@ def test_delete_ends_the_topic_and_its_ids_and_a_new_one_starts_at_0(make_broker
     assert ok(broker.get("/topics"), "topics")["topics"] == ["other"]
     failed(delete(broker, "t"), 404, "topic_not_found")
     failed(broker.get("/topics/t"), 404, "topic_not_found")
-    failed(broker.post("/producer/produce", {"topic": "t", "producer_id": producer, "message": "x"}),
-           404, "producer_not_found")
-    for path, params in [("/consumer/consume", {}), ("/size", {}), ("/consumer/fetch", {"offset": 0})]:
-        failed(broker.get(path, {"topic": "t", "consumer_id": consumer, **params}), 404, "consumer_not_found")
-    failed(broker.post("/consumer/commit", {"topic": "t", "consumer_id": consumer, "offset": 0}),
-           404, "consumer_not_found")
+    failed(
+        broker.post("/producer/produce", {"topic": "t", "producer_id": producer, "message": "x"}),
+        404,
+        "producer_not_found",
+    )
+    for path, params in [
+        ("/consumer/consume", {}),
+        ("/size", {}),
+        ("/consumer/fetch", {"offset": 0}),
+    ]:
+        failed(
+            broker.get(path, {"topic": "t", "consumer_id": consumer, **params}),
+            404,
+            "consumer_not_found",
+        )
+    failed(
+        broker.post("/consumer/commit", {"topic": "t", "consumer_id": consumer, "offset": 0}),
+        404,
+        "consumer_not_found",
+    )
     failed(broker.post("/consumer/register", {"topic": "t"}), 404, "topic_not_found")
 
     # Created again under its name: empty, from offset 0, and the old ids do not work with it.
     ok(broker.post("/topics", {"name": "t"}), "message")
-    failed(broker.post("/producer/produce_batch", {"topic": "t", "producer_id": producer, "messages": ["x"],
-                                                   "sequence": 2}), 404, "producer_not_found")
-    failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": consumer}), 404, "consumer_not_found")
+    failed(
+        broker.post(
+            "/producer/produce_batch",
+            {"topic": "t", "producer_id": producer, "messages": ["x"], "sequence": 2},
+        ),
+        404,
+        "producer_not_found",
+    )
+    failed(
+        broker.get("/consumer/consume", {"topic": "t", "consumer_id": consumer}),
+        404,
+        "consumer_not_found",
+    )
     new_producer = register_producer(broker, "t")
     assert new_producer != producer
     assert produce_batch(broker, "t", new_producer, ["new"])["base_offset"] == 0
     new_consumer = register_consumer(broker, "t", "g")
     assert new_consumer != consumer
-    assert ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": new_consumer}),
-              "message")["message"] == "new"
+    assert (
+        ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": new_consumer}), "message")[
+            "message"
+        ]
+        == "new"
+    )
     got = describe(broker, "t")
     assert (got["start_offset"], got["end_offset"]) == (0, 1)
     assert [c["consumer_id"] for c in got["consumers"]] == [new_consumer]
@@ -266,7 +355,9 @@ def test_a_long_poll_on_a_deleted_topic_ends_with_consumer_not_found(broker):
     result: dict[str, Any] = {}
 
     def poll() -> None:
-        result["resp"] = broker.get("/consumer/fetch", {"topic": "t", "consumer_id": consumer, "wait_ms": 20000})
+        result["resp"] = broker.get(
+            "/consumer/fetch", {"topic": "t", "consumer_id": consumer, "wait_ms": 20000}
+        )
 
     thread = threading.Thread(target=poll)
     started = time.monotonic()
@@ -285,25 +376,49 @@ def test_a_long_poll_on_a_deleted_topic_ends_with_consumer_not_found(broker):
 
 
 def test_the_broker_takes_its_defaults_from_flags_or_the_environment(make_broker, tmp_path):
-    broker = make_broker("--data-dir", str(tmp_path / "a"), "--retention", "12h", "--retention-bytes", "2GiB")
+    broker = make_broker(
+        "--data-dir", str(tmp_path / "a"), "--retention", "12h", "--retention-bytes", "2GiB"
+    )
     ok(broker.post("/topics", {"name": "t"}), "message")
     assert describe(broker, "t")["retention"] == {"ms": 12 * 3600 * 1000, "bytes": 2 * 1024**3}
-    broker = make_broker("--data-dir", str(tmp_path / "b"),
-                         env={"MYQUEUE_RETENTION": "unlimited", "MYQUEUE_RETENTION_BYTES": "500MB"})
+    broker = make_broker(
+        "--data-dir",
+        str(tmp_path / "b"),
+        env={"MYQUEUE_RETENTION": "unlimited", "MYQUEUE_RETENTION_BYTES": "500MB"},
+    )
     ok(broker.post("/topics", {"name": "t"}), "message")
     assert describe(broker, "t")["retention"] == {"ms": None, "bytes": 500_000_000}
 
 
 @pytest.mark.parametrize(
     "arg",
-    ["--retention=0", "--retention=0s", "--retention=-5m", "--retention=soon", "--retention=7",
-     "--retention-bytes=0", "--retention-bytes=-5", "--retention-bytes=lots", "--retention-bytes=5 parsecs"],
+    [
+        "--retention=0",
+        "--retention=0s",
+        "--retention=-5m",
+        "--retention=soon",
+        "--retention=7",
+        "--retention-bytes=0",
+        "--retention-bytes=-5",
+        "--retention-bytes=lots",
+        "--retention-bytes=5 parsecs",
+    ],
 )
 def test_bad_retention_flags_stop_the_broker_before_it_listens(tmp_path, arg):
     flag, value = arg.split("=", 1)
     proc = subprocess.run(
-        [str(broker_binary()), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), arg],
-        capture_output=True, text=True, timeout=30,
+        [
+            str(broker_binary()),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            arg,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 2, proc
     assert "listening" not in proc.stdout
@@ -317,7 +432,11 @@ def test_a_bad_retention_in_the_environment_stops_the_broker(tmp_path, variable)
 
     proc = subprocess.run(
         [str(broker_binary()), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=30, env={**os.environ, variable: "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, variable: "0"},
     )
     assert proc.returncode == 2, proc
     assert "zero" in proc.stderr, proc.stderr
@@ -328,7 +447,9 @@ def test_a_bad_retention_in_the_environment_stops_the_broker(tmp_path, variable)
 # --------------------------------------------------------------------------------------------
 
 
-def test_by_size_the_oldest_messages_go_and_readers_continue_from_the_start(make_broker, durable_broker_args):
+def test_by_size_the_oldest_messages_go_and_readers_continue_from_the_start(
+    make_broker, durable_broker_args
+):
     # 2,000 bytes kept: about twenty 100-byte messages.
     broker = make_broker(*durable_broker_args, "--retention-bytes", "2000")
     producer = register_producer(broker, "t")
@@ -347,36 +468,75 @@ def test_by_size_the_oldest_messages_go_and_readers_continue_from_the_start(make
     assert 2000 <= got["bytes"] <= 4000, got
     assert got["bytes"] == (100 - start) * 100
     # A fetch from 0 says how many were removed and reads from the start.
-    page = ok(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": behind, "offset": 0, "max_messages": 5}),
-              "messages", "next_offset", "end_offset", "skipped")
+    page = ok(
+        broker.get(
+            "/consumer/fetch", {"topic": "t", "consumer_id": behind, "offset": 0, "max_messages": 5}
+        ),
+        "messages",
+        "next_offset",
+        "end_offset",
+        "skipped",
+    )
     assert page["skipped"] == start
     assert [m["offset"] for m in page["messages"]] == list(range(start, start + 5))
     assert page["messages"][0]["message"] == f"{start:036d}"
     # From inside the log: nothing skipped, no `skipped` field.
-    inside = ok(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": behind, "offset": 99}),
-                "messages", "next_offset", "end_offset")
+    inside = ok(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": behind, "offset": 99}),
+        "messages",
+        "next_offset",
+        "end_offset",
+    )
     assert [m["offset"] for m in inside["messages"]] == [99]
     # The consumer at 0: size counts from the start, consume takes the message at the start.
-    assert ok(broker.get("/size", {"topic": "t", "consumer_id": behind}), "size")["size"] == 100 - start
-    taken = ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": behind}), "message")["message"]
+    assert (
+        ok(broker.get("/size", {"topic": "t", "consumer_id": behind}), "size")["size"]
+        == 100 - start
+    )
+    taken = ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": behind}), "message")[
+        "message"
+    ]
     assert taken == f"{start:036d}"
     # Commits before the start land on it.
-    assert ok(broker.post("/consumer/commit", {"topic": "t", "consumer_id": behind, "offset": 0}),
-              "position")["position"] >= start
-    assert ok(broker.post("/consumer/commit", {"topic": "t", "consumer_id": behind, "offset": "beginning"}),
-              "position")["position"] >= start
+    assert (
+        ok(
+            broker.post("/consumer/commit", {"topic": "t", "consumer_id": behind, "offset": 0}),
+            "position",
+        )["position"]
+        >= start
+    )
+    assert (
+        ok(
+            broker.post(
+                "/consumer/commit", {"topic": "t", "consumer_id": behind, "offset": "beginning"}
+            ),
+            "position",
+        )["position"]
+        >= start
+    )
 
 
 def test_by_age_an_idle_topic_empties_and_its_offsets_go_on(make_broker, tmp_path):
     broker = make_broker("--data-dir", str(tmp_path / "data"), "--retention", "1s")
     producer = register_producer(broker, "t")
     produce_batch(broker, "t", producer, ["a", "b", "c"])
-    got = wait_for(lambda: (d := describe(broker, "t"))["start_offset"] == 3 and d, 15, "the messages to expire")
+    got = wait_for(
+        lambda: (d := describe(broker, "t"))["start_offset"] == 3 and d,
+        15,
+        "the messages to expire",
+    )
     assert (got["messages"], got["bytes"]) == (0, 0)
     consumer = register_consumer(broker, "t")
-    failed(broker.get("/consumer/consume", {"topic": "t", "consumer_id": consumer}), 404, "queue_empty")
+    failed(
+        broker.get("/consumer/consume", {"topic": "t", "consumer_id": consumer}), 404, "queue_empty"
+    )
     assert produce_batch(broker, "t", producer, ["d"])["base_offset"] == 3
-    assert ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": consumer}), "message")["message"] == "d"
+    assert (
+        ok(broker.get("/consumer/consume", {"topic": "t", "consumer_id": consumer}), "message")[
+            "message"
+        ]
+        == "d"
+    )
 
 
 def test_a_lower_retention_set_by_patch_applies_once_newer_chunks_hold_it(broker):
@@ -391,5 +551,7 @@ def test_a_lower_retention_set_by_patch_applies_once_newer_chunks_hold_it(broker
     for i in range(5, 8):
         produce_batch(broker, "t", producer, [f"{j:036d}" for j in range(i * 10, i * 10 + 10)])
         time.sleep(0.3)
-    got = wait_for(lambda: (d := describe(broker, "t"))["start_offset"] >= 50 and d, 10, "the lower limit")
+    got = wait_for(
+        lambda: (d := describe(broker, "t"))["start_offset"] >= 50 and d, 10, "the lower limit"
+    )
     assert 1000 <= got["bytes"] <= 3000, got

@@ -52,7 +52,13 @@ def test_create_describe_and_the_broker_defaults(broker):
     assert admin.list_topics() == ["own", "plain"]
     plain = admin.describe("plain")
     assert isinstance(plain, myqueue.TopicInfo)
-    assert (plain.name, plain.start_offset, plain.end_offset, plain.messages, plain.bytes) == ("plain", 0, 0, 0, 0)
+    assert (plain.name, plain.start_offset, plain.end_offset, plain.messages, plain.bytes) == (
+        "plain",
+        0,
+        0,
+        0,
+        0,
+    )
     assert (plain.retention_ms, plain.retention_bytes) == (None, None)
     assert (plain.effective_retention_ms, plain.effective_retention_bytes) == (7 * DAY_MS, None)
     assert abs(plain.created_ms - time.time() * 1000) < 60_000
@@ -94,10 +100,16 @@ def test_set_retention_changes_only_what_it_names(broker):
 
 @pytest.mark.parametrize(
     "kwargs, error",
-    [({}, TypeError), ({"retention": 5}, TypeError), ({"retention_ms": 0}, ValueError),
-     ({"retention_ms": -1}, ValueError), ({"retention_bytes": True}, ValueError),
-     ({"retention_bytes": "5"}, TypeError), ({"retention_ms": 1.5}, TypeError),
-     ({"retention_ms": 2**64}, ValueError)],
+    [
+        ({}, TypeError),
+        ({"retention": 5}, TypeError),
+        ({"retention_ms": 0}, ValueError),
+        ({"retention_ms": -1}, ValueError),
+        ({"retention_bytes": True}, ValueError),
+        ({"retention_bytes": "5"}, TypeError),
+        ({"retention_ms": 1.5}, TypeError),
+        ({"retention_ms": 2**64}, ValueError),
+    ],
     ids=["nothing", "unknown", "zero", "negative", "bool", "str", "float", "too-large"],
 )
 def test_bad_retention_arguments_are_refused_before_any_request(broker, kwargs, error):
@@ -118,8 +130,11 @@ def test_refusals_raise_with_the_brokers_code(broker):
     with pytest.raises(myqueue.RequestRejected) as exists:
         admin.create_topic("t")
     assert exists.value.code == "topic_exists"
-    for call in (lambda: admin.describe("nope"), lambda: admin.delete_topic("nope"),
-                 lambda: admin.set_retention("nope", retention_ms=5)):
+    for call in (
+        lambda: admin.describe("nope"),
+        lambda: admin.delete_topic("nope"),
+        lambda: admin.set_retention("nope", retention_ms=5),
+    ):
         with pytest.raises(myqueue.TopicNotFound) as missing:
             call()
         assert missing.value.code == "topic_not_found"
@@ -187,7 +202,9 @@ def test_a_lagging_consumer_warns_once_per_gap_and_reads_on(make_broker, tmp_pat
     broker = make_broker("--data-dir", str(tmp_path / "data"), "--retention-bytes", "3000")
     produce(broker.url, "t", [unit(0)])
     # A small prefetch: the consumer has fetched at most five messages ahead when it lags.
-    consumer = MyConsumer(["t"], broker.address, group="slow", fetch_max_messages=5, buffer_messages=5)
+    consumer = MyConsumer(
+        ["t"], broker.address, group="slow", fetch_max_messages=5, buffer_messages=5
+    )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -198,7 +215,7 @@ def test_a_lagging_consumer_warns_once_per_gap_and_reads_on(make_broker, tmp_pat
             # What was prefetched before the gap comes first, then the topic from its start.
             before = [o for o in got if o < start]
             assert before == list(range(1, len(before) + 1))
-            assert got[len(before):] == list(range(start, sent))
+            assert got[len(before) :] == list(range(start, sent))
             gaps = [w for w in caught if issubclass(w.category, RuntimeWarning)]
             assert len(gaps) == 1, [str(w.message) for w in gaps]
             text = str(gaps[0].message)
@@ -235,12 +252,11 @@ def test_a_gap_warning_turned_into_an_error_keeps_the_message(make_broker, tmp_p
 def test_a_consumer_that_keeps_up_sees_no_warning(make_broker, tmp_path):
     broker = make_broker("--data-dir", str(tmp_path / "data"), "--retention-bytes", "2000")
     Admin(broker.address).create_topic("t")
-    with MyConsumer(["t"], broker.address) as consumer:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)
-            for batch in range(8):
-                produce(broker.url, "t", [unit(i) for i in range(batch * 10, batch * 10 + 10)])
-                offsets = [consumer.poll(timeout=10).offset for _ in range(10)]
-                assert offsets == list(range(batch * 10, batch * 10 + 10))
-                time.sleep(0.3)
+    with MyConsumer(["t"], broker.address) as consumer, warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for batch in range(8):
+            produce(broker.url, "t", [unit(i) for i in range(batch * 10, batch * 10 + 10)])
+            offsets = [consumer.poll(timeout=10).offset for _ in range(10)]
+            assert offsets == list(range(batch * 10, batch * 10 + 10))
+            time.sleep(0.3)
     assert Admin(broker.address).describe("t").start_offset > 0

@@ -60,16 +60,27 @@ def store_size(args: list[str]) -> int:
         return sum(f.stat().st_size for f in data.iterdir() if f.is_file())
     url = args[args.index("--database-url") + 1]
     out = subprocess.run(
-        ["psql", url, "-Atc",
-         "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('messages')"],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            "psql",
+            url,
+            "-Atc",
+            "SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree('messages')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     return int(out.strip())
 
 
 def start_flood(broker, topic: str, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(FLOOD), broker.address, topic, str(seconds)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(FLOOD), broker.address, topic, str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish_flood(proc: subprocess.Popen, timeout: float) -> int:
@@ -120,7 +131,9 @@ class Steady(threading.Thread):
         self.producer.stop()
 
 
-def test_size_stays_bounded_and_consumers_that_keep_up_miss_nothing(make_broker, durable_broker_args):
+def test_size_stays_bounded_and_consumers_that_keep_up_miss_nothing(
+    make_broker, durable_broker_args
+):
     args = [*durable_broker_args, "--retention-bytes", "20MB"]
     broker = make_broker(*args)
     admin = Admin(broker.address)
@@ -128,8 +141,9 @@ def test_size_stays_bounded_and_consumers_that_keep_up_miss_nothing(make_broker,
         admin.create_topic(topic, retention_bytes=STEADY_KEEPS)
     keeper = MyConsumer(["steady"], broker.address, group="keeper")
     # A small prefetch, so that a pause is a lag (not a full buffer).
-    lagger = MyConsumer(["lagging"], broker.address, group="lagger", fetch_max_messages=100,
-                        buffer_messages=100)
+    lagger = MyConsumer(
+        ["lagging"], broker.address, group="lagger", fetch_max_messages=100, buffer_messages=100
+    )
     sampler = Sampler(args)
     steady = Steady(broker, ["steady", "lagging"])
     kept: list[Any] = []
@@ -158,15 +172,19 @@ def test_size_stays_bounded_and_consumers_that_keep_up_miss_nothing(make_broker,
         for consumer, got in ((keeper, kept), (lagger, lagged)):
             while not got or got[-1].offset < steady.sent - 1:
                 message = consumer.poll(timeout=30)
-                assert message is not None, f"stuck after {got[-1].offset if got else None} of {steady.sent}"
+                assert message is not None, (
+                    f"stuck after {got[-1].offset if got else None} of {steady.sent}"
+                )
                 got.append(message)
     keeper.stop()
     lagger.stop()
 
     store = store_of(args)
     largest, bound = sampler.largest, BOUND[store]
-    print(f"{store}: {accepted} messages in {SECONDS:.0f} s; store size largest {largest / 1e6:.1f} MB "
-          f"(bound {bound / 1e6:.0f} MB), last {sampler.samples[-1] / 1e6:.1f} MB")
+    print(
+        f"{store}: {accepted} messages in {SECONDS:.0f} s; store size largest {largest / 1e6:.1f} MB "
+        f"(bound {bound / 1e6:.0f} MB), last {sampler.samples[-1] / 1e6:.1f} MB"
+    )
     assert largest <= bound, f"{store} grew to {largest} bytes: {sampler.samples}"
     flood_info = admin.describe("flood")
     assert flood_info.end_offset == accepted

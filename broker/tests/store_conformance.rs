@@ -881,7 +881,10 @@ async fn positions_before_the_start_continue_from_the_start(h: Harness) {
     let s = &*h.store;
     s.create_topic("t", by_bytes(800)).await.unwrap();
     let c = s.register_consumer("t", None, Beginning).await.unwrap();
-    let fresh = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    let fresh = s
+        .register_consumer("t", Some("g"), Beginning)
+        .await
+        .unwrap();
     fill_with_passes(s, "t", 10, 1).await;
     // Ten one-message chunks of 100 bytes, 800 kept.
     let info = describe(s, "t").await;
@@ -950,7 +953,10 @@ async fn describe_shows_the_log_its_retention_and_every_consumer(h: Harness) {
         .await
         .unwrap();
     let anonymous = s.register_consumer("t", None, Beginning).await.unwrap();
-    let grouped = s.register_consumer("t", Some("indexer"), Beginning).await.unwrap();
+    let grouped = s
+        .register_consumer("t", Some("indexer"), Beginning)
+        .await
+        .unwrap();
     s.commit(grouped, "t", SeekTo::Offset(3)).await.unwrap();
     let info = describe(s, "t").await;
     assert_eq!(info.name, "t");
@@ -1055,7 +1061,10 @@ async fn a_deleted_topic_and_its_ids_are_gone_and_its_name_starts_afresh(h: Harn
     s.append(append(p, "t", &["old1", "old2"], None))
         .await
         .unwrap();
-    let c = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    let c = s
+        .register_consumer("t", Some("g"), Beginning)
+        .await
+        .unwrap();
     let anonymous = s.register_consumer("t", None, Beginning).await.unwrap();
     assert_eq!(s.consume(c, "t").await.unwrap().unwrap().payload, "old1");
     s.register_producer("other").await.unwrap();
@@ -1102,7 +1111,10 @@ async fn a_deleted_topic_and_its_ids_are_gone_and_its_name_starts_afresh(h: Harn
     assert_ne!(p2, p);
     let appended = s.append(append(p2, "t", &["new"], None)).await.unwrap();
     assert_eq!(appended.base_offset, 0);
-    let c2 = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    let c2 = s
+        .register_consumer("t", Some("g"), Beginning)
+        .await
+        .unwrap();
     assert_ne!(c2, c, "the group starts over with a new id");
     assert_eq!(consume_all(s, c2, "t").await, ["new"]);
     let info = describe(s, "t").await;
@@ -1263,7 +1275,10 @@ async fn postgres_ids_cached_by_another_broker_end_with_their_topic(h: Harness) 
     };
     let s = &*h.store;
     let p = s.register_producer("t").await.unwrap();
-    let c = s.register_consumer("t", Some("g"), Beginning).await.unwrap();
+    let c = s
+        .register_consumer("t", Some("g"), Beginning)
+        .await
+        .unwrap();
     other.append(append(p, "t", &["a"], Some(0))).await.unwrap();
     assert_eq!(other.consume(c, "t").await.unwrap().unwrap().payload, "a");
     s.delete_topic("t").await.unwrap();
@@ -1405,7 +1420,10 @@ async fn check_migrated(store: &dyn Store) {
     assert_eq!((info.start_offset, info.end_offset), (0, 3));
     assert_eq!(info.bytes, 3 * MESSAGE_OVERHEAD_BYTES + 1 + 2 + 3);
     assert_eq!(info.settings, RetentionSettings::default());
-    let c = store.register_consumer("old", Some("g"), Beginning).await.unwrap();
+    let c = store
+        .register_consumer("old", Some("g"), Beginning)
+        .await
+        .unwrap();
     assert_eq!(
         store.consume(c, "old").await.unwrap().unwrap().payload,
         "bb"

@@ -16,8 +16,10 @@ __all__ = [
     "MAX_FETCH_BYTES",
     "MAX_FETCH_MESSAGES",
     "PRODUCER_DEFAULTS",
+    "Admin",
     "BrokerUnavailable",
     "ClientClosed",
+    "ConsumerInfo",
     "DeliveryFailed",
     "Message",
     "MessageIterator",
@@ -27,6 +29,7 @@ __all__ = [
     "MyQueueTimeout",
     "RequestRejected",
     "SendFuture",
+    "TopicInfo",
     "TopicNotFound",
     "__version__",
 ]
@@ -317,13 +320,14 @@ class MyConsumer:
         """Stops like ``stop()``; when the block ends with an exception, the message being
         handled does not count as consumed, so it is delivered again."""
 
+@final
 class ConsumerInfo:
     """A consumer of a topic, as ``TopicInfo.consumers`` lists it."""
 
     @property
     def consumer_id(self) -> int: ...
     @property
-    def group(self) -> Optional[str]:
+    def group(self) -> str | None:
         """Its durable group, or None for an anonymous consumer."""
     @property
     def position(self) -> int:
@@ -333,6 +337,7 @@ class ConsumerInfo:
     def lag(self) -> int:
         """Messages after its position: ``end_offset - max(position, start_offset)``."""
 
+@final
 class TopicInfo:
     """What a topic holds, its retention and its consumers (``Admin.describe``)."""
 
@@ -351,16 +356,16 @@ class TopicInfo:
     def bytes(self) -> int:
         """Bytes held: payload plus 64 per message (what ``retention_bytes`` counts)."""
     @property
-    def retention_ms(self) -> Optional[int]:
+    def retention_ms(self) -> int | None:
         """The topic's own retention by age, in milliseconds; None: the broker's default."""
     @property
-    def retention_bytes(self) -> Optional[int]:
+    def retention_bytes(self) -> int | None:
         """The topic's own retention by size, in bytes; None: the broker's default."""
     @property
-    def effective_retention_ms(self) -> Optional[int]:
+    def effective_retention_ms(self) -> int | None:
         """The retention by age in force (the topic's, else the broker's); None: unlimited."""
     @property
-    def effective_retention_bytes(self) -> Optional[int]:
+    def effective_retention_bytes(self) -> int | None:
         """The retention by size in force (the topic's, else the broker's); None: unlimited."""
     @property
     def created_ms(self) -> int:
@@ -369,11 +374,14 @@ class TopicInfo:
     def consumers(self) -> list[ConsumerInfo]:
         """Every consumer registered to the topic, by id."""
 
+@final
 class Admin:
     """Looks after a broker's topics: creates them with retention settings, describes them,
     changes their retention, deletes them.
 
-    ``Admin(broker)`` checks only the address; each call is one request. Refusals raise
+    ``Admin(broker)`` checks only the address; each call is one request. ``broker`` and
+    ``request_timeout`` (seconds per request) default as for ``MyProducer``
+    (``PRODUCER_DEFAULTS``). Refusals raise
     ``TopicNotFound`` (an unknown topic), ``RequestRejected`` (``code`` says why, e.g.
     ``"topic_exists"``) or ``BrokerUnavailable``; bad arguments raise ``ValueError`` or
     ``TypeError`` before any request.
@@ -384,12 +392,12 @@ class Admin:
     offsets never restart (its ``start_offset`` moves forward).
     """
 
-    def __init__(self, broker: str = "localhost:9092", *, request_timeout: float = 30.0) -> None: ...
+    def __new__(cls, broker: str = ..., *, request_timeout: float = ...) -> Self: ...
     def create_topic(
         self,
         name: str,
-        retention_ms: Optional[int] = None,
-        retention_bytes: Optional[int] = None,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
     ) -> None:
         """Creates an empty topic. ``retention_ms`` / ``retention_bytes``: positive ints, or
         None for the broker's ``--retention`` / ``--retention-bytes``. Raises
@@ -400,8 +408,8 @@ class Admin:
         self,
         name: str,
         *,
-        retention_ms: Optional[int] = ...,
-        retention_bytes: Optional[int] = ...,
+        retention_ms: int | None = ...,
+        retention_bytes: int | None = ...,
     ) -> TopicInfo:
         """Changes the topic's retention: an int sets a limit, None returns it to the
         broker's default, a keyword left out leaves it as it is (at least one is needed).

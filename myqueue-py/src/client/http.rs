@@ -5,8 +5,8 @@ use myqueue_wire::{
     CommitRequest, CommitResponse, ConsumerRequest, CreateTopicRequest, DeleteTopicResponse,
     ErrorCode, ErrorResponse, FetchLimits, FetchRequest, FetchResponse, ListTopicsResponse,
     NamedOffset, Num, OffsetSpec, RegisterConsumerRequest, RegisterConsumerResponse,
-    RegisterProducerRequest, RegisterProducerResponse, RetentionValue, SizeResponse,
-    TopicResponse, UpdateTopicRequest,
+    RegisterProducerRequest, RegisterProducerResponse, RetentionValue, SizeResponse, TopicResponse,
+    UpdateTopicRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;

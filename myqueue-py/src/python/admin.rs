@@ -1,6 +1,7 @@
 //! `Admin`: looking after topics (create with retention, describe, change retention, delete),
 //! and the `TopicInfo` / `ConsumerInfo` it answers with.
 
+use super::defaults;
 use super::errors::IntoPyResult;
 use super::wait;
 use crate::client::{BrokerClient, ClientError};
@@ -63,7 +64,7 @@ fn limit(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
 #[pymethods]
 impl PyAdmin {
     #[new]
-    #[pyo3(signature = (broker = "localhost:9092", *, request_timeout = 30.0))]
+    #[pyo3(signature = (broker = defaults::BROKER, *, request_timeout = defaults::REQUEST_TIMEOUT))]
     fn new(py: Python<'_>, broker: &str, request_timeout: f64) -> PyResult<Self> {
         if !(request_timeout.is_finite() && request_timeout > 0.0) {
             return Err(PyValueError::new_err(
