@@ -802,6 +802,11 @@ def test_every_failure_a_client_can_cause_keeps_its_code_under_either_failure_st
         ("invalid_request", 400, lambda: broker.post("/topics", {})),
         ("invalid_topic_name", 400, lambda: broker.post("/topics", {"name": "a b"})),
         (
+            "invalid_retention",
+            400,
+            lambda: broker.post("/topics", {"name": "r", "retention_ms": 0}),
+        ),
+        (
             "offset_out_of_range",
             400,
             lambda: broker.post(
@@ -848,6 +853,7 @@ def _non_object_bodies(pid: int, cid: int) -> list[tuple[str, str, Any]]:
         ("GET", "/consumer/consume"): ["t", cid],
         ("GET", "/size"): ["t", cid],
         ("GET", "/consumer/fetch"): ["t", cid],
+        ("PATCH", "/topics/t"): [1000, 1000],
     }
     return [
         (method, path, body)
@@ -872,6 +878,8 @@ def test_a_json_body_that_is_not_an_object_is_400_and_changes_nothing(broker):
         failed(resp, 400, "invalid_request")
     assert ok(broker.get("/topics"), "topics")["topics"] == ["t"]
     assert size(broker, "t", cid) == 1  # nothing produced, consumed or committed
+    topic = broker.get("/topics/t").json()  # no retention setting changed
+    assert (topic["retention_ms"], topic["retention_bytes"]) == (None, None), topic
     # No consumer was registered in between: the next id follows the last one.
     assert register_consumer(broker, "t") == registered + 1
 

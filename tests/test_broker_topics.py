@@ -2,7 +2,8 @@
 retention settings, ``GET``, ``PATCH`` and ``DELETE /topics/{name}``, the broker's
 ``--retention`` and ``--retention-bytes``, and what consumers see once retention removed
 messages (the start offset, ``skipped``). Every refusal is checked for its status and code, and
-for changing nothing."""
+for changing nothing; like test_broker_api.py, every test runs under ``--failure-status
+precise`` and ``400``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import time
 from typing import Any
 
+import helpers
 import pytest
 from conftest import broker_binary
 from helpers import failed, ok
@@ -27,6 +29,16 @@ TOPIC_FIELDS = (
     "created_ms",
     "consumers",
 )
+
+
+@pytest.fixture(autouse=True, params=["precise", "400"])
+def failure_status(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Overrides conftest's: every broker of the test inherits MYQUEUE_FAILURE_STATUS."""
+    monkeypatch.setenv("MYQUEUE_FAILURE_STATUS", request.param)
+    monkeypatch.setattr(helpers, "failure_status", request.param)
+    return request.param
+
+
 # What retention counts per message beyond its payload.
 OVERHEAD = 64
 
