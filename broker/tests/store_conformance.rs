@@ -903,6 +903,32 @@ async fn positions_before_the_start_continue_from_the_start(h: Harness) {
     assert_eq!(s.size(fresh, "t").await.unwrap(), 7);
 }
 
+/// A consumer's `start` chosen at registration (issue 14) on a topic whose start retention
+/// moved (issue 9): the beginning is position 0, which continues from the start; the end is the
+/// end, whatever the start.
+async fn registration_starts_on_a_retained_topic(h: Harness) {
+    let s = &*h.store;
+    s.create_topic("t", by_bytes(800)).await.unwrap();
+    let p = fill_with_passes(s, "t", 10, 1).await;
+    assert_eq!(describe(s, "t").await.start_offset, 2);
+
+    let beginning = s.register_consumer("t", None, Beginning).await.unwrap();
+    assert_eq!(s.size(beginning, "t").await.unwrap(), 8);
+    let fetched = s.fetch(beginning, "t", None, messages(1)).await.unwrap();
+    assert_eq!((fetched.skipped, fetched.messages[0].offset), (2, 2));
+    assert_eq!(s.consume(beginning, "t").await.unwrap().unwrap().offset, 2);
+
+    let end = s.register_consumer("t", Some("late"), End).await.unwrap();
+    assert_eq!(s.size(end, "t").await.unwrap(), 0);
+    let fetched = s.fetch(end, "t", None, messages(1)).await.unwrap();
+    assert_eq!((fetched.skipped, fetched.messages.len()), (0, 0));
+    s.append(append(p, "t", &["after"], None)).await.unwrap();
+    assert_eq!(consume_all(s, end, "t").await, ["after"]);
+    let info = describe(s, "t").await;
+    let late = info.consumers.iter().find(|c| c.id == end).unwrap();
+    assert_eq!((late.position, late.lag), (11, 0));
+}
+
 async fn a_fetch_across_the_start_says_how_many_were_removed(h: Harness) {
     let s = &*h.store;
     s.create_topic("t", by_bytes(800)).await.unwrap();
@@ -1371,6 +1397,7 @@ conformance!(
     retention_by_size_removes_the_oldest_chunks_and_keeps_the_limit,
     retention_by_age_removes_expired_chunks_even_the_newest,
     positions_before_the_start_continue_from_the_start,
+    registration_starts_on_a_retained_topic,
     a_fetch_across_the_start_says_how_many_were_removed,
     describe_shows_the_log_its_retention_and_every_consumer,
     retention_settings_change_and_return_to_the_default,
