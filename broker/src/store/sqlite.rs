@@ -19,6 +19,7 @@
 //! the files stop growing under steady load.
 
 use super::catalog::Owner;
+use super::dir_lock::DirLock;
 use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
 use super::retention::RetentionConfig;
 use super::sql::{
@@ -78,6 +79,8 @@ pub struct SqliteBackend {
     readers: SqlitePool,
     /// Set by every write, cleared by the checkpoint task: an idle broker does no work.
     written: Arc<AtomicBool>,
+    /// Held while the store lives: no second broker opens this directory meanwhile.
+    _lock: DirLock,
 }
 
 impl SqliteStore {
@@ -89,6 +92,8 @@ impl SqliteStore {
             path: data_dir.to_owned(),
             source,
         })?;
+        // Before the database is touched: a second broker must not even run migrations.
+        let lock = DirLock::acquire(data_dir)?;
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join(DATABASE_FILE))
             .create_if_missing(true)
@@ -130,6 +135,7 @@ impl SqliteStore {
             writer,
             readers,
             written,
+            _lock: lock,
         };
         Ok(SqlStore::new(
             backend,
