@@ -36,7 +36,7 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection, Sqlite, Transaction};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +110,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(replace_if_stuck_in_transaction(conn)))
             .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
             .await
             .map_err(OpenError::Connect)?;
@@ -145,6 +146,22 @@ impl SqliteStore {
             retention,
         ))
     }
+}
+
+/// Whether the writer connection may go back to its pool (`false` closes it, and the pool
+/// opens a fresh one). sqlx counts the transactions it opened, and its count can be wrong
+/// after a failed COMMIT: SQLite rolls a transaction back by itself when a write fails for a
+/// full disk or an I/O error, the ROLLBACK that sqlx then sends fails ("no transaction is
+/// active"), and sqlx still counts the transaction as open, refusing every later BEGIN on the
+/// connection: the broker would never write again, even once space is freed.
+async fn replace_if_stuck_in_transaction(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
+    // A round trip, so that the ROLLBACK queued by the dropped transaction has run.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("replacing the SQLite writer connection after a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Copies committed WAL pages into the database file from a connection of its own, so that
