@@ -117,7 +117,9 @@ class Broker:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def wait_healthy_url(url: str, why: Callable[[], str] = str, timeout: float = START_TIMEOUT) -> None:
+def wait_healthy_url(
+    url: str, why: Callable[[], str] = str, timeout: float = START_TIMEOUT
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
@@ -174,6 +176,7 @@ class Postgres:
     def close(self) -> None:
         subprocess.run(
             ["bash", str(self.script), "stop", str(self.directory)],
+            check=False,
             capture_output=True,
             timeout=120,
         )
@@ -509,15 +512,24 @@ def run_load(
     try:
         consumers = [
             spawn_worker(
-                "consumer", address, group, str(work / f"{group}.log"), str(control),
+                "consumer",
+                address,
+                group,
+                str(work / f"{group}.log"),
+                str(control),
                 log=work / f"{group}.out",
             )
             for group in GROUPS
         ]
         producers = [
             spawn_worker(
-                "producer", address, str(i), str(work / f"producer-{i}.json"), str(stop_file),
-                str(rate), log=work / f"producer-{i}.out",
+                "producer",
+                address,
+                str(i),
+                str(work / f"producer-{i}.json"),
+                str(stop_file),
+                str(rate),
+                log=work / f"producer-{i}.out",
             )
             for i in range(PRODUCERS)
         ]
@@ -561,7 +573,7 @@ def run_load(
 def postgres_server(work: Path, server_url: str | None, name: str) -> Iterator[str]:
     """A fresh database: on ``server_url`` if given, else on a throwaway server."""
     if server_url:
-        yield fresh_database(server_url, name)
+        yield fresh_database(server_url, f"{name}_{os.getpid()}")
         return
     pg = Postgres()
     try:
@@ -570,8 +582,9 @@ def postgres_server(work: Path, server_url: str | None, name: str) -> Iterator[s
         pg.close()
 
 
-def soak_broker_kills(store: str, cycles: int, interval: float, rate: float, work: Path,
-                      server_url: str | None = None) -> Report:
+def soak_broker_kills(
+    store: str, cycles: int, interval: float, rate: float, work: Path, server_url: str | None = None
+) -> Report:
     with contextlib.ExitStack() as stack:
         if store == "sqlite":
             args = ["--data-dir", str(work / "data")]
@@ -607,8 +620,9 @@ def soak_postgres_restarts(cycles: int, interval: float, rate: float, work: Path
         pg.close()
 
 
-def soak_haproxy(cycles: int, interval: float, rate: float, work: Path,
-                 server_url: str | None = None) -> Report:
+def soak_haproxy(
+    cycles: int, interval: float, rate: float, work: Path, server_url: str | None = None
+) -> Report:
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(postgres_server(work, server_url, "myqueue_soak_haproxy"))
         brokers = [Broker(["--database-url", url], work / f"broker-{i}.log") for i in range(3)]
@@ -645,6 +659,7 @@ def small_filesystem(work: Path) -> Iterator[Path]:
         raise SkipScenario("mounting a small filesystem needs root")
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount_point)],
+        check=False,
         capture_output=True,
         text=True,
     )
@@ -653,7 +668,7 @@ def small_filesystem(work: Path) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mount_point)], check=False, capture_output=True)
 
 
 def fill(path: Path, leave_bytes: int) -> None:
@@ -698,8 +713,12 @@ def soak_disk_full(work: Path) -> Report:
                 batch = [f"p0-{sequence + i}{BLOCK}" for i in range(4)]
                 resp = session.post(
                     broker.url + "/producer/produce_batch",
-                    json={"topic": TOPIC, "producer_id": producer_id, "sequence": sequence,
-                          "messages": batch},
+                    json={
+                        "topic": TOPIC,
+                        "producer_id": producer_id,
+                        "sequence": sequence,
+                        "messages": batch,
+                    },
                     timeout=30,
                 )
                 if resp.status_code != 200:
@@ -715,8 +734,12 @@ def soak_disk_full(work: Path) -> Report:
             # Still full: the same batch again is refused the same way, not half stored.
             again = session.post(
                 broker.url + "/producer/produce_batch",
-                json={"topic": TOPIC, "producer_id": producer_id, "sequence": sequence,
-                      "messages": [f"p0-{sequence + i}{BLOCK}" for i in range(4)]},
+                json={
+                    "topic": TOPIC,
+                    "producer_id": producer_id,
+                    "sequence": sequence,
+                    "messages": [f"p0-{sequence + i}{BLOCK}" for i in range(4)],
+                },
                 timeout=30,
             )
             assert again.status_code == 503, again.text
@@ -730,8 +753,12 @@ def soak_disk_full(work: Path) -> Report:
             # The refused batch again, as the client would retry it: stored once now.
             resp = session.post(
                 broker.url + "/producer/produce_batch",
-                json={"topic": TOPIC, "producer_id": producer_id, "sequence": sequence,
-                      "messages": [f"p0-{sequence + i}{BLOCK}" for i in range(4)]},
+                json={
+                    "topic": TOPIC,
+                    "producer_id": producer_id,
+                    "sequence": sequence,
+                    "messages": [f"p0-{sequence + i}{BLOCK}" for i in range(4)],
+                },
                 timeout=30,
             )
             assert resp.status_code == 200, resp.text
@@ -755,8 +782,9 @@ def soak_disk_full(work: Path) -> Report:
 SCENARIOS = ("kill-sqlite", "kill-postgres", "pg-restart", "haproxy", "disk-full")
 
 
-def run_scenario(name: str, cycles: int, interval: float, rate: float, work: Path,
-                 server_url: str | None = None) -> Report:
+def run_scenario(
+    name: str, cycles: int, interval: float, rate: float, work: Path, server_url: str | None = None
+) -> Report:
     work.mkdir(parents=True, exist_ok=True)
     if name == "kill-sqlite":
         return soak_broker_kills("sqlite", cycles, interval, rate, work)
@@ -772,18 +800,25 @@ def run_scenario(name: str, cycles: int, interval: float, rate: float, work: Pat
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run soaks and print their counts")
-    run.add_argument("--scenario", action="append", choices=SCENARIOS,
-                     help="repeatable; default: all")
-    run.add_argument("--cycles", type=int, default=20, help="faults per soak (pg-restart: "
-                     "--pg-cycles)")
+    run.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, help="repeatable; default: all"
+    )
+    run.add_argument(
+        "--cycles", type=int, default=20, help="faults per soak (pg-restart: --pg-cycles)"
+    )
     run.add_argument("--pg-cycles", type=int, default=5)
     run.add_argument("--interval", type=float, default=3.0, help="seconds between faults")
     run.add_argument("--rate", type=float, default=250.0, help="messages/s per producer")
-    run.add_argument("--database-url", help="a PostgreSQL server for kill-postgres and "
-                     "haproxy (default: a throwaway server of their own)")
+    run.add_argument(
+        "--database-url",
+        help="a PostgreSQL server for kill-postgres and "
+        "haproxy (default: a throwaway server of their own)",
+    )
     run.add_argument("--report", type=Path, help="also write the reports here as JSON")
     p = sub.add_parser("producer")
     p.add_argument("broker")

@@ -16,6 +16,7 @@ SECOND_START_TIMEOUT = 30
 def start_second(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(broker_binary()), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=SECOND_START_TIMEOUT,
