@@ -52,6 +52,9 @@ START_TIMEOUT = 60.0
 #: How long producers may take to deliver what they hold once the faults are over.
 DRAIN_TIMEOUT = 180.0
 MESSAGE = re.compile(r"p(\d+)-(\d+)")
+#: A consumer process is killed (SIGKILL) and started again once every this many faults,
+#: the first time after the third.
+CONSUMER_KILL_EVERY = 5
 
 
 class SkipScenario(Exception):
@@ -338,6 +341,7 @@ class Report:
     wrong_offset: int = 0
     not_delivered: int = 0
     producer_failures: int = 0
+    consumer_kills: int = 0
     delivered_twice: dict[str, int] = dataclasses.field(default_factory=dict)
     group_missing: dict[str, int] = dataclasses.field(default_factory=dict)
     group_out_of_order: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -363,7 +367,8 @@ class Report:
         twice = ", ".join(f"{g} {n}" for g, n in self.delivered_twice.items())
         return (
             f"{self.scenario}: {self.cycles} cycles, {self.acknowledged} acknowledged, "
-            f"{self.lost} lost, {self.stored_twice} stored twice, delivered twice: {twice} "
+            f"{self.lost} lost, {self.stored_twice} stored twice, "
+            f"{self.consumer_kills} consumer kills, delivered twice: {twice} "
             f"({self.seconds:.0f} s)"
         )
 
@@ -510,8 +515,9 @@ def run_load(
     stop_file, control = work / "stop", work / "end"
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        consumers = [
-            spawn_worker(
+
+        def start_consumer(group: str) -> subprocess.Popen[bytes]:
+            return spawn_worker(
                 "consumer",
                 address,
                 group,
@@ -519,8 +525,8 @@ def run_load(
                 str(control),
                 log=work / f"{group}.out",
             )
-            for group in GROUPS
-        ]
+
+        consumers = [start_consumer(group) for group in GROUPS]
         producers = [
             spawn_worker(
                 "producer",
@@ -533,11 +539,19 @@ def run_load(
             )
             for i in range(PRODUCERS)
         ]
-        workers = consumers + producers
+        workers = [*consumers, *producers]
         for cycle in range(cycles):
             time.sleep(interval)
             fault(cycle)
             report.cycles += 1
+            if cycle % CONSUMER_KILL_EVERY == CONSUMER_KILL_EVERY - 3:
+                # A consumer process dies too: its group continues from its committed
+                # position, and gets again what it took since (counted as delivered twice).
+                index = report.consumer_kills % len(GROUPS)
+                stop_worker(consumers[index])
+                consumers[index] = start_consumer(GROUPS[index])
+                workers.append(consumers[index])
+                report.consumer_kills += 1
         time.sleep(interval)  # a last stretch without faults
         stop_file.touch()
         deadline = time.monotonic() + DRAIN_TIMEOUT + 30
