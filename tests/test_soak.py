@@ -28,8 +28,9 @@ MUST_RUN = IN_CI
 
 
 @pytest.fixture
-def work(tmp_path: Path) -> Path:
-    os.environ["MYQUEUE_BROKER"] = str(broker_binary())
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The soak's work directory; the broker binary for the harness (for this test only)."""
+    monkeypatch.setenv("MYQUEUE_BROKER", str(broker_binary()))
     return tmp_path
 
 
