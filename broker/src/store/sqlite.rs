@@ -79,8 +79,8 @@ pub struct SqliteBackend {
     readers: SqlitePool,
     /// Set by every write, cleared by the checkpoint task: an idle broker does no work.
     written: Arc<AtomicBool>,
-    /// Held while the store lives: no second broker opens this directory meanwhile.
-    _lock: DirLock,
+    /// Held until the store closes: no second broker opens this directory meanwhile.
+    lock: std::sync::Mutex<Option<DirLock>>,
 }
 
 impl SqliteStore {
@@ -136,7 +136,7 @@ impl SqliteStore {
             writer,
             readers,
             written,
-            _lock: lock,
+            lock: std::sync::Mutex::new(Some(lock)),
         };
         Ok(SqlStore::new(
             backend,
@@ -376,6 +376,8 @@ impl Backend for SqliteBackend {
     async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;
+        // Closed: the directory is free for the next store (a restart within one process).
+        drop(self.lock.lock().map(|mut lock| lock.take()));
     }
 }
 
