@@ -29,6 +29,8 @@ if ! have_postgres && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "test.sh: installing PostgreSQL's server binaries (apt-get install postgresql)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 fi
+# haproxy, for the soak of three brokers behind a load balancer (tests/test_soak.py).
+bash scripts/install-haproxy.sh
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   if have_postgres; then
     pg_dir=$(mktemp -d /tmp/myqueue-test-pg.XXXXXX)

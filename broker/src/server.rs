@@ -3,6 +3,7 @@
 use crate::api;
 use crate::app::{App, Limits, Policy};
 use crate::config::{Config, StoreKind};
+use crate::store::dir_lock::LockError;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -30,6 +31,14 @@ pub enum StartError {
         #[source]
         source: OpenError,
     },
+    /// Another broker runs on this data directory (see `store::dir_lock`).
+    #[error(
+        "the data directory {} is in use by another myqueue-broker ({}); \
+         stop that one first, or give this one another --data-dir",
+        dir.display(),
+        pid.map_or("PID not written yet".to_owned(), |pid| format!("PID {pid}"))
+    )]
+    DataDirInUse { dir: PathBuf, pid: Option<u32> },
     #[error("--store postgres needs --database-url or DATABASE_URL")]
     NoDatabaseUrl,
     #[error("invalid database URL {url}: {source}")]
@@ -59,9 +68,14 @@ pub async fn open_store(
             SqliteStore::open(dir, config.retention())
                 .await
                 .map(|store| Arc::new(store) as Arc<dyn Store>)
-                .map_err(|source| StartError::Sqlite {
-                    dir: dir.clone(),
-                    source,
+                .map_err(|source| match source {
+                    OpenError::Lock(LockError::Held { dir, pid }) => {
+                        StartError::DataDirInUse { dir, pid }
+                    }
+                    source => StartError::Sqlite {
+                        dir: dir.clone(),
+                        source,
+                    },
                 })
         }
         StoreKind::Postgres => {

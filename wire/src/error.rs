@@ -54,6 +54,9 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The database cannot be reached or failed; retry later.
     StorageUnavailable,
+    /// `GET /healthz` only: the store answers, but its last append failed because the disk
+    /// is full or failing, and none has succeeded since; writes get 503 until space is freed.
+    StoreUnwritable,
     /// The broker is shutting down; retry against it (or another broker) shortly.
     ShuttingDown,
     /// A bug in the broker. Never expected; reported so that nothing answers with HTML.
@@ -76,7 +79,7 @@ impl ErrorCode {
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
             Internal | Unknown => 500,
-            StorageUnavailable | ShuttingDown => 503,
+            StorageUnavailable | StoreUnwritable | ShuttingDown => 503,
         }
     }
 
@@ -89,7 +92,7 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::StorageUnavailable | ErrorCode::ShuttingDown
+            ErrorCode::StorageUnavailable | ErrorCode::StoreUnwritable | ErrorCode::ShuttingDown
         )
     }
 }
@@ -147,6 +150,7 @@ mod tests {
             "method_not_allowed",
             "unsupported_media_type",
             "storage_unavailable",
+            "store_unwritable",
             "shutting_down",
             "internal",
             "unknown",

@@ -104,7 +104,9 @@ pub fn log_server_failure(endpoint: &str, response: &Response) {
     ) {
         match code {
             ErrorCode::ShuttingDown => tracing::debug!(endpoint, %code, "{why}"),
-            ErrorCode::StorageUnavailable => tracing::warn!(endpoint, %code, "{why}"),
+            ErrorCode::StorageUnavailable | ErrorCode::StoreUnwritable => {
+                tracing::warn!(endpoint, %code, "{why}")
+            }
             _ => tracing::error!(endpoint, %code, "{why}"),
         }
     }
@@ -161,7 +163,7 @@ mod tests {
     use super::*;
     use ErrorCode::*;
 
-    const EVERY_CODE: [ErrorCode; 18] = [
+    const EVERY_CODE: [ErrorCode; 19] = [
         InvalidRequest,
         InvalidTopicName,
         TopicExists,
@@ -177,6 +179,7 @@ mod tests {
         MethodNotAllowed,
         UnsupportedMediaType,
         StorageUnavailable,
+        StoreUnwritable,
         ShuttingDown,
         Internal,
         Unknown,

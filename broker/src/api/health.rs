@@ -13,7 +13,8 @@ struct Health {
     store: &'static str,
 }
 
-/// 200 when the store can serve requests, 503 `storage_unavailable` when it cannot.
+/// 200 when the store can serve requests; 503 `storage_unavailable` when it cannot answer,
+/// `store_unwritable` when it answers but its appends fail for the disk (full or failing).
 pub async fn healthz(app: App) -> Response {
     respond(
         async {

@@ -3,6 +3,11 @@
 use myqueue_wire::ErrorCode;
 use std::sync::Arc;
 
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const PG_DISK_FULL: &str = "53100";
+const PG_IO_ERROR: &str = "58030";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("topic '{0}' already exists")]
@@ -48,6 +53,10 @@ pub enum StoreError {
     Internal(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// The store answers but cannot write: the last append failed for lack of disk space or
+    /// with an I/O error, and none has succeeded since (`GET /healthz`, 503).
+    #[error("the store cannot write: {0}")]
+    Unwritable(#[source] Arc<sqlx::Error>),
 }
 
 impl StoreError {
@@ -63,6 +72,7 @@ impl StoreError {
             StoreError::Unavailable(_) => ErrorCode::StorageUnavailable,
             StoreError::Undecodable(_) | StoreError::Internal(_) => ErrorCode::Internal,
             StoreError::ShuttingDown => ErrorCode::ShuttingDown,
+            StoreError::Unwritable(_) => ErrorCode::StoreUnwritable,
         }
     }
 }
@@ -76,6 +86,24 @@ impl StoreError {
                 .is_some_and(|db| db.is_foreign_key_violation()),
             _ => false,
         }
+    }
+
+    /// The database's disk is full or failing (SQLite's `SQLITE_FULL` and `SQLITE_IOERR`
+    /// families, PostgreSQL's `disk_full` and `io_error`): the cause, if so.
+    pub fn disk_failure(&self) -> Option<Arc<sqlx::Error>> {
+        let StoreError::Unavailable(err) = self else {
+            return None;
+        };
+        let db = err.as_database_error()?;
+        let code = db.code()?;
+        let disk = if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            // The extended result code, whose low byte is the primary one.
+            code.parse::<i32>()
+                .is_ok_and(|extended| matches!(extended & 0xff, SQLITE_IOERR | SQLITE_FULL))
+        } else {
+            matches!(&*code, PG_DISK_FULL | PG_IO_ERROR)
+        };
+        disk.then(|| err.clone())
     }
 
     /// A row found no partition to go to (PostgreSQL): the partitions made ahead did not
@@ -127,6 +155,9 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory's lock: another broker has it, or the lock file is unusable.
+    #[error(transparent)]
+    Lock(#[from] super::dir_lock::LockError),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("cannot bring the database schema up to date: {0}")]

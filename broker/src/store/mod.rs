@@ -16,6 +16,7 @@
 
 mod batcher;
 mod catalog;
+pub mod dir_lock;
 mod error;
 pub mod memory;
 mod plan;
@@ -25,6 +26,7 @@ mod sequence;
 mod signals;
 pub mod sql;
 pub mod sqlite;
+mod write_health;
 
 pub use error::{OpenError, StoreError};
 pub use retention::{Retention, RetentionChange, RetentionSettings};

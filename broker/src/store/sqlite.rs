@@ -19,6 +19,7 @@
 //! the files stop growing under steady load.
 
 use super::catalog::Owner;
+use super::dir_lock::DirLock;
 use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
 use super::retention::RetentionConfig;
 use super::sql::{
@@ -35,7 +36,7 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection, Sqlite, Transaction};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +79,8 @@ pub struct SqliteBackend {
     readers: SqlitePool,
     /// Set by every write, cleared by the checkpoint task: an idle broker does no work.
     written: Arc<AtomicBool>,
+    /// Held until the store closes: no second broker opens this directory meanwhile.
+    lock: std::sync::Mutex<Option<DirLock>>,
 }
 
 impl SqliteStore {
@@ -89,6 +92,8 @@ impl SqliteStore {
             path: data_dir.to_owned(),
             source,
         })?;
+        // Before the database is touched: a second broker must not even run migrations.
+        let lock = DirLock::acquire(data_dir)?;
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join(DATABASE_FILE))
             .create_if_missing(true)
@@ -105,6 +110,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(replace_if_stuck_in_transaction(conn)))
             .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
             .await
             .map_err(OpenError::Connect)?;
@@ -130,6 +136,7 @@ impl SqliteStore {
             writer,
             readers,
             written,
+            lock: std::sync::Mutex::new(Some(lock)),
         };
         Ok(SqlStore::new(
             backend,
@@ -139,6 +146,22 @@ impl SqliteStore {
             retention,
         ))
     }
+}
+
+/// Whether the writer connection may go back to its pool (`false` closes it, and the pool
+/// opens a fresh one). sqlx counts the transactions it opened, and its count can be wrong
+/// after a failed COMMIT: SQLite rolls a transaction back by itself when a write fails for a
+/// full disk or an I/O error, the ROLLBACK that sqlx then sends fails ("no transaction is
+/// active"), and sqlx still counts the transaction as open, refusing every later BEGIN on the
+/// connection: the broker would never write again, even once space is freed.
+async fn replace_if_stuck_in_transaction(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
+    // A round trip, so that the ROLLBACK queued by the dropped transaction has run.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("replacing the SQLite writer connection after a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Copies committed WAL pages into the database file from a connection of its own, so that
@@ -353,6 +376,8 @@ impl Backend for SqliteBackend {
     async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;
+        // Closed: the directory is free for the next store (a restart within one process).
+        drop(self.lock.lock().map(|mut lock| lock.take()));
     }
 }
 

@@ -17,6 +17,7 @@ use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
 use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
 use super::retention::{self, Chunk, Retention, RetentionConfig};
+use super::write_health::WriteHealth;
 use super::{
     Append, Appended, ConsumerStart, FetchLimit, Fetched, PassReport, Result, RetentionChange,
     RetentionSettings, SeekTo, Store, StoreError, StoredMessage, TopicInfo, TopicSignals,
@@ -231,6 +232,8 @@ pub struct SqlStore<B> {
     appends: Batcher<AppendJob, Appended>,
     positions: Batcher<(u64, PositionOp), Positioned>,
     passes: Arc<Passes>,
+    /// Whether the last append group failed for the disk (for `ping`).
+    write_health: Arc<WriteHealth>,
     /// The batchers, the retention pass and the backend's own background work; `close` waits
     /// for them.
     tasks: TaskTracker,
@@ -260,10 +263,14 @@ impl<B: Backend> SqlStore<B> {
             weight: MAX_GROUP_BYTES,
             weigh: |job: &AppendJob| job.messages.iter().map(String::len).sum(),
         };
+        let write_health = Arc::new(WriteHealth::default());
         let appends = Batcher::spawn(append_limits, &tasks, stop.clone(), {
             let backend = backend.clone();
             let signals = signals.clone();
-            move |jobs: Vec<AppendJob>| commit_appends(backend.clone(), signals.clone(), jobs)
+            let health = write_health.clone();
+            move |jobs: Vec<AppendJob>| {
+                commit_appends(backend.clone(), signals.clone(), health.clone(), jobs)
+            }
         });
         let position_limits = GroupLimits {
             requests: MAX_GROUP,
@@ -298,6 +305,7 @@ impl<B: Backend> SqlStore<B> {
             catalog: Catalog::default(),
             signals,
             appends,
+            write_health,
             positions,
             passes,
             tasks,
@@ -384,6 +392,7 @@ async fn position_group<B: Backend>(
 async fn commit_appends<B: Backend>(
     backend: Arc<B>,
     signals: Arc<TopicSignals>,
+    write_health: Arc<WriteHealth>,
     jobs: Vec<AppendJob>,
 ) -> Vec<Result<Appended>> {
     let n = jobs.len();
@@ -391,6 +400,7 @@ async fn commit_appends<B: Backend>(
     let started = std::time::Instant::now();
     let result = backend.append_group(jobs).await;
     tracing::trace!(requests = n, elapsed = ?started.elapsed(), "append group");
+    write_health.record(result.as_ref().map(|_| ()));
     match result {
         Ok(outcomes) => {
             let appended = outcomes
@@ -413,7 +423,8 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     async fn ping(&self) -> Result<()> {
-        B::Db::ping(self.backend.readers()).await
+        B::Db::ping(self.backend.readers()).await?;
+        self.write_health.check()
     }
 
     async fn create_topic(&self, name: &str, settings: RetentionSettings) -> Result<()> {
