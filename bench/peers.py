@@ -161,25 +161,29 @@ def render(results: dict[str, Any]) -> str:
         ),
         "",
         (
-            "| system | produce msg/s | drain msg/s | latency p50 ms | latency p99 ms "
+            "| system | produce msg/s | ÷ COPY | drain msg/s | latency p50 ms | latency p99 ms "
             "| an acknowledged write is |"
         ),
-        "| --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    ceiling = results["systems"].get("postgres-copy", {}).get("median", {}).get("produce_rate")
     for entry in results["systems"].values():
         f = entry.get("median", {})
         if entry["status"] != "ok":
             reason = entry["reason"].strip().splitlines()[-1][:160]  # the JSON has it all
             lines.append(
-                f"| {entry['label']} | {entry['status']}: {reason} | | | | {entry['durability']} |"
+                f"| {entry['label']} | {entry['status']}: {reason} | | | | | {entry['durability']} |"
             )
             continue
 
         def cell(key: str, fmt: str, f: dict[str, float] = f) -> str:
             return format(f[key], fmt) if key in f else "—"
 
+        rate = f.get("produce_rate")
+        share = f"{rate / ceiling:.2f}" if rate and ceiling else "—"
         lines.append(
-            f"| {entry['label']} | {cell('produce_rate', ',.0f')} | {cell('drain_rate', ',.0f')} "
+            f"| {entry['label']} | {cell('produce_rate', ',.0f')} | {share} "
+            f"| {cell('drain_rate', ',.0f')} "
             f"| {cell('latency_p50_ms', '.2f')} | {cell('latency_p99_ms', '.2f')} "
             f"| {entry['durability']} |"
         )
@@ -304,6 +308,9 @@ def main() -> int:
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
                     entry.update(status="error", reason=str(e))
                     print(f"peers: {name}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        print("peers: interrupted: stopping the servers, keeping the runs done", file=sys.stderr)
     finally:
         for name, (server, _) in servers.items():
             print(f"peers: stopping {name}", file=sys.stderr, flush=True)
@@ -319,6 +326,8 @@ def main() -> int:
     table = render(results)
     print("\n" + table)
     print(f"figures: {out}; {results['seconds']:.0f} s")
+    if results.get("interrupted"):
+        return 130
     if not plan.quick and args.json is None:
         update_docs(ROOT / "docs" / "BENCHMARKS.md", table)
         chart(results, ROOT / "docs" / "bench-peers.png")

@@ -26,7 +26,7 @@ from .base import (
 
 LABEL = "NATS JetStream, file storage (nats-py)"
 DURABILITY = (
-    "none per write: acked once written to the OS, fsynced in the background "
+    "per interval, not per write: acked once written to the OS, fsynced in the background "
     "(nats-server 2.9 cannot sync every write)"
 )
 WINDOW = 1000  # acknowledged publishes in flight
