@@ -37,23 +37,34 @@ def apt_candidate(package: str) -> bool:
     return "Candidate:" in out and "Candidate: (none)" not in out
 
 
-def apt_install(packages: list[str]) -> str:
-    """Installs Debian packages; returns "" or why it could not."""
+def apt(*args: str) -> str:
+    """Runs apt-get; returns "" or why it failed."""
+    done = subprocess.run(
+        ["apt-get", *APT_LOCK, *args], env=APT_ENV, capture_output=True, text=True,
+        timeout=1200, check=False,
+    )  # fmt: skip
+    if done.returncode == 0:
+        return ""
+    return f"`apt-get {' '.join(args)}` failed: {done.stderr.strip()[-300:]}"
+
+
+def apt_install(packages: list[str]) -> dict[str, str]:
+    """Installs Debian packages; returns {package: why it is not installed}."""
     if os.geteuid() != 0:
-        return f"not root: run `apt-get install {' '.join(packages)}` as root"
+        why = f"not root: run `apt-get install {' '.join(packages)}` as root"
+        return dict.fromkeys(packages, why)
     if shutil.which("apt-get") is None:
-        return "no apt-get on this machine"
-    steps = [
-        ["apt-get", *APT_LOCK, "update", "-qq"],
-        ["apt-get", *APT_LOCK, "install", "-y", "-qq", "--no-install-recommends", *packages],
-    ]
-    for step in steps:
-        done = subprocess.run(
-            step, env=APT_ENV, capture_output=True, text=True, timeout=1200, check=False
-        )
-        if done.returncode != 0:
-            return f"`{' '.join(step)}` failed: {done.stderr.strip()[-300:]}"
-    return ""
+        return dict.fromkeys(packages, "no apt-get on this machine")
+    failure = apt("update", "-qq")  # before asking for candidates: the lists may be old
+    if failure:
+        return dict.fromkeys(packages, failure)
+    # Not every Debian release has every server (nats-server came with bookworm).
+    offered = [p for p in packages if apt_candidate(p)]
+    failed = {p: f"Debian offers no {p} here (apt-cache policy {p})" for p in packages}
+    if offered:
+        failure = apt("install", "-y", "-qq", "--no-install-recommends", *offered)
+        failed.update(dict.fromkeys(offered, failure))
+    return {p: why for p, why in failed.items() if why}
 
 
 def pip_install(requirements: list[str]) -> str:
@@ -86,18 +97,11 @@ def ensure(systems: Iterable[System], install: bool) -> dict[str, str]:
     )
     if packages and install:
         print(f"peers: installing from Debian: {' '.join(packages)}", file=sys.stderr, flush=True)
-        missing = [p for p in packages if not apt_candidate(p)]
-        failure = (
-            apt_install([p for p in packages if p not in missing])
-            if len(missing) < len(packages)
-            else ""
-        )
+        failed = apt_install(packages)
         for s in systems:
             for probe, pkg in s.debian:
-                if pkg in missing:
-                    unavailable[s.name] = f"Debian offers no {pkg} here"
-                elif not present(probe):
-                    unavailable[s.name] = failure or f"{pkg} installed but {probe} is missing"
+                if not present(probe):
+                    unavailable[s.name] = failed.get(pkg) or f"{pkg} installed, {probe} missing"
     if requirements and install:
         print(f"peers: installing from PyPI: {' '.join(requirements)}", file=sys.stderr, flush=True)
         failure = pip_install(requirements)
