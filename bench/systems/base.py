@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -47,8 +47,9 @@ class Client(Protocol):
     def drain(self, topic: str, count: int) -> None:
         """Reads count messages from the start of the topic; fails if fewer arrive."""
 
-    def send_paced(self, topic: str, rate: float, count: int, stamp: Callable[[], bytes]) -> None:
-        """Sends count messages at rate/s, each stamp()ed at its due time; waits for the acks."""
+    def send_paced(self, topic: str, rate: float, count: int) -> None:
+        """Sends count messages at rate/s on a Schedule (begun once connected), each carrying
+        its due time; returns once every one is acknowledged."""
 
     def receive(
         self, topic: str, count: int, ready: Callable[[], None], timeout: float
@@ -116,25 +117,38 @@ def terminate(proc: subprocess.Popen[bytes] | None, grace: float = 20) -> None:
         proc.wait(timeout=10)
 
 
-def paced(rate: float, count: int) -> Iterator[int]:
-    """Yields 0..count-1, each at its due time (start + i/rate), sleeping in short slices."""
-    start = time.perf_counter()
-    for i in range(count):
-        due = start + i / rate
-        while True:
-            now = time.perf_counter()
-            if now >= due:
-                break
-            time.sleep(min(due - now, 0.0005))
-        yield i
+class Schedule:
+    """Message i is due at start + i/rate and carries that due time (wall clock, ns) as its
+    payload, padded to 100 bytes. A sender that falls behind (waiting for acks, or for the
+    CPU) is charged for the wait: latency runs from when the message was due, not from when a
+    late sender got round to it."""
+
+    def __init__(self, rate: float, count: int) -> None:
+        self.rate, self.count = rate, count
+        self.start_perf = time.perf_counter()
+        self.start_ns = time.time_ns()
+
+    def payload(self, i: int) -> bytes:
+        return str(self.start_ns + int(i * 1e9 / self.rate)).encode().ljust(100, b".")
+
+    def wait(self, i: int) -> float:
+        """Seconds until message i is due (0 or less: due now)."""
+        return self.start_perf + i / self.rate - time.perf_counter()
+
+    def sleep_until(self, i: int) -> None:
+        while (left := self.wait(i)) > 0:
+            time.sleep(min(left, 0.0005))
+
+    def due_now(self) -> int:
+        """How many messages are due by now."""
+        return min(self.count, int((time.perf_counter() - self.start_perf) * self.rate) + 1)
 
 
 async def paced_async(
-    rate: float, count: int, send: Callable[[int], Awaitable[None]], window: int = 1000
+    schedule: Schedule, send: Callable[[int], Awaitable[None]], window: int = 1000
 ) -> None:
     """Calls send(i) at each due time without waiting for its ack (at most window in flight),
     then waits for every outstanding one."""
-    start = time.perf_counter()
     slots = asyncio.Semaphore(window)
     pending: set[asyncio.Task[None]] = set()
 
@@ -144,8 +158,8 @@ async def paced_async(
         finally:
             slots.release()
 
-    for i in range(count):
-        delay = start + i / rate - time.perf_counter()
+    for i in range(schedule.count):
+        delay = schedule.wait(i)
         if delay > 0:
             await asyncio.sleep(delay)
         await slots.acquire()
@@ -154,11 +168,6 @@ async def paced_async(
         task.add_done_callback(pending.discard)
     if pending:
         await asyncio.gather(*pending)
-
-
-def stamp_now() -> bytes:
-    """A 100-byte payload carrying the wall clock in ns (readers on this host compare it)."""
-    return str(time.time_ns()).encode().ljust(100, b".")
 
 
 def stamped_ns(payload: bytes) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import BROKER, Broker
 
-from .base import Received, Settings, Shared, Unavailable, paced
+from .base import Received, Schedule, Settings, Shared, Unavailable
 
 LABEL = {"sqlite": "myqueue, SQLite", "postgres": "myqueue, PostgreSQL"}
 DURABILITY = {
@@ -67,12 +67,14 @@ class Client:
         if taken != count:
             raise RuntimeError(f"drained {taken} of {count}")
 
-    def send_paced(self, topic: str, rate: float, count: int, stamp: Callable[[], bytes]) -> None:
+    def send_paced(self, topic: str, rate: float, count: int) -> None:
         from myqueue import MyProducer
 
         producer = MyProducer([topic], self.address, linger_ms=0)
-        for _ in paced(rate, count):
-            producer.send(topic, stamp())
+        schedule = Schedule(rate, count)
+        for i in range(count):
+            schedule.sleep_until(i)
+            producer.send(topic, schedule.payload(i))  # returns at once: delivery is background
         producer.stop()
 
     def receive(

@@ -15,6 +15,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 
 from .base import (
     Received,
+    Schedule,
     Settings,
     Unavailable,
     free_port,
@@ -111,15 +112,16 @@ class Client:
         if taken != count:
             raise RuntimeError(f"drained {taken} of {count}")
 
-    def send_paced(self, topic: str, rate: float, count: int, stamp: Callable[[], bytes]) -> None:
+    def send_paced(self, topic: str, rate: float, count: int) -> None:
         async def run() -> None:
             nc = await nats.connect(self.url)
             js = nc.jetstream()
+            schedule = Schedule(rate, count)
 
-            async def send(_: int) -> None:
-                await js.publish(topic, stamp())  # waits for its PubAck; others go on meanwhile
+            async def send(i: int) -> None:
+                await js.publish(topic, schedule.payload(i))  # waits for its PubAck only
 
-            await paced_async(rate, count, send, WINDOW)
+            await paced_async(schedule, send, WINDOW)
             await nc.close()
 
         asyncio.run(run())

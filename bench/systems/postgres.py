@@ -63,7 +63,7 @@ class Client:
         if taken != count:
             raise RuntimeError(f"drained {taken} of {count}")
 
-    def send_paced(self, topic: str, rate: float, count: int, stamp: Callable[[], bytes]) -> None:
+    def send_paced(self, topic: str, rate: float, count: int) -> None:
         raise NotImplementedError("not a queue: no latency workload")
 
     def receive(

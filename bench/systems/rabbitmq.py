@@ -18,7 +18,16 @@ import pika
 import pika.channel
 import pika.spec
 
-from .base import Received, Settings, Unavailable, free_port, spawn, terminate, wait_for_port
+from .base import (
+    Received,
+    Schedule,
+    Settings,
+    Unavailable,
+    free_port,
+    spawn,
+    terminate,
+    wait_for_port,
+)
 
 LABEL = "RabbitMQ quorum queue, publisher confirms (pika)"
 DURABILITY = "fsync per write (quorum queue: Raft log fsynced before the confirm; one node)"
@@ -91,8 +100,9 @@ class _Publisher:
         self.finished = False
         self.error: str | None = None
 
-    def run(self, count: int, body: Callable[[int], bytes], due: Callable[[int], float]) -> None:
-        self.count, self.body, self.due = count, body, due
+    def run(self, count: int, rate: float | None, payload: bytes = b"") -> None:
+        """rate None: as fast as confirms allow, every message payload; else on a Schedule."""
+        self.count, self.rate, self.payload = count, rate, payload
         self.connection = pika.SelectConnection(
             self.params,
             on_open_callback=lambda c: c.channel(on_open_callback=self._on_channel),
@@ -121,18 +131,19 @@ class _Publisher:
         channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._start())
 
     def _start(self) -> None:
-        self.started = time.perf_counter()
+        self.schedule = Schedule(self.rate or 1.0, self.count) if self.rate else None
         self._pump()
 
     def _pump(self) -> None:
         while self.sent < self.count and len(self.unconfirmed) < WINDOW:
-            wait = self.started + self.due(self.sent) - time.perf_counter()
+            wait = self.schedule.wait(self.sent) if self.schedule else 0.0
             if wait > 0:
                 if not self.timer_set:  # one timer at a time, however many acks arrive
                     self.timer_set = True
                     self.connection.ioloop.call_later(wait, self._on_timer)
                 return
-            self.channel.basic_publish("", self.queue, self.body(self.sent), self.properties)
+            body = self.schedule.payload(self.sent) if self.schedule else self.payload
+            self.channel.basic_publish("", self.queue, body, self.properties)
             self.sent += 1
             self.unconfirmed.add(self.sent)  # delivery tags count from 1
 
@@ -171,10 +182,10 @@ class Client:
         connection.close()
 
     def produce(self, topic: str, count: int, payload: bytes) -> None:
-        _Publisher(self.port, topic).run(count, lambda _i: payload, lambda _i: 0.0)
+        _Publisher(self.port, topic).run(count, None, payload)
 
-    def send_paced(self, topic: str, rate: float, count: int, stamp: Callable[[], bytes]) -> None:
-        _Publisher(self.port, topic).run(count, lambda _i: stamp(), lambda i: i / rate)
+    def send_paced(self, topic: str, rate: float, count: int) -> None:
+        _Publisher(self.port, topic).run(count, rate)
 
     def drain(self, topic: str, count: int) -> None:
         got = self._consume(topic, count, lambda: None, 30, lambda _body: None)

@@ -3,7 +3,6 @@ redis-py with hiredis; XADD pipelined to produce, XREAD to drain, XREAD BLOCK to
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import time
@@ -11,14 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-import redis.asyncio
 
 from .base import (
     Received,
+    Schedule,
     Settings,
     Unavailable,
     free_port,
-    paced_async,
     spawn,
     terminate,
     wait_for_port,
@@ -28,7 +26,6 @@ LABEL = "Redis Streams (redis-py + hiredis)"
 DURABILITY = "fsync per write (AOF `appendfsync always`: fsynced before the reply)"
 PIPELINE = 1000  # XADDs per round trip
 READ_COUNT = 5000  # entries per XREAD while draining
-WINDOW = 64  # XADDs in flight while sending at a steady rate (each on its own connection)
 
 
 class Server:
@@ -80,21 +77,20 @@ class Client:
             taken += len(entries)
             last = entries[-1][0]
 
-    def send_paced(self, topic: str, rate: float, count: int, stamp: Callable[[], bytes]) -> None:
-        async def run() -> None:
-            # One connection per XADD in flight; at most WINDOW of them, the rest wait.
-            pool = redis.asyncio.BlockingConnectionPool(
-                host="127.0.0.1", port=self.port, max_connections=WINDOW
-            )
-            client = redis.asyncio.Redis(connection_pool=pool)
-
-            async def send(_: int) -> None:
-                await client.xadd(topic, {"v": stamp()})
-
-            await paced_async(rate, count, send, WINDOW)
-            await client.aclose()
-
-        asyncio.run(run())
+    def send_paced(self, topic: str, rate: float, count: int) -> None:
+        # Every message due is sent in one pipeline; those that fall due while its replies
+        # (one fsync) are awaited go in the next: a batch per fsync, as a pipelining client
+        # would do it.
+        pipe = self.redis.pipeline(transaction=False)
+        schedule = Schedule(rate, count)
+        sent = 0
+        while sent < count:
+            schedule.sleep_until(sent)
+            due = schedule.due_now()
+            for i in range(sent, due):
+                pipe.xadd(topic, {"v": schedule.payload(i)})
+            pipe.execute()
+            sent = due
 
     def receive(
         self, topic: str, count: int, ready: Callable[[], None], timeout: float

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from systems import SYSTEMS
-from systems.base import stamp_now, stamped_ns
+from systems.base import stamped_ns
 
 system, settings, role, topic = SYSTEMS[sys.argv[1]], json.loads(sys.argv[2]), *sys.argv[3:5]
 args = sys.argv[5:]
@@ -47,7 +47,7 @@ if role == "prepare":
 elif role in ("produce", "drain"):
     timed(int(args[0]), role)
 elif role == "send":
-    system.client(settings).send_paced(topic, float(args[0]), int(args[1]), stamp_now)
+    system.client(settings).send_paced(topic, float(args[0]), int(args[1]))
     print("{}")
 elif role == "receive":
     count, timeout = int(args[0]), float(args[1])
