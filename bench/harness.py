@@ -112,6 +112,8 @@ class Broker:
     data_dir: Path | None = None
     peak_rss_mb: float = 0.0
     args: list = field(default_factory=list)
+    # Options beyond the store's, e.g. ["--retention-bytes", "64MB"].
+    extra_args: list = field(default_factory=list)
 
     def __enter__(self) -> Self:
         if self.store == "postgres":
@@ -124,7 +126,7 @@ class Broker:
         env = dict(os.environ, MYQUEUE_LOG="warn")
         env.pop("DATABASE_URL", None)
         self.proc = subprocess.Popen(
-            [str(BROKER), "--listen", "127.0.0.1:0", *self.args],
+            [str(BROKER), "--listen", "127.0.0.1:0", *self.args, *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
