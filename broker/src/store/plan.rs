@@ -413,8 +413,9 @@ mod tests {
             .iter()
             .map(|o| o.as_ref().unwrap().base_offset)
             .collect();
-        // Answers in the jobs' order; offsets in the producer's order.
-        assert_eq!(bases, [10, 12, 13, 15]);
+        // Answers in the jobs' order; producer 7's offsets in its order (sequences 0, 2, 4 at
+        // 10, 13, 15), producer 8's batch in its place between them.
+        assert_eq!(bases, [15, 12, 10, 13]);
         assert_eq!(plan.producers[0].1.next, 6);
         let firsts: Vec<(u64, u64)> = plan
             .segments
