@@ -544,7 +544,9 @@ async fn recover(
                 }
                 Ok(base)
             }
-            Err(err) if given_up == Some(sent.id) && !matches!(err, ClientError::Rejected { .. }) => {
+            Err(err)
+                if given_up == Some(sent.id) && !matches!(err, ClientError::Rejected { .. }) =>
+            {
                 Err(ClientError::Delivery(format!(
                     "{} message(s) to topic '{topic}' not delivered: {err}; an earlier batch \
                      was given up with its producer id, so this one is not sent again",
