@@ -1,6 +1,6 @@
 """MyProducer with several batches in flight per topic (``max_in_flight``): every message
-stored once and in order when responses are lost, batches arrive out of order, or the broker
-is SIGKILLed mid-stream, on every store."""
+stored once and in order when answers are lost and batches arrive out of order, on every
+store. (A broker SIGKILLed mid-stream with batches in flight: test_client_producer.py.)"""
 
 from __future__ import annotations
 
@@ -102,31 +102,13 @@ def test_lost_answers_and_reordered_batches_store_each_message_once_in_order(los
     broker, proxy = lossy
     address = f"127.0.0.1:{proxy.server_address[1]}"
     # Small batches: many of them, five in flight at a time.
-    producer = MyProducer(["t"], address, batch_size=200, linger_ms=0, max_in_flight=5)
-    futures = [producer.send("t", f"m{i:05d}") for i in range(3000)]
+    producer = MyProducer(["t"], address, batch_size=120, linger_ms=0, max_in_flight=5)
+    futures = [producer.send("t", f"m{i:05d}") for i in range(2000)]
     producer.stop(timeout=120)
-    assert [f.get(timeout=0) for f in futures] == list(range(3000)), "offsets in send order"
+    assert [f.get(timeout=0) for f in futures] == list(range(2000)), "offsets in send order"
     stored = [message for _, message in read_topic(broker.url, "t")]
-    assert stored == [f"m{i:05d}" for i in range(3000)], "every message once, in order"
+    assert stored == [f"m{i:05d}" for i in range(2000)], "every message once, in order"
     assert proxy.lost >= 20, f"only {proxy.lost} answers were lost: the retries were not tested"
-
-
-def test_a_broker_killed_mid_stream_with_five_in_flight_loses_and_repeats_nothing(
-    make_broker, durable_broker_args
-):
-    broker = make_broker(*durable_broker_args)
-    producer = MyProducer(["t"], broker.address, batch_size=2000, linger_ms=1, max_in_flight=5)
-    sent = 0
-    for _ in range(3):
-        for _ in range(5000):
-            producer.send("t", f"m{sent}")
-            sent += 1
-        broker.kill()
-        time.sleep(0.3)
-        broker.restart()
-    producer.stop(timeout=120)
-    stored = [message for _, message in read_topic(broker.url, "t")]
-    assert stored == [f"m{i}" for i in range(sent)], "every message once, in order"
 
 
 def test_max_in_flight_is_1_to_5(broker):
