@@ -75,6 +75,11 @@ class Postgres:
         parts = urlsplit(self.url)
         return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
+    def drop_database(self, url: str) -> None:
+        """Drops a database that `fresh_database` made (named by its URL)."""
+        name = urlsplit(url).path.lstrip("/")
+        self.psql(f"DROP DATABASE IF EXISTS {name}")
+
     def psql(self, sql: str, url: str | None = None) -> str:
         return subprocess.run(
             ["psql", url or self.url, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql],

@@ -1321,10 +1321,26 @@ def test_produce_batch_retry_with_sequence_is_a_duplicate_and_stored_once(broker
         "duplicate",
     )
     assert retry == {"status": "success", "base_offset": 3, "count": 2, "duplicate": True}
-    # Only the last batch is remembered: an older one is a mismatch.
+    # The last 5 batches are remembered (a producer may have 5 in flight): the first one is
+    # still recognised, until 5 newer ones are stored; then it is a mismatch.
+    again = ok(
+        produce_batch(broker, "t", pid, ["a", "b", "c"], sequence=0),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
+    assert again == {"status": "success", "base_offset": 0, "count": 3, "duplicate": True}
+    for i in range(4):
+        ok(
+            produce_batch(broker, "t", pid, [f"n{i}"], sequence=5 + i),
+            "base_offset",
+            "count",
+            "duplicate",
+        )
     failed(produce_batch(broker, "t", pid, ["a", "b", "c"], sequence=0), 409, "sequence_mismatch")
-    assert size(broker, "t", cid) == 5
-    assert [m["message"] for m in fetch(broker, "t", cid)["messages"]] == list("abcde")
+    assert size(broker, "t", cid) == 9
+    stored = [m["message"] for m in fetch(broker, "t", cid)["messages"]]
+    assert stored == [*"abcde", "n0", "n1", "n2", "n3"]
 
 
 def test_produce_batch_sequence_gap_is_409_sequence_mismatch(broker):

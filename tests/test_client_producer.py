@@ -130,9 +130,12 @@ def test_send_waits_while_the_buffer_is_full(broker):
     assert len(read_topic(broker.url, "t")) == 2000
 
 
-def test_a_broker_killed_and_restarted_mid_stream_loses_and_repeats_nothing(make_broker, tmp_path):
-    broker = make_broker("--data-dir", str(tmp_path / "data"))
-    producer = MyProducer(["t"], broker.address, linger_ms=1)
+def test_a_broker_killed_and_restarted_mid_stream_loses_and_repeats_nothing(
+    make_broker, durable_broker_args
+):
+    # Small batches: several of them in flight at each kill.
+    broker = make_broker(*durable_broker_args)
+    producer = MyProducer(["t"], broker.address, linger_ms=1, batch_size=4000, max_in_flight=5)
     sent = 0
     for round_ in range(3):
         for _ in range(3000):

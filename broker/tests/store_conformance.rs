@@ -16,7 +16,7 @@ use broker::store::{
 };
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -375,6 +375,116 @@ async fn a_batch_and_its_retry_sent_together_are_stored_once(h: Harness) {
     );
     let c = store.register_consumer("t", None, Beginning).await.unwrap();
     assert_eq!(consume_all(&*store, c, "t").await, ["first", "a", "b"]);
+}
+
+/// A producer with several batches in flight: the broker recognises a retry of any of its
+/// last `PRODUCER_WINDOW` batches (answered as before, stored once), also after a restart, and
+/// refuses older ones and gaps.
+async fn a_retry_of_any_batch_in_the_window_answers_as_before_and_a_gap_is_refused(mut h: Harness) {
+    const WINDOW: u64 = myqueue_wire::PRODUCER_WINDOW as u64;
+    let p = h.store.register_producer("t").await.unwrap();
+    let other = h.store.register_producer("t").await.unwrap();
+    // Batches of two, with another producer's message between them: offsets 0, 3, 6, …
+    let batches = WINDOW + 2;
+    for i in 0..batches {
+        let batch = [format!("m{}", 2 * i), format!("m{}", 2 * i + 1)];
+        let stored = h.store.append(append(p, "t", &batch, Some(2 * i))).await;
+        assert_eq!(stored.unwrap().base_offset, 3 * i);
+        h.store
+            .append(append(other, "t", &["x"], None))
+            .await
+            .unwrap();
+    }
+    let next = 2 * batches;
+    let check = |s: Arc<dyn Store>| async move {
+        for i in batches - WINDOW..batches {
+            let batch = [format!("m{}", 2 * i), format!("m{}", 2 * i + 1)];
+            let retry = s.append(append(p, "t", &batch, Some(2 * i))).await;
+            assert_eq!(
+                retry.unwrap(),
+                Appended {
+                    base_offset: 3 * i,
+                    count: 2,
+                    duplicate: true
+                },
+                "batch {i}"
+            );
+        }
+        // Older than the window, not a batch's first number, another count, a gap.
+        for (sequence, count) in [(0, 2), (2, 2), (next - 3, 2), (next - 2, 1), (next + 2, 1)] {
+            let texts: Vec<String> = (0..count).map(|n| format!("late {n}")).collect();
+            assert!(
+                matches!(
+                    s.append(append(p, "t", &texts, Some(sequence))).await,
+                    Err(StoreError::SequenceMismatch { expected, got, .. })
+                        if expected == next && got == sequence
+                ),
+                "sequence {sequence}, {count} message(s)"
+            );
+        }
+        let c = s.register_consumer("t", None, Beginning).await.unwrap();
+        assert_eq!(
+            s.size(c, "t").await.unwrap(),
+            3 * batches,
+            "nothing stored twice"
+        );
+    };
+    check(h.store.clone()).await;
+    if h.restart().await {
+        check(h.store.clone()).await;
+    }
+    let stored = h.store.append(append(p, "t", &["new"], Some(next))).await;
+    assert_eq!(stored.unwrap().base_offset, 3 * batches);
+}
+
+/// Batches of one producer sent at once, in reverse order: those that arrive before their
+/// predecessor are refused as a gap and sent again (as the client does), and in the end every
+/// batch is stored once, in the producer's order, at the offset it was answered with.
+async fn a_producers_batches_sent_together_are_stored_once_in_its_order(h: Harness) {
+    const BATCHES: u64 = myqueue_wire::PRODUCER_WINDOW as u64;
+    const SIZE: u64 = 3;
+    let store = h.store.clone();
+    let p = store.register_producer("t").await.unwrap();
+    let texts = |i: u64| -> Vec<String> {
+        (i * SIZE..(i + 1) * SIZE)
+            .map(|n| format!("m{n}"))
+            .collect()
+    };
+    let mut answered: HashMap<u64, u64> = HashMap::new();
+    for _round in 0..20 {
+        let sends = (0..BATCHES)
+            .rev()
+            .filter(|i| !answered.contains_key(i))
+            .map(|i| {
+                let store = store.clone();
+                let batch = append(p, "t", &texts(i), Some(i * SIZE));
+                tokio::spawn(async move { (i, store.append(batch).await) })
+            });
+        for send in sends.collect::<Vec<_>>() {
+            match send.await.unwrap() {
+                (i, Ok(stored)) => {
+                    assert!(!stored.duplicate, "batch {i} was sent once per round");
+                    answered.insert(i, stored.base_offset);
+                }
+                (_, Err(StoreError::SequenceMismatch { .. })) => {} // a gap: sent again
+                (i, Err(err)) => panic!("batch {i}: {err}"),
+            }
+        }
+        if answered.len() as u64 == BATCHES {
+            break;
+        }
+    }
+    assert_eq!(
+        answered.len() as u64,
+        BATCHES,
+        "every batch stored within 20 rounds"
+    );
+    for (i, base) in &answered {
+        assert_eq!(*base, i * SIZE, "batch {i} in the producer's order");
+    }
+    let c = store.register_consumer("t", None, Beginning).await.unwrap();
+    let all: Vec<String> = (0..BATCHES).flat_map(texts).collect();
+    assert_eq!(consume_all(&*store, c, "t").await, all);
 }
 
 async fn fetch_reads_without_moving_and_commit_moves(h: Harness) {
@@ -1383,6 +1493,8 @@ conformance!(
     ids_work_only_for_their_own_topic,
     a_retried_batch_is_stored_once,
     a_batch_and_its_retry_sent_together_are_stored_once,
+    a_retry_of_any_batch_in_the_window_answers_as_before_and_a_gap_is_refused,
+    a_producers_batches_sent_together_are_stored_once_in_its_order,
     fetch_reads_without_moving_and_commit_moves,
     a_fetch_stops_at_its_byte_budget_but_always_returns_one_message,
     a_group_name_keeps_one_position,

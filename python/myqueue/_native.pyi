@@ -44,6 +44,7 @@ class _ProducerDefaults(TypedDict):
     delivery_timeout: float
     request_timeout: float
     max_message_bytes: int
+    max_in_flight: int
 
 class _ConsumerDefaults(TypedDict):
     broker: str
@@ -131,6 +132,9 @@ class MyProducer:
         request_timeout: seconds one HTTP request may take.
         max_message_bytes: largest message ``send()`` accepts (by default the broker's
             default limit).
+        max_in_flight: batches per topic sent before the first is answered, 1 to 5 (the
+            batches the broker recognises when resent); order and "stored once" hold for
+            any value. ``ValueError`` outside that range.
 
     Several threads may share one producer. A producer used in a process forked after it
     was created (multiprocessing, gunicorn) starts afresh in the child: the parent's
@@ -148,6 +152,7 @@ class MyProducer:
         delivery_timeout: float = ...,
         request_timeout: float = ...,
         max_message_bytes: int = ...,
+        max_in_flight: int = ...,
     ) -> Self: ...
     def send(self, topic: str, value: bytes | str, *, timeout: float | None = None) -> SendFuture:
         """Queues ``value`` (UTF-8 bytes or str) for ``topic`` and returns at once.

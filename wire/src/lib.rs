@@ -32,6 +32,9 @@ pub const MAX_GROUP_NAME_CHARS: usize = 249;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Most messages one `produce_batch` request may carry.
 pub const MAX_BATCH_MESSAGES: usize = 100_000;
+/// How many of a producer's most recent batches the broker recognises when they are sent
+/// again: the most batches a producer may have in flight per topic (`max_in_flight`).
+pub const PRODUCER_WINDOW: usize = 5;
 
 /// The `status` field of every response.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

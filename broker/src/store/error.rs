@@ -27,7 +27,9 @@ pub enum StoreError {
     },
     #[error(
         "producer {producer_id} sent sequence {got}, but the broker expects {expected} \
-         (or a retry of the last batch); register the producer again"
+         (or a retry of one of its last {} batches): a batch before it is missing, or the \
+         producer lost track and must register again",
+        super::sequence::RECENT_BATCHES
     )]
     SequenceMismatch {
         producer_id: u64,

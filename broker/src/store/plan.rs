@@ -68,14 +68,18 @@ pub fn plan_appends(
         TopicEnds::Locked(ends) => (ends, true),
         TopicEnds::FromZero => (HashMap::new(), false),
     };
-    let mut outcomes = Vec::with_capacity(jobs.len());
+    let order = planning_order(&jobs);
+    let mut outcomes: Vec<Option<Result<Appended>>> = (0..jobs.len()).map(|_| None).collect();
+    let mut jobs: Vec<Option<AppendJob>> = jobs.into_iter().map(Some).collect();
     let mut segments = Vec::with_capacity(jobs.len());
     let mut touched_topics: Vec<(i64, u64)> = Vec::new();
     let mut touched_producers = Vec::new();
-    for job in jobs {
+    for index in order {
+        let job = jobs[index].take().expect("each job is planned once");
+        let outcome = &mut outcomes[index];
         let count = job.messages.len() as u64;
         if known && !topic_ends.contains_key(&job.topic_id) {
-            outcomes.push(Err(StoreError::ProducerNotFound(job.producer_id)));
+            *outcome = Some(Err(StoreError::ProducerNotFound(job.producer_id)));
             continue;
         }
         if let Some(sequence) = job.sequence {
@@ -83,11 +87,11 @@ pub fn plan_appends(
             match state.judge(sequence, count) {
                 Verdict::Append => {}
                 Verdict::Duplicate(appended) => {
-                    outcomes.push(Ok(appended));
+                    *outcome = Some(Ok(appended));
                     continue;
                 }
                 Verdict::Mismatch { expected } => {
-                    outcomes.push(Err(StoreError::SequenceMismatch {
+                    *outcome = Some(Err(StoreError::SequenceMismatch {
                         producer_id: job.producer_id,
                         expected,
                         got: sequence,
@@ -115,7 +119,7 @@ pub fn plan_appends(
                 touched_producers.push(job.producer_id);
             }
         }
-        outcomes.push(Ok(Appended {
+        *outcome = Some(Ok(Appended {
             base_offset,
             count,
             duplicate: false,
@@ -130,7 +134,10 @@ pub fn plan_appends(
         }
     }
     AppendPlan {
-        outcomes,
+        outcomes: outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every job is answered"))
+            .collect(),
         segments,
         topic_ends: touched_topics
             .into_iter()
@@ -145,6 +152,28 @@ pub fn plan_appends(
             .map(|id| (id, producers[&id]))
             .collect(),
     }
+}
+
+/// The order to plan `jobs` in: as they came, except that each producer's sequenced batches
+/// take that producer's places in sequence order. A client with several batches in flight may
+/// have them arrive in any order; when they arrive together, all of them are stored, in its
+/// order.
+fn planning_order(jobs: &[AppendJob]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    let mut places: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (index, job) in jobs.iter().enumerate() {
+        if job.sequence.is_some() {
+            places.entry(job.producer_id).or_default().push(index);
+        }
+    }
+    for places in places.values().filter(|places| places.len() > 1) {
+        let mut sorted = places.clone();
+        sorted.sort_by_key(|&index| jobs[index].sequence);
+        for (&place, &index) in places.iter().zip(&sorted) {
+            order[place] = index;
+        }
+    }
+    order
 }
 
 /// A consumer's state as a position group reads it (locked until commit).
@@ -363,6 +392,37 @@ mod tests {
         ));
         assert_eq!(plan.topic_ends[0].end, 2);
         assert_eq!(plan.producers[0].1.next, 2);
+    }
+
+    #[test]
+    fn a_producers_batches_arriving_together_out_of_order_are_stored_in_its_order() {
+        // Producer 7's batches at sequences 4, 0, 2 (two messages each) with producer 8's
+        // plain batch between them.
+        let plan = plan_appends(
+            vec![
+                job(1, 7, 2, Some(4)),
+                job(1, 8, 1, None),
+                job(1, 7, 2, Some(0)),
+                job(1, 7, 2, Some(2)),
+            ],
+            TopicEnds::Locked(HashMap::from([(1, 10)])),
+            HashMap::from([(7, ProducerSequence::default())]),
+        );
+        let bases: Vec<u64> = plan
+            .outcomes
+            .iter()
+            .map(|o| o.as_ref().unwrap().base_offset)
+            .collect();
+        // Answers in the jobs' order; producer 7's offsets in its order (sequences 0, 2, 4 at
+        // 10, 13, 15), producer 8's batch in its place between them.
+        assert_eq!(bases, [15, 12, 10, 13]);
+        assert_eq!(plan.producers[0].1.next, 6);
+        let firsts: Vec<(u64, u64)> = plan
+            .segments
+            .iter()
+            .map(|s| (s.producer_id, s.base_offset))
+            .collect();
+        assert_eq!(firsts, [(7, 10), (8, 12), (7, 13), (7, 15)]);
     }
 
     #[test]

@@ -230,22 +230,23 @@ impl Backend for PgBackend {
         // order), each in id order: every broker takes locks in the same order.
         let locked: Vec<LockedRow> = sqlx::query_as(
             "WITH p AS ( \
-                 SELECT id, next_sequence, last_base_offset, last_count FROM producers \
+                 SELECT id, next_sequence, last_base_offset, last_count, recent_batches \
+                 FROM producers \
                  WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE \
              ), t AS ( \
                  SELECT id, next_offset FROM topics \
                  WHERE id = ANY($2) ORDER BY id FOR NO KEY UPDATE \
              ) \
              SELECT 'producer' AS kind, id, next_sequence AS next, last_base_offset, \
-                 last_count FROM p \
+                 last_count, recent_batches FROM p \
              UNION ALL \
-             SELECT 'topic', id, next_offset, 0, 0 FROM t",
+             SELECT 'topic', id, next_offset, 0, 0, '' FROM t",
         )
         .bind(&sequenced)
         .bind(&topics)
         .fetch_all(&mut *tx)
         .await?;
-        let (ends, producers) = locked_state(locked);
+        let (ends, producers) = locked_state(locked)?;
         let plan = plan_appends(jobs, TopicEnds::Locked(ends.clone()), producers);
         let (written, outcomes) = Written::new(plan, ends, &producer_topics)?;
         // A failed statement would abort the transaction and its locks; the savepoint keeps
@@ -483,6 +484,9 @@ struct Written {
     rows: [Vec<i64>; 3],
     payloads: Vec<Vec<u8>>,
     sequences: [Vec<i64>; 5],
+    /// Each sequenced producer's recent batches ([`super::sequence::ProducerSequence::recent_json`]). Their
+    /// offsets are final: a group with sequenced producers is always planned under lock.
+    recent_batches: Vec<String>,
 }
 
 impl Written {
@@ -500,6 +504,7 @@ impl Written {
             rows: Default::default(),
             payloads: Vec::new(),
             sequences: Default::default(),
+            recent_batches: Vec::new(),
             planned_from: HashMap::new(),
         };
         for ended in &plan.topic_ends {
@@ -520,16 +525,18 @@ impl Written {
         }
         for (id, sequence) in &plan.producers {
             let topic = producer_topics[id];
+            let last = sequence.last();
             let values = [
                 db_int(*id)?,
                 topic,
                 db_int(sequence.next)?,
-                db_int(sequence.last_base_offset - start(topic))?,
-                db_int(sequence.last_count)?,
+                db_int(last.base_offset - start(topic))?,
+                db_int(last.count)?,
             ];
             for (column, value) in written.sequences.iter_mut().zip(values) {
                 column.push(value);
             }
+            written.recent_batches.push(sequence.recent_json());
         }
         written.planned_from = planned_from;
         Ok((written, plan.outcomes))
@@ -569,9 +576,11 @@ impl Written {
                  JOIN bumped b ON b.id = m.topic_id \
              ), sequenced AS ( \
                  UPDATE producers p SET next_sequence = s.next_sequence, \
-                     last_base_offset = b.base + s.base_in_group, last_count = s.last_count \
+                     last_base_offset = b.base + s.base_in_group, last_count = s.last_count, \
+                     recent_batches = s.recent_batches \
                  FROM UNNEST($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
-                     $12::bigint[]) AS s(id, topic_id, next_sequence, base_in_group, last_count) \
+                     $12::bigint[], $15::text[]) \
+                     AS s(id, topic_id, next_sequence, base_in_group, last_count, recent_batches) \
                  JOIN bumped b ON b.id = s.topic_id \
                  WHERE p.id = s.id \
              ) \
@@ -591,6 +600,7 @@ impl Written {
         .bind(&self.sequences[4])
         .bind(APPENDS_CHANNEL)
         .bind(&self.bytes)
+        .bind(&self.recent_batches)
         .fetch_all(conn)
         .await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())

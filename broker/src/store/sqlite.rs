@@ -243,16 +243,18 @@ impl Backend for SqliteBackend {
         let mut tx = self.begin_write().await?;
         let locked: Vec<LockedRow> = sqlx::query_as(
             "SELECT 'topic' AS kind, id, next_offset AS next, 0 AS last_base_offset, \
-                 0 AS last_count FROM topics WHERE id IN (SELECT value FROM json_each($1)) \
+                 0 AS last_count, '' AS recent_batches \
+                 FROM topics WHERE id IN (SELECT value FROM json_each($1)) \
              UNION ALL \
-             SELECT 'producer', id, next_sequence, last_base_offset, last_count FROM producers \
+             SELECT 'producer', id, next_sequence, last_base_offset, last_count, \
+                 recent_batches FROM producers \
                  WHERE id IN (SELECT value FROM json_each($2))",
         )
         .bind(to_json(&topic_ids))
         .bind(to_json(&producer_ids))
         .fetch_all(&mut *tx)
         .await?;
-        let (ends, producers) = locked_state(locked);
+        let (ends, producers) = locked_state(locked)?;
         let plan = plan_appends(jobs, TopicEnds::Locked(ends), producers);
         write_appends(&mut tx, &plan).await?;
         tx.commit().await?;
@@ -432,7 +434,10 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
     let producers: Vec<_> = plan
         .producers
         .iter()
-        .map(|(id, s)| (id, s.next, s.last_base_offset, s.last_count))
+        .map(|(id, s)| {
+            let last = s.last();
+            (id, s.next, last.base_offset, last.count, s.recent_json())
+        })
         .collect();
     let mut quotas: Vec<(i64, u64)> = Vec::new();
     for segment in &plan.segments {
@@ -449,7 +454,8 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
              end_bytes = end_bytes + (u.value ->> 2), newest_ms = max(newest_ms, $1) \
              FROM json_each($3) AS u WHERE topics.id = u.value ->> 0; \
          UPDATE producers SET next_sequence = u.value ->> 1, \
-             last_base_offset = u.value ->> 2, last_count = u.value ->> 3 \
+             last_base_offset = u.value ->> 2, last_count = u.value ->> 3, \
+             recent_batches = u.value ->> 4 \
              FROM json_each($4) AS u WHERE producers.id = u.value ->> 0; \
          DELETE FROM messages WHERE rowid IN ( \
              SELECT m.rowid FROM json_each($5) AS d \

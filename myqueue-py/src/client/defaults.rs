@@ -24,6 +24,11 @@ pub mod producer {
     pub const BUFFER_SIZE: usize = 32 * 1024 * 1024;
     /// How long a batch is retried before its messages are reported undeliverable.
     pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Batches per topic sent before the first is answered (at most
+    /// `myqueue_wire::PRODUCER_WINDOW`, the batches the broker recognises when resent). One
+    /// by default: with 5, a producer at full speed outruns retention's deletes and a topic's
+    /// store grows past the bound the README states (docs/BENCHMARKS.md, issue 13's section).
+    pub const MAX_IN_FLIGHT: usize = 1;
     /// Largest message `send()` accepts: the broker's default limit.
     pub const MAX_MESSAGE_BYTES: usize = myqueue_wire::DEFAULT_MAX_MESSAGE_BYTES;
 }

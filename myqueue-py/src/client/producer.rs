@@ -1,5 +1,6 @@
 //! The producer: `send()` appends to an in-memory batch and returns at once; one background
-//! task per topic delivers the batches in order, one request in flight per topic, with retries.
+//! task per topic delivers the batches in order, up to `max_in_flight` requests in flight per
+//! topic, with retries.
 //!
 //! Delivery is idempotent: each batch carries the producer's sequence number, so a batch
 //! resent after a lost response or a broker restart is stored once. When a batch is given up
@@ -20,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -35,6 +37,9 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// Largest message `send()` accepts (the broker's default limit).
     pub max_message_bytes: usize,
+    /// Batches per topic sent before the first of them is answered (1 to
+    /// [`myqueue_wire::PRODUCER_WINDOW`]).
+    pub max_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -47,6 +52,7 @@ impl Default for ProducerConfig {
             delivery_timeout: DELIVERY_TIMEOUT,
             request_timeout: super::defaults::REQUEST_TIMEOUT,
             max_message_bytes: MAX_MESSAGE_BYTES,
+            max_in_flight: MAX_IN_FLIGHT,
         }
     }
 }
@@ -393,21 +399,173 @@ struct BatchBody<'a> {
     messages: &'a [String],
 }
 
-/// The producer id of one topic and the sequence number of its next batch.
+/// The producer id of one topic and the sequence numbers of its batches.
 struct Registration {
     id: u64,
+    /// The sequence number after the last batch known to be stored (answered).
     next_sequence: u64,
+    /// The sequence number after the last batch sent (in flight or answered).
+    next_sent: u64,
 }
 
-/// The delivery loop of one topic: batches in order, one in flight.
+impl Registration {
+    fn new(id: u64) -> Self {
+        Registration {
+            id,
+            next_sequence: 0,
+            next_sent: 0,
+        }
+    }
+}
+
+/// A batch sent once, its answer awaited in the background.
+struct InFlight {
+    batch: Batch,
+    /// The producer id it was sent under.
+    id: u64,
+    answer: JoinHandle<Result<u64>>,
+}
+
+impl InFlight {
+    /// Its answer: where it was stored, or why not (a task that did not finish is a failure
+    /// that says nothing about whether the batch was stored).
+    async fn answer(&mut self) -> Result<u64> {
+        (&mut self.answer)
+            .await
+            .unwrap_or_else(|err| Err(ClientError::Unavailable(format!("send task: {err}"))))
+    }
+}
+
+/// The delivery loop of one topic: batches in order, up to `max_in_flight` of them sent
+/// before the first is answered. The broker stores a producer's batches only in sequence
+/// order and recognises a retry of any of its recent ones, so order and "stored once" hold
+/// with several in flight. Answers are taken in order; the first failure stops sending, and
+/// the batches in flight are then delivered one at a time, as with `max_in_flight = 1`.
 async fn deliver_topic(core: Arc<Core>, topic: Arc<str>, id: Option<u64>, wake: Arc<Notify>) {
-    let mut registration = id.map(|id| Registration {
-        id,
-        next_sequence: 0,
+    let mut registration = id.map(Registration::new);
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let window = core.config.max_in_flight.max(1);
+    let mut drained = false;
+    loop {
+        // A new producer id is registered by `deliver`, with nothing in flight.
+        let room = in_flight.is_empty() || (registration.is_some() && in_flight.len() < window);
+        tokio::select! {
+            // Answers first: they free room and buffer space.
+            biased;
+            answer = async { in_flight.front_mut().expect("guarded").answer().await },
+                if !in_flight.is_empty() =>
+            {
+                let sent = in_flight.pop_front().expect("guarded");
+                match answer {
+                    Ok(base) => {
+                        if let Some(reg) = registration.as_mut().filter(|reg| reg.id == sent.id) {
+                            reg.next_sequence += sent.batch.messages.len() as u64;
+                        }
+                        core.finish(&topic, sent.batch, Ok(base));
+                    }
+                    Err(err) => {
+                        let sent = std::iter::once((sent, Err(err))).chain(collect(&mut in_flight).await);
+                        recover(&core, &topic, &mut registration, sent.collect()).await;
+                    }
+                }
+            }
+            batch = core.next_batch(&topic, &wake), if room && !drained => {
+                let Some(batch) = batch else {
+                    drained = true;
+                    if in_flight.is_empty() {
+                        return;
+                    }
+                    continue;
+                };
+                match registration.as_mut() {
+                    Some(reg) if window > 1 => in_flight.push_back(send(&core, &topic, reg, batch)),
+                    _ => {
+                        let result = deliver(&core, &topic, &mut registration, &batch).await;
+                        core.finish(&topic, batch, result);
+                    }
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+/// Sends `batch` once under the next sequence number, answered in the background.
+fn send(core: &Core, topic: &str, reg: &mut Registration, batch: Batch) -> InFlight {
+    let json = serde_json::to_vec(&BatchBody {
+        topic,
+        producer_id: Num(reg.id),
+        sequence: Num(reg.next_sent),
+        messages: &batch.messages,
+    })
+    .expect("a batch serialises");
+    reg.next_sent += batch.messages.len() as u64;
+    let http = core.http.clone();
+    let answer = runtime::handle().spawn(async move {
+        http.produce_batch::<ProduceBatchResponse>(Bytes::from(json))
+            .await
+            .map(|stored| stored.base_offset)
     });
-    while let Some(batch) = core.next_batch(&topic, &wake).await {
-        let result = deliver(&core, &topic, &mut registration, &batch).await;
-        core.finish(&topic, batch, result);
+    InFlight {
+        batch,
+        id: reg.id,
+        answer,
+    }
+}
+
+/// Every answer of the batches still in flight, in order.
+async fn collect(in_flight: &mut VecDeque<InFlight>) -> Vec<(InFlight, Result<u64>)> {
+    let mut answered = Vec::with_capacity(in_flight.len());
+    while let Some(mut sent) = in_flight.pop_front() {
+        let answer = sent.answer().await;
+        answered.push((sent, answer));
+    }
+    answered
+}
+
+/// Finishes the batches of a window whose first failed, in order: a stored one as stored,
+/// the others delivered again one at a time (a retry of a stored one is recognised by the
+/// broker and answered as before). When a batch is given up (its delivery timeout passed,
+/// its fate unknown), its producer id is dropped; a later batch whose answer was lost under
+/// that id may have been stored, so it is reported undelivered, never sent twice. (An id
+/// dropped because the broker refused it stored nothing after the refused batch.)
+async fn recover(
+    core: &Core,
+    topic: &str,
+    registration: &mut Option<Registration>,
+    sent: Vec<(InFlight, Result<u64>)>,
+) {
+    let mut given_up: Option<u64> = None;
+    for (sent, answer) in sent {
+        let result = match answer {
+            Ok(base) => {
+                if let Some(reg) = registration.as_mut().filter(|reg| reg.id == sent.id) {
+                    reg.next_sequence += sent.batch.messages.len() as u64;
+                }
+                Ok(base)
+            }
+            Err(err)
+                if given_up == Some(sent.id) && !matches!(err, ClientError::Rejected { .. }) =>
+            {
+                Err(ClientError::Delivery(format!(
+                    "{} message(s) to topic '{topic}' not delivered: {err}; an earlier batch \
+                     was given up with its producer id, so this one is not sent again",
+                    sent.batch.messages.len()
+                )))
+            }
+            Err(_) => {
+                let result = deliver(core, topic, registration, &sent.batch).await;
+                let kept = registration.as_ref().is_some_and(|reg| reg.id == sent.id);
+                if result.is_err() && !kept {
+                    given_up = Some(sent.id);
+                }
+                result
+            }
+        };
+        core.finish(topic, sent.batch, result);
+    }
+    if let Some(reg) = registration.as_mut() {
+        reg.next_sent = reg.next_sequence;
     }
 }
 
@@ -425,10 +583,7 @@ async fn deliver(
         let attempt = async {
             if registration.is_none() {
                 let id = core.http.register_producer(topic).await?;
-                *registration = Some(Registration {
-                    id,
-                    next_sequence: 0,
-                });
+                *registration = Some(Registration::new(id));
             }
             let reg = registration.as_ref().expect("registered above");
             // Serialised once per (id, sequence) and resent as is.
@@ -452,6 +607,7 @@ async fn deliver(
             Ok(stored) => {
                 if let Some(reg) = registration.as_mut() {
                     reg.next_sequence += batch.messages.len() as u64;
+                    reg.next_sent = reg.next_sequence;
                 }
                 return Ok(stored.base_offset);
             }

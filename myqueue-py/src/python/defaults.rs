@@ -8,7 +8,7 @@ use pyo3::types::PyDict;
 
 pub use defaults::BROKER;
 pub use defaults::consumer::{BUFFER_BYTES, BUFFER_MESSAGES, FETCH_MAX_BYTES, FETCH_MAX_MESSAGES};
-pub use defaults::producer::{BATCH_SIZE, BUFFER_SIZE, MAX_MESSAGE_BYTES};
+pub use defaults::producer::{BATCH_SIZE, BUFFER_SIZE, MAX_IN_FLIGHT, MAX_MESSAGE_BYTES};
 
 pub const LINGER_MS: f64 = producer::LINGER.as_millis() as f64;
 pub const DELIVERY_TIMEOUT: f64 = producer::DELIVERY_TIMEOUT.as_secs_f64();
@@ -27,6 +27,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     producer.set_item("delivery_timeout", DELIVERY_TIMEOUT)?;
     producer.set_item("request_timeout", REQUEST_TIMEOUT)?;
     producer.set_item("max_message_bytes", MAX_MESSAGE_BYTES)?;
+    producer.set_item("max_in_flight", MAX_IN_FLIGHT)?;
     module.add("PRODUCER_DEFAULTS", producer)?;
 
     let consumer = PyDict::new(py);

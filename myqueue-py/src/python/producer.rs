@@ -64,6 +64,7 @@ impl PyProducer {
         delivery_timeout = defaults::DELIVERY_TIMEOUT,
         request_timeout = defaults::REQUEST_TIMEOUT,
         max_message_bytes = defaults::MAX_MESSAGE_BYTES,
+        max_in_flight = defaults::MAX_IN_FLIGHT,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -76,11 +77,19 @@ impl PyProducer {
         delivery_timeout: f64,
         request_timeout: f64,
         max_message_bytes: usize,
+        max_in_flight: usize,
     ) -> PyResult<Self> {
         if batch_size == 0 || buffer_size == 0 {
             return Err(PyValueError::new_err(
                 "batch_size and buffer_size must be positive",
             ));
+        }
+        if !(1..=myqueue_wire::PRODUCER_WINDOW).contains(&max_in_flight) {
+            return Err(PyValueError::new_err(format!(
+                "max_in_flight must be 1 to {} (the batches the broker recognises when \
+                 resent), not {max_in_flight}",
+                myqueue_wire::PRODUCER_WINDOW
+            )));
         }
         let config = ProducerConfig {
             linger: seconds("linger_ms", linger_ms)? / 1000,
@@ -89,6 +98,7 @@ impl PyProducer {
             delivery_timeout: seconds("delivery_timeout", delivery_timeout)?,
             request_timeout: seconds("request_timeout", request_timeout)?,
             max_message_bytes,
+            max_in_flight,
         };
         let topics = topic_list(topics)?;
         for topic in &topics {

@@ -204,28 +204,39 @@ pub struct LockedRow {
     pub last_base_offset: u64,
     #[sqlx(try_from = "i64")]
     pub last_count: u64,
+    /// See [`ProducerSequence::recent_json`].
+    pub recent_batches: String,
 }
 
 /// `kind` of a [`LockedRow`] that holds a topic's end.
 pub const TOPIC_ROW: &str = "topic";
 
 /// The topics' ends and the producers' states that an append group planned from.
-pub fn locked_state(rows: Vec<LockedRow>) -> (HashMap<i64, u64>, HashMap<u64, ProducerSequence>) {
+pub fn locked_state(
+    rows: Vec<LockedRow>,
+) -> Result<(HashMap<i64, u64>, HashMap<u64, ProducerSequence>)> {
     let mut ends = HashMap::new();
     let mut producers = HashMap::new();
     for row in rows {
         if row.kind == TOPIC_ROW {
             ends.insert(row.id, row.next);
         } else if let Ok(id) = u64::try_from(row.id) {
-            let sequence = ProducerSequence {
-                next: row.next,
-                last_base_offset: row.last_base_offset,
-                last_count: row.last_count,
-            };
+            let sequence = ProducerSequence::from_row(
+                row.next,
+                row.last_base_offset,
+                row.last_count,
+                &row.recent_batches,
+            )
+            .ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "producer {id}'s recent_batches cannot be read: {:?}",
+                    row.recent_batches
+                ))
+            })?;
             producers.insert(id, sequence);
         }
     }
-    (ends, producers)
+    Ok((ends, producers))
 }
 
 /// A stored message with its topic.
