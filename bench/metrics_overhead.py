@@ -23,12 +23,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Broker, Postgres, median, wrk
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs 3.11; annotations are not evaluated
 
 MESSAGE = "x" * 100
 
@@ -59,7 +63,7 @@ class Scraper:
             self.scrapes += 1
             self.bytes = len(response.content)
 
-    def __enter__(self) -> Scraper:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -68,7 +72,7 @@ class Scraper:
         self.thread.join(timeout=30)
 
 
-def measure(store: str, postgres: Postgres, runs: int, seconds: float) -> dict:
+def measure(store: str, postgres: Postgres, runs: int, seconds: int) -> dict:
     with Broker(store, postgres) as broker:
         producer_id = broker.post("/producer/register", {"topic": "bench"})["producer_id"]
         body = json.dumps({"topic": "bench", "producer_id": producer_id, "message": MESSAGE})
@@ -78,7 +82,7 @@ def measure(store: str, postgres: Postgres, runs: int, seconds: float) -> dict:
         scraped: list[float] = []
         size = 0
         for i in range(runs):
-            for with_scraper in ([False, True] if i % 2 == 0 else [True, False]):
+            for with_scraper in [False, True] if i % 2 == 0 else [True, False]:
                 if with_scraper:
                     with Scraper(broker.url) as scraper:
                         rps = wrk(broker.url, script, 64, seconds)["rps"]
@@ -106,7 +110,7 @@ def measure(store: str, postgres: Postgres, runs: int, seconds: float) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     args = parser.parse_args()

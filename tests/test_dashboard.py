@@ -25,7 +25,11 @@ def test_unknown_pages_under_ui_answer_404_json(make_broker) -> None:
         response = broker.get(path)
         assert response.status_code == 404, path
         assert response.json()["code"] == "not_found", path
-    for path, kind in [("/ui", "text/html"), ("/ui/app.js", "javascript"), ("/ui/style.css", "css")]:
+    for path, kind in [
+        ("/ui", "text/html"),
+        ("/ui/app.js", "javascript"),
+        ("/ui/style.css", "css"),
+    ]:
         response = broker.get(path)
         assert response.status_code == 200, path
         assert kind in response.headers["content-type"]
