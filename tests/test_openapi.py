@@ -2,7 +2,7 @@
 server error, and every response (status, content type, body) as the document says.
 
 schemathesis is a PyPI package (``scripts/test.sh`` and ``.ci/run`` install it). The number
-of examples per operation is bounded (``MYQUEUE_FUZZ_EXAMPLES``, 15 by default) and the seed
+of examples per operation is bounded (``MYQUEUE_FUZZ_EXAMPLES``, 10 by default) and the seed
 fixed, so a run takes a bounded time and a failure can be replayed.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import requests
 
 IN_CI = os.environ.get("CI") == "true"
-EXAMPLES = os.environ.get("MYQUEUE_FUZZ_EXAMPLES", "15")
+EXAMPLES = os.environ.get("MYQUEUE_FUZZ_EXAMPLES", "10")
 # What "conforms to the document" means here. (Not the checks that expect a fuzzed request to
 # be refused, or accepted: the broker reads requests liberally on purpose, see the README.)
 CHECKS = [
