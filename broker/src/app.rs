@@ -1,6 +1,7 @@
 //! [`App`]: what every request handler needs, cheap to clone.
 
 use crate::api::error::FailureStatus;
+use crate::metrics::Metrics;
 use crate::store::{ConsumerStart, FetchLimit, Fetched, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub limits: Limits,
     pub policy: Policy,
+    /// What `GET /metrics` exports.
+    pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: long polls return at once instead of holding it up.
     pub shutdown: CancellationToken,
 }
@@ -50,6 +53,7 @@ impl App {
         // Subscribe only now that the consumer and topic are known to exist, then read again:
         // an append between the first read and the subscription is not missed.
         let mut appended = self.store.signals().subscribe(topic);
+        let _waiting = self.metrics.long_poll();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let fetched = self.store.fetch(consumer_id, topic, from, limit).await?;

@@ -103,6 +103,16 @@ pub struct Config {
     /// The JSON body, `code` included, is the same; 503 and 500 stay.
     #[arg(long, env = "MYQUEUE_FAILURE_STATUS", value_enum, default_value_t = FailureStatus::Precise)]
     pub failure_status: FailureStatus,
+
+    /// `GET /metrics`: at most this many topics get series of their own (offsets, lag,
+    /// appends); the rest are counted together.
+    #[arg(long, env = "MYQUEUE_METRICS_MAX_TOPICS", default_value_t = 100)]
+    pub metrics_max_topics: usize,
+
+    /// `GET /metrics`: at most this many consumer groups per topic get a lag series (the
+    /// furthest behind).
+    #[arg(long, env = "MYQUEUE_METRICS_MAX_GROUPS", default_value_t = 20)]
+    pub metrics_max_groups: usize,
 }
 
 /// A retention limit from the command line: `None` is unlimited.
@@ -173,6 +183,13 @@ impl Config {
             (Some(kind), _) => kind,
             (None, Some(_)) => StoreKind::Postgres,
             (None, None) => StoreKind::Sqlite,
+        }
+    }
+
+    pub fn metrics_caps(&self) -> crate::metrics::Caps {
+        crate::metrics::Caps {
+            topics: self.metrics_max_topics,
+            groups: self.metrics_max_groups,
         }
     }
 

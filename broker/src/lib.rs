@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod store;

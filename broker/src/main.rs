@@ -46,7 +46,8 @@ async fn main() -> ExitCode {
         max_message_bytes: config.max_message_bytes,
         max_body_bytes: config.max_body_bytes,
     };
-    server::serve(listener, store, limits, config.policy(), stop).await;
+    let metrics = broker::metrics::Metrics::install(store.kind(), config.metrics_caps());
+    server::serve(listener, store, limits, config.policy(), metrics, stop).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

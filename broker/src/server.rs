@@ -4,6 +4,7 @@ use crate::api;
 use crate::app::{App, Limits, Policy};
 use crate::config::{Config, StoreKind};
 use crate::store::dir_lock::LockError;
+use crate::metrics::Metrics;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -138,12 +139,15 @@ pub async fn serve(
     store: Arc<dyn Store>,
     limits: Limits,
     policy: Policy,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    metrics.spawn_upkeep(shutdown.clone());
     let app = App {
         store: store.clone(),
         limits,
         policy,
+        metrics,
         shutdown: shutdown.clone(),
     };
     warp::serve(api::routes(app))

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
     strum::IntoStaticStr,
     strum::EnumIter,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
@@ -99,6 +100,7 @@ impl ErrorCode {
 
 /// The body of every failure: `{"status": "failure", "message": ..., "code": ...}`.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorResponse {
     pub status: Status,
     /// For people: says what was wrong and names the topic or id.

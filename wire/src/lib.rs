@@ -10,6 +10,8 @@
 mod error;
 mod fetch;
 mod number;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod retention;
 
 pub use error::{ErrorCode, ErrorResponse};
@@ -38,6 +40,7 @@ pub const PRODUCER_WINDOW: usize = 5;
 
 /// The `status` field of every response.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Success,
@@ -82,9 +85,11 @@ fn check_name(what: &str, name: &str, max_chars: usize) -> Result<(), String> {
 
 /// `POST /topics`
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTopicRequest {
     /// The assignment's parameter list says `name`, its example body says `topic_name`.
     #[serde(alias = "topic_name")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub name: String,
     /// Addition: how long the topic keeps messages, in milliseconds; absent or `null`: the
     /// broker's `--retention`.
@@ -98,6 +103,7 @@ pub struct CreateTopicRequest {
 
 /// `POST /topics` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTopicResponse {
     pub status: Status,
     pub message: String,
@@ -106,6 +112,7 @@ pub struct CreateTopicResponse {
 /// `PATCH /topics/{name}`: changes a topic's retention. An absent field stays as it is;
 /// `null` returns it to the broker's default.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateTopicRequest {
     #[serde(
         default,
@@ -123,6 +130,7 @@ pub struct UpdateTopicRequest {
 
 /// A retention limit in force: `null` is unlimited.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetentionInForce {
     pub ms: Option<u64>,
     pub bytes: Option<u64>,
@@ -130,6 +138,7 @@ pub struct RetentionInForce {
 
 /// A consumer of a topic, as `GET /topics/{name}` lists it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsumerDescription {
     pub consumer_id: u64,
     /// `null` for an anonymous consumer.
@@ -142,6 +151,7 @@ pub struct ConsumerDescription {
 
 /// `GET /topics/{name}` and `PATCH /topics/{name}` on success: what the topic holds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicResponse {
     pub status: Status,
     pub name: String,
@@ -166,6 +176,7 @@ pub struct TopicResponse {
 
 /// `DELETE /topics/{name}` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteTopicResponse {
     pub status: Status,
     pub message: String,
@@ -173,6 +184,7 @@ pub struct DeleteTopicResponse {
 
 /// `GET /topics` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListTopicsResponse {
     pub status: Status,
     pub topics: Vec<String>,
@@ -180,12 +192,15 @@ pub struct ListTopicsResponse {
 
 /// `POST /producer/register`
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterProducerRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: String,
 }
 
 /// `POST /producer/register` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterProducerResponse {
     pub status: Status,
     pub producer_id: u64,
@@ -193,11 +208,14 @@ pub struct RegisterProducerResponse {
 
 /// `POST /consumer/register`
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterConsumerRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: String,
     /// Addition: a durable name. Registering the same `(topic, group)` again returns the same
     /// consumer id, so a restarted consumer continues from its committed position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub group: Option<String>,
     /// Addition: where a consumer this registration creates starts, `"beginning"` or `"end"`
     /// (only what is produced after it registered); the broker's `--consumer-start` when
@@ -208,6 +226,7 @@ pub struct RegisterConsumerRequest {
 
 /// `POST /consumer/register` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterConsumerResponse {
     pub status: Status,
     pub consumer_id: u64,
@@ -215,7 +234,9 @@ pub struct RegisterConsumerResponse {
 
 /// `POST /producer/produce`
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProduceRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: String,
     pub producer_id: Num,
     pub message: String,
@@ -223,19 +244,25 @@ pub struct ProduceRequest {
 
 /// A response that carries nothing but `"status": "success"` (produce).
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusResponse {
     pub status: Status,
 }
 
 /// `GET /consumer/consume` and `GET /size` (query string, or a JSON body).
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ConsumerRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: String,
     pub consumer_id: Num,
 }
 
 /// `GET /consumer/consume` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsumeResponse {
     pub status: Status,
     pub message: String,
@@ -243,6 +270,7 @@ pub struct ConsumeResponse {
 
 /// `GET /size` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SizeResponse {
     pub status: Status,
     pub size: u64,
@@ -254,7 +282,9 @@ pub struct SizeResponse {
 
 /// `POST /producer/produce_batch`: many messages in one request, stored in one transaction.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProduceBatchRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: String,
     pub producer_id: Num,
     pub messages: Vec<String>,
@@ -267,6 +297,7 @@ pub struct ProduceBatchRequest {
 
 /// `POST /producer/produce_batch` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProduceBatchResponse {
     pub status: Status,
     /// Offset of the batch's first message; the others follow without gaps.
@@ -278,7 +309,11 @@ pub struct ProduceBatchResponse {
 
 /// `GET /consumer/fetch`: read messages without moving the consumer's position.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct FetchRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
+    #[cfg_attr(feature = "openapi", param(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: String,
     pub consumer_id: Num,
     /// First offset to read; the consumer's committed position when absent.
@@ -299,6 +334,7 @@ pub struct FetchRequest {
 
 /// One message as `fetch` returns it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FetchedMessage {
     pub offset: u64,
     pub message: String,
@@ -308,6 +344,7 @@ pub struct FetchedMessage {
 
 /// `GET /consumer/fetch` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FetchResponse {
     pub status: Status,
     pub messages: Vec<FetchedMessage>,
@@ -328,6 +365,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// Where to move a consumer's position: an offset, or `"beginning"` / `"end"`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum OffsetSpec {
     At(Num),
@@ -335,6 +373,7 @@ pub enum OffsetSpec {
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum NamedOffset {
     Beginning,
@@ -344,7 +383,9 @@ pub enum NamedOffset {
 /// `POST /consumer/commit`: set the consumer's position (the next offset it will consume).
 /// Used to acknowledge what was taken, and to seek.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub topic: String,
     pub consumer_id: Num,
     pub offset: OffsetSpec,
@@ -352,6 +393,7 @@ pub struct CommitRequest {
 
 /// `POST /consumer/commit` on success.
 #[derive(Serialize, Deserialize, Clone, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitResponse {
     pub status: Status,
     pub position: u64,

@@ -7,9 +7,11 @@ use myqueue_wire::{Status, StatusResponse};
 use serde::Serialize;
 use warp::reply::Response;
 
-#[derive(Serialize)]
-struct Health {
+/// The `GET /healthz` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
     status: Status,
+    /// `memory`, `sqlite` or `postgres`.
     store: &'static str,
 }
 

@@ -8,8 +8,11 @@ mod consumer;
 pub mod error;
 mod health;
 mod input;
+mod monitoring;
+mod openapi;
 mod producer;
 mod topics;
+mod ui;
 mod validate;
 
 use crate::app::App;
@@ -23,6 +26,8 @@ type Route = BoxedFilter<(Response,)>;
 /// Every endpoint, with errors mapped to JSON and one debug log line per request.
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
     let max_body = app.limits.max_body_bytes;
+    let metrics = app.metrics.clone();
+    let monitoring = monitoring::routes(app.clone());
     let failure_status = app.policy.failure_status;
     let with_app = warp::any().map(move || app.clone());
     let input = move || input::input(max_body);
@@ -108,6 +113,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = In
     ];
     let routes = routes
         .into_iter()
+        .chain(monitoring)
         .reduce(|all, route| all.or(route).unify().boxed())
         .expect("at least one route")
         .recover(error::recover)
@@ -118,7 +124,13 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = In
             error::log_server_failure(path.as_str(), &response);
             failure_status.apply(response)
         })
-        .with(warp::log::custom(|info| {
+        .with(warp::log::custom(move |info| {
+            metrics.request(
+                info.method(),
+                info.path(),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
             tracing::debug!(
                 method = %info.method(),
                 path = info.path(),

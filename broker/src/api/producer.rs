@@ -6,7 +6,7 @@ use super::error::{ApiError, respond};
 use super::input::Input;
 use super::validate;
 use crate::app::App;
-use crate::store::Append;
+use crate::store::{Append, Appended};
 use myqueue_wire::{
     ProduceBatchRequest, ProduceBatchResponse, ProduceRequest, RegisterProducerRequest,
     RegisterProducerResponse, Status, StatusResponse,
@@ -33,14 +33,17 @@ pub async fn produce(app: App, input: Input) -> Response {
         async {
             let request: ProduceRequest = input.parse()?;
             validate::message(&request.message, &app.limits)?;
-            app.store
+            let bytes = request.message.len() as u64;
+            let appended = app
+                .store
                 .append(Append {
                     producer_id: request.producer_id.0,
-                    topic: request.topic,
+                    topic: request.topic.clone(),
                     messages: vec![request.message],
                     sequence: None,
                 })
                 .await?;
+            count(&app, &request.topic, appended, bytes);
             Ok::<_, ApiError>(StatusResponse {
                 status: Status::Success,
             })
@@ -54,15 +57,17 @@ pub async fn produce_batch(app: App, input: Input) -> Response {
         async {
             let request: ProduceBatchRequest = input.parse()?;
             validate::batch(&request.messages, &app.limits)?;
+            let bytes = request.messages.iter().map(|m| m.len() as u64).sum();
             let appended = app
                 .store
                 .append(Append {
                     producer_id: request.producer_id.0,
-                    topic: request.topic,
+                    topic: request.topic.clone(),
                     messages: request.messages,
                     sequence: request.sequence.map(|s| s.0),
                 })
                 .await?;
+            count(&app, &request.topic, appended, bytes);
             Ok::<_, ApiError>(ProduceBatchResponse {
                 status: Status::Success,
                 base_offset: appended.base_offset,
@@ -72,4 +77,11 @@ pub async fn produce_batch(app: App, input: Input) -> Response {
         }
         .await,
     )
+}
+
+/// Counts what an append stored in the metrics (a retried duplicate stored nothing).
+fn count(app: &App, topic: &str, appended: Appended, bytes: u64) {
+    if !appended.duplicate {
+        app.metrics.appended(topic, appended.count, bytes);
+    }
 }

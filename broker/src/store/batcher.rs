@@ -24,6 +24,8 @@ pub struct Batcher<Req, T> {
 /// How large a group may grow: in requests, and in a weight (bytes) the caller defines.
 #[derive(Clone, Copy)]
 pub struct GroupLimits<Req> {
+    /// The batcher's name in metrics (`appends`, `positions`).
+    pub name: &'static str,
     pub requests: usize,
     pub weight: usize,
     /// A request's weight; a request heavier than the limit still forms a group of its own.
@@ -81,6 +83,7 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
                 let n = replies.len();
                 // A bug that panics in one group must not stop every later one: that group's
                 // requests fail as internal errors, the task goes on.
+                let began = std::time::Instant::now();
                 let answers = match AssertUnwindSafe(handle(requests)).catch_unwind().await {
                     Ok(answers) if answers.len() == n => answers,
                     Ok(answers) => {
@@ -91,6 +94,7 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
                         format!("a group commit panicked: {}", panic_text(&panic)),
                     ),
                 };
+                crate::metrics::group_commit(limits.name, n, began.elapsed());
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // The requester may have gone (client disconnected); the work is done.
                     let _ = reply.send(answer);
@@ -152,6 +156,7 @@ mod tests {
         let groups = Arc::new(AtomicUsize::new(0));
         let counter = groups.clone();
         let limits = GroupLimits {
+            name: "test",
             requests: 64,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
@@ -182,6 +187,7 @@ mod tests {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = sizes.clone();
         let limits = GroupLimits {
+            name: "test",
             requests: 100,
             weight: 10,
             weigh: |r: &usize| *r,
@@ -212,6 +218,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_group_fails_as_internal_and_later_groups_still_run() {
         let limits = GroupLimits {
+            name: "test",
             requests: 1,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
@@ -231,6 +238,7 @@ mod tests {
     #[tokio::test]
     async fn stopping_answers_every_queued_request_then_refuses_new_ones() {
         let limits = GroupLimits {
+            name: "test",
             requests: 2,
             weight: usize::MAX,
             weigh: |_: &u32| 1,

@@ -142,6 +142,17 @@ pub struct PassReport {
     pub removed: u64,
 }
 
+/// A database connection pool's occupancy, for `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Which pool: `main`, `readers`, `writer`.
+    pub name: &'static str,
+    /// Connections open.
+    pub size: usize,
+    /// Connections open and not in use.
+    pub idle: usize,
+}
+
 /// Refuses a read from past the end of `topic`: the offset a client asked for, if it is not.
 pub(crate) fn within_end(topic: &str, offset: u64, end: u64) -> Result<u64> {
     if offset > end {
@@ -287,6 +298,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Wakes long-polling fetches when a topic gets new messages.
     fn signals(&self) -> &TopicSignals;
+
+    /// The occupancy of its connection pools (none for the memory store). Reads counters
+    /// only: it never waits for a connection.
+    fn pools(&self) -> Vec<PoolStats> {
+        Vec::new()
+    }
 
     /// Finishes pending writes and closes connections.
     async fn close(&self);

@@ -25,11 +25,11 @@ use super::plan::{AppendJob, AppendPlan, TopicEnds, plan_appends};
 use super::retention::{Chunk, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
     Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
-    locked_state,
+    locked_state, pool_stats,
 };
 use super::{
-    Appended, FetchLimit, Fetched, OpenError, Result, StoreError, StoredMessage, TopicSignals,
-    now_ms, within_end,
+    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, StoredMessage,
+    TopicSignals, now_ms, within_end,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -183,6 +183,10 @@ impl Backend for PgBackend {
 
     fn readers(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn pools(&self) -> Vec<PoolStats> {
+        vec![pool_stats("main", &self.pool)]
     }
 
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Postgres>> {

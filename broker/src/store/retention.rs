@@ -74,8 +74,10 @@ where
         .await
         .is_some()
     {
-        if let Some(Err(err)) = stop.run_until_cancelled(pass(super::now_ms())).await {
-            tracing::warn!(error = %err, "retention pass failed; retrying");
+        match stop.run_until_cancelled(pass(super::now_ms())).await {
+            Some(Ok(report)) => crate::metrics::retention_removed(report.removed),
+            Some(Err(err)) => tracing::warn!(error = %err, "retention pass failed; retrying"),
+            None => {}
         }
     }
 }

@@ -24,10 +24,11 @@ use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
 use super::retention::RetentionConfig;
 use super::sql::{
     Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
-    locked_state,
+    locked_state, pool_stats,
 };
 use super::{
-    Appended, FetchLimit, Fetched, OpenError, Result, StoreError, TopicSignals, now_ms, within_end,
+    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, TopicSignals, now_ms,
+    within_end,
 };
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -220,6 +221,13 @@ impl Backend for SqliteBackend {
 
     fn readers(&self) -> &SqlitePool {
         &self.readers
+    }
+
+    fn pools(&self) -> Vec<PoolStats> {
+        vec![
+            pool_stats("writer", &self.writer),
+            pool_stats("readers", &self.readers),
+        ]
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock at once: a transaction that reads before it

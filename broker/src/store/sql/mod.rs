@@ -19,8 +19,9 @@ use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
 use super::retention::{self, Chunk, Retention, RetentionConfig};
 use super::write_health::WriteHealth;
 use super::{
-    Append, Appended, ConsumerStart, FetchLimit, Fetched, PassReport, Result, RetentionChange,
-    RetentionSettings, SeekTo, Store, StoreError, StoredMessage, TopicInfo, TopicSignals,
+    Append, Appended, ConsumerStart, FetchLimit, Fetched, PassReport, PoolStats, Result,
+    RetentionChange, RetentionSettings, SeekTo, Store, StoreError, StoredMessage, TopicInfo,
+    TopicSignals,
 };
 use async_trait::async_trait;
 use sqlx::{Database, Pool, Transaction};
@@ -49,6 +50,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The connections reads go to.
     fn readers(&self) -> &Pool<Self::Db>;
+
+    /// The occupancy of its connection pools.
+    fn pools(&self) -> Vec<PoolStats>;
 
     /// A transaction that will write.
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Self::Db>>;
@@ -119,6 +123,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Closes the connections (background tasks have ended).
     async fn close(&self);
+}
+
+/// The occupancy of `pool`, named `name`.
+pub fn pool_stats<Db: Database>(name: &'static str, pool: &Pool<Db>) -> PoolStats {
+    PoolStats {
+        name,
+        size: pool.size() as usize,
+        idle: pool.num_idle(),
+    }
 }
 
 /// Runs retention passes one at a time.
@@ -259,6 +272,7 @@ impl<B: Backend> SqlStore<B> {
     ) -> Self {
         let backend = Arc::new(backend);
         let append_limits = GroupLimits {
+            name: "appends",
             requests: MAX_GROUP,
             weight: MAX_GROUP_BYTES,
             weigh: |job: &AppendJob| job.messages.iter().map(String::len).sum(),
@@ -273,6 +287,7 @@ impl<B: Backend> SqlStore<B> {
             }
         });
         let position_limits = GroupLimits {
+            name: "positions",
             requests: MAX_GROUP,
             weight: MAX_GROUP,
             weigh: |_: &(u64, PositionOp)| 1,
@@ -551,6 +566,10 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn signals(&self) -> &TopicSignals {
         &self.signals
+    }
+
+    fn pools(&self) -> Vec<PoolStats> {
+        self.backend.pools()
     }
 
     /// Commits what the batchers hold, ends the background tasks, closes the connections.
