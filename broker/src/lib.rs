@@ -5,8 +5,10 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod logging;
+pub mod network;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -3,6 +3,8 @@
 use crate::api;
 use crate::app::{App, Limits, Policy};
 use crate::config::{Config, StoreKind};
+use crate::network::long_polls::LongPolls;
+use crate::network::{Network, NetworkOptions, serve as serving};
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -124,6 +126,8 @@ pub async fn serve(
     store: Arc<dyn Store>,
     limits: Limits,
     policy: Policy,
+    options: &NetworkOptions,
+    network: Network,
     shutdown: CancellationToken,
 ) {
     let app = App {
@@ -131,12 +135,16 @@ pub async fn serve(
         limits,
         policy,
         shutdown: shutdown.clone(),
+        auth: network.auth,
+        long_polls: LongPolls::new(options.max_long_polls_per_client),
+        caller: Default::default(),
     };
-    warp::serve(api::routes(app))
-        .incoming(listener)
-        .graceful(shutdown.cancelled_owned())
-        .run()
-        .await;
+    let settings = serving::Settings {
+        tls: network.tls,
+        max_connections: options.max_connections,
+        timeouts: options.timeouts(),
+    };
+    serving::serve(listener, api::routes(app), settings, shutdown).await;
     store.close().await;
 }
 

@@ -83,6 +83,13 @@ impl Reply for ApiError {
         )
         .into_response();
         response.extensions_mut().insert(self.code);
+        if self.code == ErrorCode::Unauthorized {
+            // RFC 6750: a 401 names the scheme the client should use.
+            response.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer realm=\"myqueue\""),
+            );
+        }
         if let Some(why) = server_failure {
             response.extensions_mut().insert(ServerFailure(why));
         }
@@ -161,7 +168,7 @@ mod tests {
     use super::*;
     use ErrorCode::*;
 
-    const EVERY_CODE: [ErrorCode; 18] = [
+    const EVERY_CODE: [ErrorCode; 22] = [
         InvalidRequest,
         InvalidTopicName,
         TopicExists,
@@ -176,6 +183,10 @@ mod tests {
         NotFound,
         MethodNotAllowed,
         UnsupportedMediaType,
+        Unauthorized,
+        Forbidden,
+        RequestTimeout,
+        TooManyRequests,
         StorageUnavailable,
         ShuttingDown,
         Internal,

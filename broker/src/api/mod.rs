@@ -4,6 +4,7 @@
 //! known path with the wrong method 405, both as JSON (see [`error::recover`]); then
 //! `--failure-status` settles every failure's HTTP status ([`error::FailureStatus`]).
 
+mod access;
 mod consumer;
 pub mod error;
 mod health;
@@ -23,9 +24,12 @@ type Route = BoxedFilter<(Response,)>;
 /// Every endpoint, with errors mapped to JSON and one debug log line per request.
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
     let max_body = app.limits.max_body_bytes;
+    let body_timeout = app.limits.body_read_timeout;
     let failure_status = app.policy.failure_status;
-    let with_app = warp::any().map(move || app.clone());
-    let input = move || input::input(max_body);
+    // Every route but /healthz checks the caller's token (when there is an auth file).
+    let open_app = access::open(app.clone());
+    let with_app = access::authorized(app);
+    let input = move || input::input(max_body, body_timeout);
     let get = |path: BoxedFilter<()>| path.and(warp::get());
     let post = |path: BoxedFilter<()>| path.and(warp::post());
 
@@ -97,7 +101,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = In
             .then(consumer::commit)
             .boxed(),
         get(warp::path!("healthz").boxed())
-            .and(with_app.clone())
+            .and(open_app)
             .then(health::healthz)
             .boxed(),
         post(warp::path!("noop").boxed())
