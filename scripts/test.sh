@@ -12,7 +12,7 @@ root=$PWD
 # One target directory for cargo and for maturin (pip install .): release artifacts are shared.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 
-python3 -m pip install -q --disable-pip-version-check pytest pytest-timeout requests
+python3 -m pip install -q --disable-pip-version-check pytest pytest-timeout requests cryptography
 
 pg_dir=""
 cleanup() {

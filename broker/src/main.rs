@@ -32,14 +32,15 @@ async fn main() -> ExitCode {
     let stop = CancellationToken::new();
     shutdown::cancel_on_signal(stop.clone());
 
+    // Protected mode is settled before anything listens on an address it refuses.
+    if let Err(err) = config.network.check_exposure(&config.listen).await {
+        return fail(&config, &err);
+    }
     // Bind first: a taken port is reported at once, before any database work.
     let (listener, addr) = match server::bind(&config.listen).await {
         Ok(bound) => bound,
         Err(err) => return fail(&config, &err),
     };
-    if let Err(err) = config.network.check_exposure(addr) {
-        return fail(&config, &err);
-    }
     let network = match config.network.load() {
         Ok(network) => network,
         Err(err) => return fail(&config, &err),

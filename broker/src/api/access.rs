@@ -127,3 +127,99 @@ fn forbidden(access: &Access, what: &str) -> ApiError {
         format!("token '{}' may not {what}", access.name()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::token::TokenHash;
+    use crate::auth::{Grant, TopicPattern};
+    use std::sync::Arc;
+
+    fn token(admin: bool, monitor: bool) -> Access {
+        Access::Token(Arc::new(Grant {
+            name: "t".into(),
+            hash: TokenHash::of("t"),
+            produce: vec![TopicPattern::parse("app.*").unwrap()],
+            consume: vec![],
+            admin,
+            monitor,
+        }))
+    }
+
+    #[test]
+    fn the_path_says_what_is_needed() {
+        let plain = token(false, false);
+        let code = |r: Result<(), ApiError>| r.err().map(|e| e.code);
+        let forbidden = Some(ErrorCode::Forbidden);
+        assert_eq!(
+            code(allowed_path(&plain, &Method::POST, "/topics")),
+            forbidden
+        );
+        assert_eq!(
+            code(allowed_path(&plain, &Method::DELETE, "/topics/app.x")),
+            forbidden
+        );
+        assert_eq!(
+            code(allowed_path(&plain, &Method::PATCH, "/topics/app.x")),
+            forbidden
+        );
+        assert_eq!(
+            code(allowed_path(&plain, &Method::GET, "/topics/app.x")),
+            None
+        );
+        assert_eq!(
+            code(allowed_path(&plain, &Method::GET, "/topics/logs")),
+            forbidden
+        );
+        assert_eq!(
+            code(allowed_path(&plain, &Method::GET, "/metrics")),
+            forbidden
+        );
+        assert_eq!(
+            code(allowed_path(&plain, &Method::GET, "/ui/app.js")),
+            forbidden
+        );
+        assert_eq!(code(allowed_path(&plain, &Method::GET, "/topics")), None);
+        assert_eq!(
+            code(allowed_path(&plain, &Method::POST, "/producer/produce")),
+            None
+        );
+        let monitor = token(false, true);
+        assert_eq!(code(allowed_path(&monitor, &Method::GET, "/metrics")), None);
+        assert_eq!(code(allowed_path(&monitor, &Method::GET, "/ui")), None);
+        let admin = token(true, false);
+        assert_eq!(
+            code(allowed_path(&admin, &Method::DELETE, "/topics/logs")),
+            None
+        );
+        assert_eq!(
+            code(allowed_path(&admin, &Method::GET, "/topics/logs")),
+            None
+        );
+    }
+
+    #[test]
+    fn tokens_come_as_bearer() {
+        let code = |r: Result<Access, ApiError>| r.err().map(|e| e.code);
+        assert!(matches!(identify(None, None), Ok(Access::Anonymous)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.toml");
+        let entry = format!(
+            "[tokens.a]\nsha256 = \"{}\"\n",
+            TokenHash::of("s3cret").to_hex()
+        );
+        std::fs::write(&path, entry).unwrap();
+        let auth = Auth::load(&path).unwrap();
+        let unauthorized = Some(ErrorCode::Unauthorized);
+        assert_eq!(code(identify(Some(&auth), None)), unauthorized);
+        assert_eq!(
+            code(identify(Some(&auth), Some("Basic s3cret"))),
+            unauthorized
+        );
+        assert_eq!(
+            code(identify(Some(&auth), Some("Bearer nope"))),
+            unauthorized
+        );
+        assert_eq!(code(identify(Some(&auth), Some("bearer s3cret"))), None);
+    }
+}

@@ -81,11 +81,18 @@ pub struct Network {
 }
 
 impl NetworkOptions {
-    /// Protected mode: without an auth file only a loopback address may be served, unless
-    /// anonymous access is asked for.
-    pub fn check_exposure(&self, addr: SocketAddr) -> Result<(), NetworkError> {
-        if self.auth_file.is_none() && !self.allow_anonymous && !addr.ip().is_loopback() {
-            return Err(NetworkError::Unprotected { addr });
+    /// Protected mode: without an auth file only loopback addresses may be served, unless
+    /// anonymous access is asked for. `listen` is resolved here, before anything is bound;
+    /// one that does not resolve is left for the bind to report.
+    pub async fn check_exposure(&self, listen: &str) -> Result<(), NetworkError> {
+        if self.auth_file.is_some() || self.allow_anonymous {
+            return Ok(());
+        }
+        let Ok(addrs) = tokio::net::lookup_host(listen).await else {
+            return Ok(());
+        };
+        for addr in addrs {
+            exposed(addr)?;
         }
         Ok(())
     }
@@ -109,6 +116,13 @@ impl NetworkOptions {
             header_read: self.header_read_timeout,
             idle: self.idle_timeout,
         }
+    }
+}
+
+fn exposed(addr: SocketAddr) -> Result<(), NetworkError> {
+    match addr.ip().is_loopback() {
+        true => Ok(()),
+        false => Err(NetworkError::Unprotected { addr }),
     }
 }
 
@@ -151,5 +165,51 @@ fn reload(auth: Option<&Auth>, tls: Option<&tls::Tls>) {
     }
     if auth.is_none() && tls.is_none() {
         tracing::info!("SIGHUP: nothing to reload (no --auth-file, no --tls-cert)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Options {
+        #[command(flatten)]
+        network: NetworkOptions,
+    }
+
+    fn options(args: &[&str]) -> NetworkOptions {
+        Options::try_parse_from([&["test"], args].concat())
+            .unwrap()
+            .network
+    }
+
+    #[tokio::test]
+    async fn protected_mode_refuses_other_addresses_without_tokens() {
+        let none = options(&[]);
+        assert!(none.check_exposure("127.0.0.1:0").await.is_ok());
+        assert!(none.check_exposure("[::1]:0").await.is_ok());
+        let refused = none.check_exposure("0.0.0.0:9092").await.unwrap_err();
+        assert!(refused.to_string().contains("--auth-file"), "{refused}");
+        assert!(
+            refused.to_string().contains("--allow-anonymous"),
+            "{refused}"
+        );
+        let anonymous = options(&["--allow-anonymous"]);
+        assert!(anonymous.check_exposure("0.0.0.0:9092").await.is_ok());
+        let tokens = options(&["--auth-file", "auth.toml"]);
+        assert!(tokens.check_exposure("0.0.0.0:9092").await.is_ok());
+    }
+
+    #[test]
+    fn the_defaults_are_documented_ones() {
+        let defaults = options(&[]);
+        assert_eq!(defaults.max_connections, 10_000);
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(75));
+        assert_eq!(defaults.max_long_polls_per_client, 256);
+        assert!(Options::try_parse_from(["test", "--tls-cert", "c.pem"]).is_err());
     }
 }
