@@ -34,6 +34,12 @@ struct State {
     idle_since: Instant,
 }
 
+impl Default for Watch {
+    fn default() -> Self {
+        Watch::new()
+    }
+}
+
 impl Watch {
     pub fn new() -> Self {
         let now = Instant::now();
