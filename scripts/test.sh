@@ -13,7 +13,7 @@ root=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 
 python3 -m pip install -q --disable-pip-version-check pytest pytest-timeout requests \
-  schemathesis selenium
+  schemathesis selenium cryptography
 
 pg_dir=""
 cleanup() {

@@ -179,7 +179,7 @@ def test_create_and_topics_in_both_formats(broker):
         ["consume", "t", "--max", "0"],
         ["consume", "t", "--max", "many"],
         ["consume", "t", "--from-beginning", "--from-end"],
-        ["--broker", "https://127.0.0.1:1", "topics"],
+        ["--broker", "ftp://127.0.0.1:1", "topics"],
         ["produce", "t", "--file", "/nonexistent/lines.txt"],
     ],
 )

@@ -17,7 +17,7 @@ from myqueue import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, MyConsumer, MyProducer
 
 # Keys that are not constructor parameters, and parameters whose default is "none given".
 NOT_PARAMETERS = {"stop_timeout"}
-NO_VALUE = {"topics", "group", "start"}
+NO_VALUE = {"topics", "group", "start", "token", "ca_file"}
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
 //! [`App`]: what every request handler needs, cheap to clone.
 
 use crate::api::error::FailureStatus;
+use crate::auth::{Access, Auth};
 use crate::metrics::Metrics;
+use crate::network::long_polls::LongPolls;
 use crate::store::{ConsumerStart, FetchLimit, Fetched, Store, StoreError};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Limits {
     pub max_message_bytes: usize,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive (`--body-read-timeout`).
+    pub body_read_timeout: Duration,
 }
 
 /// The broker's choices where the assignment allows more than one reading (see the README).
@@ -32,6 +37,19 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: long polls return at once instead of holding it up.
     pub shutdown: CancellationToken,
+    /// The tokens (`--auth-file`); `None`: every caller may do everything.
+    pub auth: Option<Arc<Auth>>,
+    /// The long polls open per client address (`--max-long-polls-per-client`).
+    pub long_polls: LongPolls,
+    /// Who sent the request being handled: set for each request by `api::access`.
+    pub caller: Caller,
+}
+
+/// The sender of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub access: Access,
+    pub addr: Option<IpAddr>,
 }
 
 impl App {

@@ -2,6 +2,7 @@
 
 use crate::api::error::FailureStatus;
 use crate::app::Policy;
+use crate::network::NetworkOptions;
 use crate::store::ConsumerStart;
 use crate::store::Retention;
 use crate::store::retention::{MAX_RETENTION, RetentionConfig};
@@ -39,7 +40,9 @@ pub enum LogFormat {
         myqueue-broker --store memory                    # nothing is kept across restarts\n  \
         myqueue-broker --database-url postgres://user:pw@127.0.0.1/myqueue\n  \
         myqueue-broker --listen 127.0.0.1:0              # a free port, printed at start\n  \
-        myqueue-broker --retention 12h --retention-bytes 2GiB   # keep less"
+        myqueue-broker --retention 12h --retention-bytes 2GiB   # keep less\n  \
+        myqueue-broker --listen 0.0.0.0:9092 --auth-file auth.toml --tls-cert c.pem --tls-key k.pem\n  \
+        myqueue-broker hash-token                        # a new token and its auth file entry"
 )]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port; the address is printed at start as
@@ -113,6 +116,19 @@ pub struct Config {
     /// furthest behind).
     #[arg(long, env = "MYQUEUE_METRICS_MAX_GROUPS", default_value_t = 20)]
     pub metrics_max_groups: usize,
+
+    #[command(flatten)]
+    pub network: NetworkOptions,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print the auth file entry (the SHA-256) for TOKEN; without TOKEN, make a new one from
+    /// the system's randomness and print it too; `-` reads TOKEN from stdin.
+    HashToken { token: Option<String> },
 }
 
 /// A retention limit from the command line: `None` is unlimited.

@@ -5,9 +5,11 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod network;
 pub mod server;
 pub mod shutdown;
 pub mod store;

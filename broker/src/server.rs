@@ -3,8 +3,10 @@
 use crate::api;
 use crate::app::{App, Limits, Policy};
 use crate::config::{Config, StoreKind};
-use crate::store::dir_lock::LockError;
 use crate::metrics::Metrics;
+use crate::network::long_polls::LongPolls;
+use crate::network::{Network, NetworkOptions, serve as serving};
+use crate::store::dir_lock::LockError;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -140,6 +142,8 @@ pub async fn serve(
     limits: Limits,
     policy: Policy,
     metrics: Arc<Metrics>,
+    options: &NetworkOptions,
+    network: Network,
     shutdown: CancellationToken,
 ) {
     metrics.spawn_upkeep(shutdown.clone());
@@ -149,12 +153,16 @@ pub async fn serve(
         policy,
         metrics,
         shutdown: shutdown.clone(),
+        auth: network.auth,
+        long_polls: LongPolls::new(options.max_long_polls_per_client),
+        caller: Default::default(),
     };
-    warp::serve(api::routes(app))
-        .incoming(listener)
-        .graceful(shutdown.cancelled_owned())
-        .run()
-        .await;
+    let settings = serving::Settings {
+        tls: network.tls,
+        max_connections: options.max_connections,
+        timeouts: options.timeouts(),
+    };
+    serving::serve(listener, api::routes(app), settings, shutdown).await;
     store.close().await;
 }
 

@@ -30,6 +30,7 @@ from myqueue._native import (
     ClientClosed,
     ConsumerInfo,
     DeliveryFailed,
+    Forbidden,
     Message,
     MessageIterator,
     MyConsumer,
@@ -38,8 +39,10 @@ from myqueue._native import (
     MyQueueTimeout,
     RequestRejected,
     SendFuture,
+    TlsError,
     TopicInfo,
     TopicNotFound,
+    Unauthorized,
     __version__,
 )
 
@@ -53,6 +56,7 @@ __all__ = [
     "ClientClosed",
     "ConsumerInfo",
     "DeliveryFailed",
+    "Forbidden",
     "Message",
     "MessageIterator",
     "MyConsumer",
@@ -61,7 +65,9 @@ __all__ = [
     "MyQueueTimeout",
     "RequestRejected",
     "SendFuture",
+    "TlsError",
     "TopicInfo",
     "TopicNotFound",
+    "Unauthorized",
     "__version__",
 ]

@@ -10,6 +10,8 @@ as the core raises them.
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,7 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from myqueue._native import BrokerUnavailable, MyQueueError, RequestRejected, TopicNotFound
+from myqueue._native import (
+    BrokerUnavailable,
+    Forbidden,
+    MyQueueError,
+    RequestRejected,
+    TlsError,
+    TopicNotFound,
+    Unauthorized,
+)
 
 DEFAULT_BROKER = "localhost:9092"
 DEFAULT_PORT = 9092
@@ -29,20 +39,25 @@ class Unsupported(RequestRejected):
 
 
 def base_url(broker: str) -> str:
-    """``localhost:9092``, ``127.0.0.1:9092`` or ``http://host:port`` → ``http://host:port``.
+    """``localhost:9092``, ``127.0.0.1:9092``, ``http://host:port`` or ``https://host:port`` →
+    ``http(s)://host:port``.
 
-    The same rules as the Rust client's: ``localhost`` becomes 127.0.0.1 (the broker listens
-    on IPv4), a missing port is 9092. Raises ``ValueError`` for anything else.
+    The same rules as the Rust client's: over plain HTTP ``localhost`` becomes 127.0.0.1 (the
+    broker listens on IPv4), a missing port is 9092. Raises ``ValueError`` for anything else.
     """
     address = broker.strip().rstrip("/")
-    address = address.removeprefix("http://")
+    scheme = "https" if address.startswith("https://") else "http"
+    address = address.removeprefix("https://").removeprefix("http://")
     if not address or "://" in address or "/" in address:
-        raise ValueError(f"broker must look like 'host:port' or 'http://host:port', not {broker!r}")
-    if address == "localhost" or address.startswith("localhost:"):
+        raise ValueError(
+            f"broker must look like 'host:port', 'http://host:port' or 'https://host:port', "
+            f"not {broker!r}"
+        )
+    if scheme == "http" and (address == "localhost" or address.startswith("localhost:")):
         address = "127.0.0.1" + address[len("localhost") :]
     if ":" not in address:
         address = f"{address}:{DEFAULT_PORT}"
-    return f"http://{address}"
+    return f"{scheme}://{address}"
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,14 @@ class Admin:
     def __init__(self, broker: str = DEFAULT_BROKER, *, timeout: float = 30.0) -> None:
         self.base = base_url(broker)
         self.timeout = timeout
+        # The token and CA file as the Rust client reads them: MYQUEUE_TOKEN, MYQUEUE_CA_FILE.
+        self._token = os.environ.get("MYQUEUE_TOKEN", "").strip() or None
+        ca_file = os.environ.get("MYQUEUE_CA_FILE") or None
+        tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
         # No proxy: like the Rust client, talk to the broker directly whatever http_proxy says.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls)
+        )
 
     def topics(self) -> list[str]:
         """Every topic's name (``GET /topics``)."""
@@ -124,6 +145,8 @@ class Admin:
         request = urllib.request.Request(url, data=data, method=method)
         if data is not None:
             request.add_header("content-type", "application/json")
+        if self._token:
+            request.add_header("authorization", f"Bearer {self._token}")
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 status, raw = int(response.status), response.read()
@@ -132,6 +155,9 @@ class Admin:
                 status, raw = int(err.code), err.read()
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", None) or err
+            if isinstance(reason, ssl.SSLError):
+                tls_error = TlsError(f"TLS with {self.base} failed: {reason}")
+                raise _with_code(tls_error, None) from None
             unreachable = BrokerUnavailable(f"cannot reach the broker at {self.base}: {reason}")
             raise _with_code(unreachable, None) from None
         return _answer(self.base, method, path, status, raw)
@@ -162,6 +188,10 @@ def _answer(base: str, method: str, path: str, status: int, raw: bytes) -> dict[
         error = BrokerUnavailable(message)
     elif status == 404 and code == "not_found":
         error = Unsupported(f"{message} ({method} {path})")
+    elif code == "unauthorized":
+        error = Unauthorized(message)
+    elif code == "forbidden":
+        error = Forbidden(message)
     elif code == "topic_not_found":
         error = TopicNotFound(message)
     else:

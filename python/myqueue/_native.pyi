@@ -21,6 +21,7 @@ __all__ = [
     "ClientClosed",
     "ConsumerInfo",
     "DeliveryFailed",
+    "Forbidden",
     "Message",
     "MessageIterator",
     "MyConsumer",
@@ -29,8 +30,10 @@ __all__ = [
     "MyQueueTimeout",
     "RequestRejected",
     "SendFuture",
+    "TlsError",
     "TopicInfo",
     "TopicNotFound",
+    "Unauthorized",
     "__version__",
 ]
 
@@ -84,6 +87,19 @@ class TopicNotFound(MyQueueError):
 class RequestRejected(MyQueueError):
     """The broker refused the request; ``code`` says why (e.g. ``"payload_too_large"``)."""
 
+class Unauthorized(RequestRejected):
+    """The broker needs a token and got none, or one it does not know (HTTP 401,
+    ``code == "unauthorized"``): pass ``token=`` or set ``MYQUEUE_TOKEN``. Never retried."""
+
+class Forbidden(RequestRejected):
+    """The token may not do this: produce to or consume from this topic, or administer topics
+    (HTTP 403, ``code == "forbidden"``). Never retried."""
+
+class TlsError(MyQueueError):
+    """TLS failed: the broker's certificate is expired, not signed by a trusted CA (pass
+    ``ca_file=``), or for another host name; or the broker does not serve HTTPS. Never
+    retried."""
+
 class DeliveryFailed(MyQueueError):
     """Messages accepted by ``send()`` could not be delivered within ``delivery_timeout``."""
 
@@ -122,8 +138,8 @@ class MyProducer:
     response or a broker restart is recognised by its sequence number and not stored twice.
     Transient failures are retried with backoff for up to ``delivery_timeout`` seconds.
 
-    ``broker`` is ``"host:port"`` or ``"http://host:port"``. Keyword options (defaults in
-    ``PRODUCER_DEFAULTS``):
+    ``broker`` is ``"host:port"``, ``"http://host:port"`` or ``"https://host:port"``. Keyword
+    options (defaults in ``PRODUCER_DEFAULTS``):
         linger_ms: how long a batch waits for more messages before it is sent.
         batch_size: bytes of messages per batch request.
         buffer_size: bytes of accepted, undelivered messages at most; ``send()`` and
@@ -135,6 +151,14 @@ class MyProducer:
         max_in_flight: batches per topic sent before the first is answered, 1 to 5 (the
             batches the broker recognises when resent); order and "stored once" hold for
             any value. ``ValueError`` outside that range.
+
+    Security (a broker started with ``--auth-file`` or ``--tls-cert``):
+        token: the bearer token; default: env ``MYQUEUE_TOKEN``. Without a token the
+            broker has or with one it does not know, calls raise ``Unauthorized``; a token
+            not allowed on a topic raises ``Forbidden``. Neither is retried.
+        ca_file: a PEM file of the CA certificates to trust for ``broker="https://..."``
+            instead of the system's; default: env ``MYQUEUE_CA_FILE``. A certificate that is
+            expired, untrusted or for another host raises ``TlsError`` at once.
 
     Several threads may share one producer. A producer used in a process forked after it
     was created (multiprocessing, gunicorn) starts afresh in the child: the parent's
@@ -153,6 +177,8 @@ class MyProducer:
         request_timeout: float = ...,
         max_message_bytes: int = ...,
         max_in_flight: int = ...,
+        token: str | None = None,
+        ca_file: str | None = None,
     ) -> Self: ...
     def send(self, topic: str, value: bytes | str, *, timeout: float | None = None) -> SendFuture:
         """Queues ``value`` (UTF-8 bytes or str) for ``topic`` and returns at once.
@@ -244,8 +270,8 @@ class MyConsumer:
     the warning into an exception raised from ``get_next()`` or ``poll()``; the message comes
     with the next call).
 
-    ``broker`` is ``"host:port"`` or ``"http://host:port"``. Keyword options (defaults in
-    ``CONSUMER_DEFAULTS``):
+    ``broker`` is ``"host:port"``, ``"http://host:port"`` or ``"https://host:port"``. Keyword
+    options (defaults in ``CONSUMER_DEFAULTS``):
         group: a durable consumer name (letters, digits, '.', '_', '-'); none by default.
         start: where a consumer starts when this registration creates it: ``"beginning"``
             (everything the topic holds) or ``"end"`` (only messages produced after it
@@ -259,6 +285,14 @@ class MyConsumer:
         buffer_bytes: payload bytes prefetched per topic at most.
         auto_commit_interval: seconds between commits of consumed positions.
         request_timeout: seconds one HTTP request may take (on top of the long poll).
+
+    Security (a broker started with ``--auth-file`` or ``--tls-cert``):
+        token: the bearer token; default: env ``MYQUEUE_TOKEN``. Without a token the
+            broker has or with one it does not know, calls raise ``Unauthorized``; a token
+            not allowed on a topic raises ``Forbidden``. Neither is retried.
+        ca_file: a PEM file of the CA certificates to trust for ``broker="https://..."``
+            instead of the system's; default: env ``MYQUEUE_CA_FILE``. A certificate that is
+            expired, untrusted or for another host raises ``TlsError`` at once.
     """
 
     def __new__(
@@ -274,6 +308,8 @@ class MyConsumer:
         buffer_bytes: int = ...,
         auto_commit_interval: float = ...,
         request_timeout: float = ...,
+        token: str | None = None,
+        ca_file: str | None = None,
     ) -> Self: ...
     def get_next(self, timeout: float | None = None) -> MessageIterator:
         """Messages of all topics, taken in turn, as they arrive.
@@ -389,7 +425,8 @@ class Admin:
     (``PRODUCER_DEFAULTS``). Refusals raise
     ``TopicNotFound`` (an unknown topic), ``RequestRejected`` (``code`` says why, e.g.
     ``"topic_exists"``) or ``BrokerUnavailable``; bad arguments raise ``ValueError`` or
-    ``TypeError`` before any request.
+    ``TypeError`` before any request. ``token`` and ``ca_file`` are as for ``MyProducer``
+    (creating, changing and deleting topics needs a token with ``admin``).
 
     Retention keeps a topic's newest messages: by age (``retention_ms``) and by size
     (``retention_bytes``, payload plus 64 per message). The broker removes the oldest
@@ -397,7 +434,14 @@ class Admin:
     offsets never restart (its ``start_offset`` moves forward).
     """
 
-    def __new__(cls, broker: str = ..., *, request_timeout: float = ...) -> Self: ...
+    def __new__(
+        cls,
+        broker: str = ...,
+        *,
+        request_timeout: float = ...,
+        token: str | None = None,
+        ca_file: str | None = None,
+    ) -> Self: ...
     def create_topic(
         self,
         name: str,

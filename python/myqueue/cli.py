@@ -5,7 +5,9 @@
     seq 1000 | myqueue produce NAME
     myqueue consume NAME --group printer --follow
 
-Every command takes ``--broker HOST:PORT`` (or env ``MYQUEUE_BROKER``; default
+A broker started with ``--auth-file`` needs a token in env ``MYQUEUE_TOKEN``; over HTTPS
+(``--broker https://host:port``) env ``MYQUEUE_CA_FILE`` names the CA to trust, if not the
+system's. Every command takes ``--broker HOST:PORT`` (or env ``MYQUEUE_BROKER``; default
 ``localhost:9092``) and ``--json``. Errors are one line on stderr and an exit status: 2 for a
 usage error, 1 for a request the broker refused or a broker that cannot be reached. This module
 parses the arguments and dispatches; ``_stream`` moves messages, ``_admin`` makes the one-shot

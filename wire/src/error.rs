@@ -47,6 +47,14 @@ pub enum ErrorCode {
     SequenceMismatch,
     /// A commit to an offset past the topic's end.
     OffsetOutOfRange,
+    /// No token, or one the broker does not know (`Authorization: Bearer TOKEN`).
+    Unauthorized,
+    /// The token is known but not allowed to do this (to this topic).
+    Forbidden,
+    /// The request body did not arrive within the broker's body-read timeout.
+    RequestTimeout,
+    /// A per-client limit was reached (open long polls); retry shortly.
+    TooManyRequests,
     /// No such endpoint.
     NotFound,
     /// The endpoint exists but not with this HTTP method.
@@ -73,12 +81,15 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidRequest | InvalidTopicName | InvalidRetention | OffsetOutOfRange => 400,
-            WrongTopic => 403,
+            Unauthorized => 401,
+            WrongTopic | Forbidden => 403,
             TopicNotFound | ProducerNotFound | ConsumerNotFound | QueueEmpty | NotFound => 404,
             MethodNotAllowed => 405,
+            RequestTimeout => 408,
             TopicExists | SequenceMismatch => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
+            TooManyRequests => 429,
             Internal | Unknown => 500,
             StorageUnavailable | StoreUnwritable | ShuttingDown => 503,
         }
@@ -93,7 +104,10 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::StorageUnavailable | ErrorCode::StoreUnwritable | ErrorCode::ShuttingDown
+            ErrorCode::StorageUnavailable
+                | ErrorCode::StoreUnwritable
+                | ErrorCode::ShuttingDown
+                | ErrorCode::TooManyRequests
         )
     }
 }
@@ -148,6 +162,10 @@ mod tests {
             "payload_too_large",
             "sequence_mismatch",
             "offset_out_of_range",
+            "unauthorized",
+            "forbidden",
+            "request_timeout",
+            "too_many_requests",
             "not_found",
             "method_not_allowed",
             "unsupported_media_type",
@@ -197,6 +215,10 @@ mod tests {
             NotFound,
             MethodNotAllowed,
             UnsupportedMediaType,
+            Unauthorized,
+            Forbidden,
+            RequestTimeout,
+            TooManyRequests,
         ] {
             assert!((400..500).contains(&code.http_status()), "{code}");
         }

@@ -1,10 +1,13 @@
 //! `POST /consumer/register`, `GET /consumer/consume`, `GET /size`, and the additions
 //! `GET /consumer/fetch` (read without moving, long poll) and `POST /consumer/commit`.
 
+use super::access;
 use super::error::{ApiError, respond};
 use super::input::Input;
 use super::validate;
 use crate::app::App;
+use crate::network::hits::{self, Limit};
+use crate::network::long_polls::Slot;
 use crate::store::{ConsumerStart, FetchLimit};
 use myqueue_wire::{
     CommitRequest, CommitResponse, ConsumeResponse, ConsumerRequest, ErrorCode, FetchRequest,
@@ -18,6 +21,7 @@ pub async fn register(app: App, input: Input) -> Response {
         async {
             let request: RegisterConsumerRequest = input.parse()?;
             validate::topic(&request.topic)?;
+            access::consume(&app, &request.topic)?;
             if let Some(group) = &request.group {
                 validate::group(group)?;
             }
@@ -41,6 +45,7 @@ pub async fn consume(app: App, input: Input) -> Response {
     respond(
         async {
             let request: ConsumerRequest = input.parse()?;
+            access::consume(&app, &request.topic)?;
             match app
                 .store
                 .consume(request.consumer_id.0, &request.topic)
@@ -67,6 +72,7 @@ pub async fn size(app: App, input: Input) -> Response {
     respond(
         async {
             let request: ConsumerRequest = input.parse()?;
+            access::consume(&app, &request.topic)?;
             let size = app
                 .store
                 .size(request.consumer_id.0, &request.topic)
@@ -84,9 +90,14 @@ pub async fn fetch(app: App, input: Input) -> Response {
     respond(
         async {
             let request: FetchRequest = input.parse()?;
+            access::consume(&app, &request.topic)?;
             let limits = request
                 .limits()
                 .map_err(|err| ApiError::invalid(err.to_string()))?;
+            let _slot = match (limits.wait().is_zero(), app.caller.addr) {
+                (false, Some(client)) => Some(long_poll_slot(&app, client)?),
+                _ => None,
+            };
             let fetched = app
                 .fetch_waiting(
                     request.consumer_id.0,
@@ -123,6 +134,7 @@ pub async fn commit(app: App, input: Input) -> Response {
     respond(
         async {
             let request: CommitRequest = input.parse()?;
+            access::consume(&app, &request.topic)?;
             let position = app
                 .store
                 .commit(request.consumer_id.0, &request.topic, request.offset.into())
@@ -134,4 +146,20 @@ pub async fn commit(app: App, input: Input) -> Response {
         }
         .await,
     )
+}
+
+/// A long poll's place among its client's (`--max-long-polls-per-client`), or 429.
+fn long_poll_slot(app: &App, client: std::net::IpAddr) -> Result<Slot, ApiError> {
+    app.long_polls.open(client).ok_or_else(|| {
+        let most = app.long_polls.most_per_client();
+        hits::hit(
+            Limit::LongPollsPerClient,
+            Some(client),
+            &format!("refused a long poll: {most} are open from this client"),
+        );
+        ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("this client has {most} long polls open (--max-long-polls-per-client); retry shortly"),
+        )
+    })
 }

@@ -83,6 +83,13 @@ impl Reply for ApiError {
         )
         .into_response();
         response.extensions_mut().insert(self.code);
+        if self.code == ErrorCode::Unauthorized {
+            // RFC 6750: a 401 names the scheme the client should use.
+            response.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer realm=\"myqueue\""),
+            );
+        }
         if let Some(why) = server_failure {
             response.extensions_mut().insert(ServerFailure(why));
         }
@@ -163,7 +170,7 @@ mod tests {
     use super::*;
     use ErrorCode::*;
 
-    const EVERY_CODE: [ErrorCode; 19] = [
+    const EVERY_CODE: [ErrorCode; 23] = [
         InvalidRequest,
         InvalidTopicName,
         TopicExists,
@@ -178,6 +185,10 @@ mod tests {
         NotFound,
         MethodNotAllowed,
         UnsupportedMediaType,
+        Unauthorized,
+        Forbidden,
+        RequestTimeout,
+        TooManyRequests,
         StorageUnavailable,
         StoreUnwritable,
         ShuttingDown,

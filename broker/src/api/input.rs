@@ -5,10 +5,13 @@
 //! `key=value` pairs, else the request is refused before it touches anything.
 
 use super::error::ApiError;
+use crate::network::hits::{self, Limit};
+use crate::network::serve::ClientAddr;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use myqueue_wire::ErrorCode;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 use warp::{Filter, Rejection};
 
 /// A request's raw parameters, before they are parsed into the endpoint's type.
@@ -70,21 +73,38 @@ fn check_form(body: &[u8]) -> Result<(), ApiError> {
 
 /// Extracts [`Input`], refusing bodies over `max_body` bytes with `payload_too_large` (also
 /// when the body is chunked and has no Content-Length).
-pub fn input(max_body: usize) -> impl Filter<Extract = (Input,), Error = Rejection> + Clone {
+pub fn input(
+    max_body: usize,
+    body_timeout: Duration,
+) -> impl Filter<Extract = (Input,), Error = Rejection> + Clone {
     warp::query::raw()
         .or(warp::any().map(String::new))
         .unify()
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("content-length"))
         .and(warp::body::stream())
+        .and(warp::ext::optional::<ClientAddr>())
         .and_then(
-            move |query: String, content_type: Option<String>, length: Option<String>, body| async move {
+            move |query: String, content_type: Option<String>, length: Option<String>, body, client: Option<ClientAddr>| async move {
                 if let Some(length) = length.and_then(|l| l.trim().parse::<u64>().ok())
                     && length > max_body as u64
                 {
                     return Err(warp::reject::custom(too_large(max_body)));
                 }
-                let body = read_body(body, max_body).await.map_err(warp::reject::custom)?;
+                let body = tokio::time::timeout(body_timeout, read_body(body, max_body))
+                    .await
+                    .map_err(|_| {
+                        hits::hit(
+                            Limit::BodyReadTimeout,
+                            client.map(|ClientAddr(addr)| addr.ip()),
+                            "refused a request whose body did not arrive within --body-read-timeout",
+                        );
+                        warp::reject::custom(ApiError::new(
+                            ErrorCode::RequestTimeout,
+                            format!("the request body did not arrive within {body_timeout:?}"),
+                        ))
+                    })?
+                    .map_err(warp::reject::custom)?;
                 let form = content_type
                     .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
                 Ok::<_, Rejection>(Input { query, body, form })

@@ -4,6 +4,7 @@
 //! known path with the wrong method 405, both as JSON (see [`error::recover`]); then
 //! `--failure-status` settles every failure's HTTP status ([`error::FailureStatus`]).
 
+mod access;
 mod consumer;
 pub mod error;
 mod health;
@@ -27,10 +28,13 @@ type Route = BoxedFilter<(Response,)>;
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
     let max_body = app.limits.max_body_bytes;
     let metrics = app.metrics.clone();
-    let monitoring = monitoring::routes(app.clone());
+    let body_timeout = app.limits.body_read_timeout;
     let failure_status = app.policy.failure_status;
-    let with_app = warp::any().map(move || app.clone());
-    let input = move || input::input(max_body);
+    // Every route but /healthz checks the caller's token (when there is an auth file).
+    let open_app = access::open(app.clone());
+    let with_app = access::authorized(app);
+    let monitoring = monitoring::routes(with_app.clone());
+    let input = move || input::input(max_body, body_timeout);
     let get = |path: BoxedFilter<()>| path.and(warp::get());
     let post = |path: BoxedFilter<()>| path.and(warp::post());
 
@@ -102,7 +106,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = In
             .then(consumer::commit)
             .boxed(),
         get(warp::path!("healthz").boxed())
-            .and(with_app.clone())
+            .and(open_app)
             .then(health::healthz)
             .boxed(),
         post(warp::path!("noop").boxed())

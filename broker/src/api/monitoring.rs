@@ -13,29 +13,37 @@ use warp::Filter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use warp::reply::{Reply, Response};
 
-pub(super) fn routes(app: App) -> Vec<Route> {
-    let with_app = warp::any().map(move || app.clone());
+/// `with_app` is the API's token check (`api::access::authorized`): with `--auth-file`,
+/// `/metrics` and `/ui` need the monitoring permission, `/openapi.json` any known token.
+pub(super) fn routes<F>(with_app: F) -> Vec<Route>
+where
+    F: Filter<Extract = (App,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+{
     vec![
         warp::path!("metrics")
             .and(warp::get())
-            .and(with_app)
+            .and(with_app.clone())
             .then(metrics)
             .boxed(),
         warp::path!("openapi.json")
             .and(warp::get())
-            .map(|| text(openapi::document(), "application/json"))
+            .and(with_app.clone())
+            .map(|_: App| text(openapi::document(), "application/json"))
             .boxed(),
         warp::path("ui")
             .and(warp::path::tail())
             .and(warp::get())
-            .map(|tail: warp::path::Tail| match ui::asset(tail.as_str()) {
-                Some(asset) => text(asset.body, asset.content_type),
-                None => ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("the dashboard has no page /ui/{}", tail.as_str()),
-                )
-                .into_response(),
-            })
+            .and(with_app)
+            .map(
+                |tail: warp::path::Tail, _: App| match ui::asset(tail.as_str()) {
+                    Some(asset) => text(asset.body, asset.content_type),
+                    None => ApiError::new(
+                        ErrorCode::NotFound,
+                        format!("the dashboard has no page /ui/{}", tail.as_str()),
+                    )
+                    .into_response(),
+                },
+            )
             .boxed(),
     ]
 }

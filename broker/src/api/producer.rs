@@ -2,6 +2,7 @@
 //! `POST /producer/produce_batch`. Single messages take the batch path: one mechanism, one
 //! set of rules.
 
+use super::access;
 use super::error::{ApiError, respond};
 use super::input::Input;
 use super::validate;
@@ -18,6 +19,7 @@ pub async fn register(app: App, input: Input) -> Response {
         async {
             let request: RegisterProducerRequest = input.parse()?;
             validate::topic(&request.topic)?;
+            access::produce(&app, &request.topic)?;
             let producer_id = app.store.register_producer(&request.topic).await?;
             Ok::<_, ApiError>(RegisterProducerResponse {
                 status: Status::Success,
@@ -32,6 +34,7 @@ pub async fn produce(app: App, input: Input) -> Response {
     respond(
         async {
             let request: ProduceRequest = input.parse()?;
+            access::produce(&app, &request.topic)?;
             validate::message(&request.message, &app.limits)?;
             let bytes = request.message.len() as u64;
             let appended = app
@@ -56,6 +59,7 @@ pub async fn produce_batch(app: App, input: Input) -> Response {
     respond(
         async {
             let request: ProduceBatchRequest = input.parse()?;
+            access::produce(&app, &request.topic)?;
             validate::batch(&request.messages, &app.limits)?;
             let bytes = request.messages.iter().map(|m| m.len() as u64).sum();
             let appended = app

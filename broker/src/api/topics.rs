@@ -40,7 +40,13 @@ pub async fn list(app: App) -> Response {
         async {
             Ok::<_, ApiError>(ListTopicsResponse {
                 status: Status::Success,
-                topics: app.store.list_topics().await?,
+                topics: app
+                    .store
+                    .list_topics()
+                    .await?
+                    .into_iter()
+                    .filter(|topic| app.caller.access.may_see(topic))
+                    .collect(),
             })
         }
         .await,

@@ -203,7 +203,9 @@ impl ConsumerCore {
     /// The same consumer in a forked child: the same consumer ids, reading on from the
     /// broker's committed position.
     pub fn for_child(&self) -> Arc<ConsumerCore> {
-        let http = BrokerClient::new(self.http.base(), self.config.request_timeout)
+        let http = self
+            .http
+            .renewed()
             .expect("the parent built the same client");
         let registered = self
             .topics

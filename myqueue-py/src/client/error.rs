@@ -20,6 +20,10 @@ pub enum ClientError {
     /// A wait ran out of time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// TLS failed: the broker's certificate is expired, untrusted or for another host, or the
+    /// broker does not speak TLS. Retrying cannot help.
+    #[error("{0}")]
+    Tls(String),
     /// Bad input caught before any request (e.g. a topic name the broker would refuse).
     #[error("{0}")]
     Invalid(String),

@@ -10,10 +10,27 @@ use myqueue_wire::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long a connection attempt may take: an unreachable broker is reported quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The environment variable a token is read from when none is given.
+pub const TOKEN_VARIABLE: &str = "MYQUEUE_TOKEN";
+
+/// The environment variable `ca_file` is read from when none is given.
+pub const CA_FILE_VARIABLE: &str = "MYQUEUE_CA_FILE";
+
+/// How to reach a broker beyond its address: a token for `--auth-file` brokers, and the CA
+/// certificates to trust for `https://` (the system's when `None`).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// `None`: `MYQUEUE_TOKEN` if set.
+    pub token: Option<String>,
+    /// `None`: `MYQUEUE_CA_FILE` if set, else the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
 
 /// A connection pool to one broker.
 #[derive(Clone)]
@@ -21,21 +38,28 @@ pub struct BrokerClient {
     http: reqwest::Client,
     base: String,
     request_timeout: Duration,
+    options: ConnectOptions,
 }
 
-/// `localhost:9092`, `127.0.0.1:9092` or `http://host:port` → `http://host:port`.
-/// `localhost` becomes 127.0.0.1: the broker listens on IPv4 by default, and trying `::1`
-/// first would cost every new connection a refused attempt.
+/// `localhost:9092`, `127.0.0.1:9092`, `http://host:port` or `https://host:port` →
+/// `http(s)://host:port`. Over plain HTTP `localhost` becomes 127.0.0.1: the broker listens on
+/// IPv4 by default, and trying `::1` first would cost every new connection a refused attempt.
+/// Over HTTPS the name stays: the certificate is checked against it.
 pub fn base_url(broker: &str) -> Result<String> {
     let broker = broker.trim().trim_end_matches('/');
-    let address = broker.strip_prefix("http://").unwrap_or(broker);
+    let (scheme, address) = match broker.strip_prefix("https://") {
+        Some(address) => ("https", address),
+        None => ("http", broker.strip_prefix("http://").unwrap_or(broker)),
+    };
     if address.is_empty() || address.contains("://") || address.contains('/') {
         return Err(ClientError::Invalid(format!(
-            "broker must look like 'host:port' or 'http://host:port', not {broker:?}"
+            "broker must look like 'host:port', 'http://host:port' or 'https://host:port', not {broker:?}"
         )));
     }
     let address = match address.strip_prefix("localhost") {
-        Some(rest) if rest.is_empty() || rest.starts_with(':') => format!("127.0.0.1{rest}"),
+        Some(rest) if scheme == "http" && (rest.is_empty() || rest.starts_with(':')) => {
+            format!("127.0.0.1{rest}")
+        }
         _ => address.to_owned(),
     };
     let address = if address.contains(':') {
@@ -43,23 +67,74 @@ pub fn base_url(broker: &str) -> Result<String> {
     } else {
         format!("{address}:{}", myqueue_wire::DEFAULT_PORT)
     };
-    Ok(format!("http://{address}"))
+    Ok(format!("{scheme}://{address}"))
 }
 
 impl BrokerClient {
-    pub fn new(broker: &str, request_timeout: Duration) -> Result<Self> {
-        let http = reqwest::Client::builder()
+    pub fn new(broker: &str, request_timeout: Duration, options: &ConnectOptions) -> Result<Self> {
+        let invalid = |what: String| ClientError::Invalid(what);
+        let base = base_url(broker)?;
+        // rustls needs one crypto provider for the process; a second install is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        let token = options
+            .token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_VARIABLE).ok())
+            .filter(|t| !t.trim().is_empty());
+        if let Some(token) = &token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .map_err(|_| invalid("the token must be printable ASCII".to_owned()))?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        let ca_file = options
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os(CA_FILE_VARIABLE).map(PathBuf::from));
+        if let Some(ca_file) = &ca_file {
+            let pem = std::fs::read(ca_file).map_err(|err| {
+                invalid(format!("cannot read ca_file {}: {err}", ca_file.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
+                invalid(format!(
+                    "ca_file {} holds no PEM certificate: {err}",
+                    ca_file.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(invalid(format!(
+                    "ca_file {} holds no PEM certificate",
+                    ca_file.display()
+                )));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
             .build()
-            .map_err(|err| ClientError::Invalid(format!("cannot build the HTTP client: {err}")))?;
+            .map_err(|err| invalid(format!("cannot build the HTTP client: {err}")))?;
         Ok(BrokerClient {
             http,
-            base: base_url(broker)?,
+            base,
             request_timeout,
+            options: ConnectOptions { token, ca_file },
         })
+    }
+
+    /// A new client with the same settings (for a forked child: a pool is not fork-safe).
+    pub fn renewed(&self) -> Result<Self> {
+        BrokerClient::new(&self.base, self.request_timeout, &self.options)
+    }
+
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
     }
 
     pub fn base(&self) -> &str {
@@ -263,6 +338,9 @@ impl BrokerClient {
 }
 
 fn unavailable(base: &str, err: reqwest::Error) -> ClientError {
+    if let Some(problem) = tls_problem(&err) {
+        return ClientError::Tls(format!("{base}: {problem}"));
+    }
     let what = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -280,6 +358,71 @@ fn unavailable(base: &str, err: reqwest::Error) -> ClientError {
     ClientError::Unavailable(format!("{what} ({base}): {detail}"))
 }
 
+/// A TLS failure in `err`'s causes (a certificate that is expired, untrusted or for another
+/// host, or a server that does not speak TLS): sending again cannot help.
+fn tls_problem(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(describe_tls(tls));
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Some(describe_tls(tls));
+        }
+        source = cause.source();
+    }
+    // The connector may hand the rustls error over as text only (boxed in a type of its own):
+    // rustls's own wording, then.
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    let said = |words: &str| text.contains(words);
+    let problem = if said("certificate expired") || said("Expired") {
+        "the broker's certificate has expired"
+    } else if said("UnknownIssuer") || said("unknown issuer") {
+        "the broker's certificate is not signed by a trusted CA; pass ca_file= with the CA that \
+         signed it"
+    } else if said("not valid for name") || said("NotValidForName") {
+        "the broker's certificate is for another host name"
+    } else if said("invalid peer certificate") {
+        "the broker's certificate was refused"
+    } else if said("InvalidContentType") || said("corrupt message") || said("tls handshake eof") {
+        "TLS failed; is the broker serving HTTPS?"
+    } else {
+        return None;
+    };
+    let detail = text.rsplit(": ").take(2).collect::<Vec<_>>();
+    Some(format!(
+        "{problem} ({})",
+        detail.into_iter().rev().collect::<Vec<_>>().join(": ")
+    ))
+}
+
+fn describe_tls(err: &rustls::Error) -> String {
+    use rustls::CertificateError::*;
+    match err {
+        rustls::Error::InvalidCertificate(Expired | ExpiredContext { .. }) => {
+            format!("the broker's certificate has expired ({err})")
+        }
+        rustls::Error::InvalidCertificate(UnknownIssuer) => format!(
+            "the broker's certificate is not signed by a trusted CA ({err}); pass ca_file= with \
+             the CA that signed it"
+        ),
+        rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }) => {
+            format!("the broker's certificate is for another host name ({err})")
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            format!("the broker's certificate was refused ({err})")
+        }
+        _ => format!("TLS failed ({err}); is the broker serving HTTPS?"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,7 +436,11 @@ mod tests {
         );
         assert_eq!(base_url("localhost").unwrap(), "http://127.0.0.1:9092");
         assert_eq!(base_url("localhostx:1").unwrap(), "http://localhostx:1");
-        assert!(base_url("https://x:1").is_err());
+        assert_eq!(
+            base_url("https://localhost:1/").unwrap(),
+            "https://localhost:1"
+        );
+        assert!(base_url("ftp://x:1").is_err());
         assert!(base_url("").is_err());
     }
 }

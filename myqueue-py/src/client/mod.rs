@@ -12,5 +12,5 @@ pub mod runtime;
 
 pub use consumer::{ConsumerConfig, ConsumerCore, Message, Polled};
 pub use error::{ClientError, Result};
-pub use http::BrokerClient;
+pub use http::{BrokerClient, ConnectOptions};
 pub use producer::{Core as ProducerCore, ProducerConfig, SendError, SendHandle};

@@ -169,7 +169,9 @@ impl Core {
     /// The same producer, for a forked child: same broker and settings, nothing buffered,
     /// producer ids registered again on first use.
     pub fn for_child(&self) -> Arc<Core> {
-        let http = BrokerClient::new(self.http.base(), self.config.request_timeout)
+        let http = self
+            .http
+            .renewed()
             .expect("the parent built the same client");
         Core::new(http, self.config.clone(), HashMap::new())
     }

@@ -4,11 +4,12 @@
 use super::defaults;
 use super::errors::IntoPyResult;
 use super::wait;
-use crate::client::{BrokerClient, ClientError};
+use crate::client::{BrokerClient, ClientError, ConnectOptions};
 use myqueue_wire::{ConsumerDescription, RetentionValue, TopicResponse, UpdateTopicRequest};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Looks after a broker's topics. See the `.pyi` stub for the full documentation.
@@ -18,6 +19,7 @@ pub struct PyAdmin {
     /// process that uses it is fork-safe without more ado.
     base: String,
     request_timeout: Duration,
+    options: ConnectOptions,
 }
 
 impl PyAdmin {
@@ -27,7 +29,7 @@ impl PyAdmin {
         F: FnOnce(BrokerClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
     {
-        let http = BrokerClient::new(&self.base, self.request_timeout).py(py)?;
+        let http = BrokerClient::new(&self.base, self.request_timeout, &self.options).py(py)?;
         wait::run(py, call(http))?.py(py)
     }
 }
@@ -64,18 +66,32 @@ fn limit(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
 #[pymethods]
 impl PyAdmin {
     #[new]
-    #[pyo3(signature = (broker = defaults::BROKER, *, request_timeout = defaults::REQUEST_TIMEOUT))]
-    fn new(py: Python<'_>, broker: &str, request_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (
+        broker = defaults::BROKER,
+        *,
+        request_timeout = defaults::REQUEST_TIMEOUT,
+        token = None,
+        ca_file = None,
+    ))]
+    fn new(
+        py: Python<'_>,
+        broker: &str,
+        request_timeout: f64,
+        token: Option<String>,
+        ca_file: Option<PathBuf>,
+    ) -> PyResult<Self> {
         if !(request_timeout.is_finite() && request_timeout > 0.0) {
             return Err(PyValueError::new_err(
                 "request_timeout must be a positive number of seconds",
             ));
         }
         let request_timeout = Duration::from_secs_f64(request_timeout);
-        let http = BrokerClient::new(broker, request_timeout).py(py)?;
+        let http = BrokerClient::new(broker, request_timeout, &ConnectOptions { token, ca_file })
+            .py(py)?;
         Ok(PyAdmin {
             base: http.base().to_owned(),
             request_timeout,
+            options: http.options().clone(),
         })
     }
 

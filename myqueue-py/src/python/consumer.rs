@@ -6,11 +6,12 @@ use super::producer::topic_list;
 use super::wait::{self, wait_for};
 use crate::client::consumer::fetch_limits;
 use crate::client::runtime::Forkable;
-use crate::client::{BrokerClient, ConsumerConfig, ConsumerCore, Message, Polled};
+use crate::client::{BrokerClient, ConnectOptions, ConsumerConfig, ConsumerCore, Message, Polled};
 use myqueue_wire::{NamedOffset, Num, OffsetSpec};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,6 +141,8 @@ impl PyConsumer {
         buffer_bytes = defaults::BUFFER_BYTES,
         auto_commit_interval = defaults::AUTO_COMMIT_INTERVAL,
         request_timeout = defaults::REQUEST_TIMEOUT,
+        token = None,
+        ca_file = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -154,6 +157,8 @@ impl PyConsumer {
         buffer_bytes: usize,
         auto_commit_interval: f64,
         request_timeout: f64,
+        token: Option<String>,
+        ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         let topics = topic_list(Some(topics))?;
         if topics.is_empty() {
@@ -191,7 +196,8 @@ impl PyConsumer {
             auto_commit_interval: Duration::from_secs_f64(auto_commit_interval),
             request_timeout: Duration::from_secs_f64(request_timeout),
         };
-        let http = BrokerClient::new(broker, config.request_timeout).py(py)?;
+        let options = ConnectOptions { token, ca_file };
+        let http = BrokerClient::new(broker, config.request_timeout, &options).py(py)?;
         let base = http.base().to_owned();
         let core = wait::run(py, async move {
             ConsumerCore::open(http, config, &topics).await

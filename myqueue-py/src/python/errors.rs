@@ -32,6 +32,24 @@ create_exception!(
 );
 create_exception!(
     myqueue,
+    Unauthorized,
+    RequestRejected,
+    "The broker needs a token and got none or one it does not know (HTTP 401): pass token= or set MYQUEUE_TOKEN. Never retried."
+);
+create_exception!(
+    myqueue,
+    Forbidden,
+    RequestRejected,
+    "The token may not do this, e.g. produce to or consume from this topic, or administer topics (HTTP 403 forbidden). Never retried."
+);
+create_exception!(
+    myqueue,
+    TlsError,
+    MyQueueError,
+    "TLS failed: the broker's certificate is expired, not signed by a trusted CA (pass ca_file=), or for another host name; or the broker does not serve HTTPS. Never retried."
+);
+create_exception!(
+    myqueue,
     DeliveryFailed,
     MyQueueError,
     "Messages accepted by send() could not be delivered."
@@ -55,6 +73,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("BrokerUnavailable", py.get_type::<BrokerUnavailable>())?;
     module.add("TopicNotFound", py.get_type::<TopicNotFound>())?;
     module.add("RequestRejected", py.get_type::<RequestRejected>())?;
+    module.add("Unauthorized", py.get_type::<Unauthorized>())?;
+    module.add("Forbidden", py.get_type::<Forbidden>())?;
+    module.add("TlsError", py.get_type::<TlsError>())?;
     module.add("DeliveryFailed", py.get_type::<DeliveryFailed>())?;
     module.add("ClientClosed", py.get_type::<ClientClosed>())?;
     module.add("MyQueueTimeout", py.get_type::<MyQueueTimeout>())?;
@@ -71,7 +92,16 @@ pub fn to_py(py: Python<'_>, err: ClientError) -> PyErr {
             code: ErrorCode::TopicNotFound,
             ..
         } => TopicNotFound::new_err(message),
+        ClientError::Rejected {
+            code: ErrorCode::Unauthorized,
+            ..
+        } => Unauthorized::new_err(message),
+        ClientError::Rejected {
+            code: ErrorCode::Forbidden,
+            ..
+        } => Forbidden::new_err(message),
         ClientError::Rejected { .. } => RequestRejected::new_err(message),
+        ClientError::Tls(_) => TlsError::new_err(message),
         ClientError::Delivery(_) => DeliveryFailed::new_err(message),
         ClientError::Closed(_) => ClientClosed::new_err(message),
         ClientError::Timeout(_) => MyQueueTimeout::new_err(message),

@@ -6,12 +6,13 @@ use super::wait::{self, wait_for};
 use crate::client::producer::FlushMark;
 use crate::client::runtime::Forkable;
 use crate::client::{
-    BrokerClient, ClientError, ProducerConfig, ProducerCore, SendError, SendHandle,
+    BrokerClient, ClientError, ConnectOptions, ProducerConfig, ProducerCore, SendError, SendHandle,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ impl PyProducer {
         request_timeout = defaults::REQUEST_TIMEOUT,
         max_message_bytes = defaults::MAX_MESSAGE_BYTES,
         max_in_flight = defaults::MAX_IN_FLIGHT,
+        token = None,
+        ca_file = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -78,6 +81,8 @@ impl PyProducer {
         request_timeout: f64,
         max_message_bytes: usize,
         max_in_flight: usize,
+        token: Option<String>,
+        ca_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         if batch_size == 0 || buffer_size == 0 {
             return Err(PyValueError::new_err(
@@ -104,7 +109,8 @@ impl PyProducer {
         for topic in &topics {
             myqueue_wire::check_topic_name(topic).map_err(PyValueError::new_err)?;
         }
-        let http = BrokerClient::new(broker, config.request_timeout).py(py)?;
+        let options = ConnectOptions { token, ca_file };
+        let http = BrokerClient::new(broker, config.request_timeout, &options).py(py)?;
         // Register every topic now: an unreachable broker or a refused topic fails here,
         // not at the first send.
         let registrar = http.clone();
