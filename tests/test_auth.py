@@ -369,3 +369,21 @@ def test_hash_token_prints_an_auth_file_entry(tmp_path: Path) -> None:
     finally:
         started.kill()
         started.wait(timeout=10)
+
+
+def test_metrics_and_the_dashboard_need_the_monitor_permission(secured) -> None:
+    for path in ("/metrics", "/ui", "/ui/app.js"):
+        unauthorized(requests.get(secured.url + path, timeout=10))
+        failed(
+            requests.get(secured.url + path, headers=bearer("writer"), timeout=10), 403, "forbidden"
+        )
+        resp = requests.get(secured.url + path, headers=bearer("ops"), timeout=10)
+        assert resp.status_code == 200, f"{path}: {resp.status_code} {resp.text[:200]}"
+    assert (
+        "myqueue_store_up"
+        in requests.get(secured.url + "/metrics", headers=bearer("ops"), timeout=10).text
+    )
+    # The API's description needs a known token, any one.
+    unauthorized(requests.get(secured.url + "/openapi.json", timeout=10))
+    resp = requests.get(secured.url + "/openapi.json", headers=bearer("writer"), timeout=10)
+    assert resp.status_code == 200 and resp.json()["openapi"].startswith("3.1"), resp.text[:200]
