@@ -32,6 +32,8 @@ if ! have_postgres && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 # haproxy, for the soak of three brokers behind a load balancer (tests/test_soak.py).
 bash scripts/install-haproxy.sh
+# Prometheus and Chromium, for the monitoring checks (tests/test_metrics.py, test_dashboard.py).
+bash scripts/install-monitoring-tools.sh
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   if have_postgres; then
     pg_dir=$(mktemp -d /tmp/myqueue-test-pg.XXXXXX)
