@@ -107,11 +107,25 @@ impl Harness {
                     path.join("myqueue.sqlite3").display()
                 );
                 let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                let rows = sqlx::query_scalar(rows_sql)
-                    .bind(topic)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
+                // A table per topic, `messages_{id}`: every topic's (of that name, if given).
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                     AND name GLOB 'messages_[0-9]*' AND ($1 IS NULL OR name = \
+                         'messages_' || (SELECT id FROM topics WHERE name = $1))",
+                )
+                .bind(topic)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let mut rows = 0;
+                for table in tables {
+                    let sql = format!("SELECT count(*) FROM {table}");
+                    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap();
+                    rows += count;
+                }
                 Some((rows, Vec::new()))
             }
             Reopen::Postgres(options) => {
