@@ -429,8 +429,8 @@ impl Backend for PgBackend {
         Ok(true)
     }
 
-    /// Makes partitions so that each topic's reach a partition past its end, each about as
-    /// long as its last closed chunk.
+    /// Makes partitions so that each topic's reach a few partitions past its end, each about
+    /// as long as its last closed chunk.
     async fn prepare_appends(&self, topics: &[(i64, u64, Vec<Chunk>)]) -> Result<()> {
         let reaches: Vec<PartitionReach> = sqlx::query_as(
             "SELECT topic_id, max(end_offset) AS reached, \

@@ -319,11 +319,16 @@ pub fn partition_span(chunks: &[Chunk], last_partition: u64) -> u64 {
         .max(MIN_PARTITION_SPAN)
 }
 
-/// How far ahead of a topic's end its partitions should reach after a pass: a partition's
-/// worth, so that appends until the next pass find a partition made for them (a burst
-/// larger than that makes its own).
+/// Partitions a pass keeps made ahead of a topic's end.
+pub const PARTITIONS_AHEAD: u64 = 4;
+
+/// How far ahead of a topic's end its partitions should reach after a pass:
+/// [`PARTITIONS_AHEAD`] partitions' worth, so that appends until the next pass find
+/// partitions made for them even at full speed (a partition holds an eighth of the retention,
+/// which a fast producer can fill between two passes; an append that finds no partition makes
+/// its own, holding up the topic's other appends meanwhile).
 pub fn partitions_wanted_to(end: u64, span: u64) -> u64 {
-    end.saturating_add(span)
+    end.saturating_add(span.saturating_mul(PARTITIONS_AHEAD))
 }
 
 #[cfg(test)]
@@ -547,6 +552,6 @@ mod tests {
             partition_span(&[chunk(0, 2, 0, 0, 0), chunk(2, 3, 0, 0, 0)], 9),
             MIN_PARTITION_SPAN
         );
-        assert_eq!(partitions_wanted_to(100, 50), 150);
+        assert_eq!(partitions_wanted_to(100, 50), 100 + 50 * PARTITIONS_AHEAD);
     }
 }
