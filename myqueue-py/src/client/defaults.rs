@@ -26,8 +26,8 @@ pub mod producer {
     pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
     /// Batches per topic sent before the first is answered (at most
     /// `myqueue_wire::PRODUCER_WINDOW`, the batches the broker recognises when resent). One
-    /// by default: with 5, a producer at full speed outruns retention's deletes and a topic's
-    /// store grows past the bound the README states (docs/BENCHMARKS.md, issue 13's section).
+    /// by default: with 5, a producer at full speed outruns retention on PostgreSQL and a
+    /// topic's store grows past the bound the README states (docs/DESIGN.md, trade-offs).
     pub const MAX_IN_FLIGHT: usize = 1;
     /// Largest message `send()` accepts: the broker's default limit.
     pub const MAX_MESSAGE_BYTES: usize = myqueue_wire::DEFAULT_MAX_MESSAGE_BYTES;
