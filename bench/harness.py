@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs 3.11; annotations are not evaluated
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = Path(os.environ.get("MYQUEUE_BROKER", ROOT / "target" / "release" / "myqueue-broker"))
+# Where cargo builds: `target`, or CARGO_TARGET_DIR (as scripts/test.sh and maturin use it).
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+BROKER = Path(os.environ.get("MYQUEUE_BROKER", TARGET / "release" / "myqueue-broker"))
 WORKERS = Path(__file__).resolve().parent / "workers"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -34,7 +34,8 @@ from pathlib import Path
 from myqueue.logging import JsonFormatter, QueueHandler
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = Path(os.environ.get("MYQUEUE_BROKER", ROOT / "target" / "release" / "myqueue-broker"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+BROKER = Path(os.environ.get("MYQUEUE_BROKER", TARGET / "release" / "myqueue-broker"))
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 

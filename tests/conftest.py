@@ -1,7 +1,7 @@
 """Fixtures for the black-box tests: real broker processes, real PostgreSQL servers.
 
-The broker binary is ``target/release/myqueue-broker`` (``cargo build --release -p broker``),
-or the path in ``MYQUEUE_BROKER``. PostgreSQL tests use the server at ``TEST_DATABASE_URL``
+The broker binary is ``release/myqueue-broker`` under cargo's target directory (``target``, or
+``CARGO_TARGET_DIR``; ``cargo build --release -p broker``), or the path in ``MYQUEUE_BROKER``. PostgreSQL tests use the server at ``TEST_DATABASE_URL``
 (a fresh database per test); without it they are skipped, except under ``CI=true`` where that
 is a failure. Tests that restart PostgreSQL start a throwaway server of their own.
 
@@ -34,7 +34,8 @@ START_TIMEOUT = 60.0
 
 
 def broker_binary() -> Path:
-    path = Path(os.environ.get("MYQUEUE_BROKER", ROOT / "target" / "release" / "myqueue-broker"))
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    path = Path(os.environ.get("MYQUEUE_BROKER", target / "release" / "myqueue-broker"))
     if not path.exists():
         pytest.fail(f"{path} is missing: run `cargo build --release -p broker` first")
     return path

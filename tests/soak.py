@@ -67,7 +67,8 @@ class SkipScenario(Exception):
 
 
 def broker_binary() -> Path:
-    return Path(os.environ.get("MYQUEUE_BROKER", ROOT / "target" / "release" / "myqueue-broker"))
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return Path(os.environ.get("MYQUEUE_BROKER", target / "release" / "myqueue-broker"))
 
 
 def free_port() -> int:
