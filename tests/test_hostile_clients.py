@@ -159,3 +159,12 @@ def test_long_polls_per_client_are_capped(make_broker) -> None:
         thread.join(timeout=10)
     good(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": consumers[2], "wait_ms": 100}))
     assert broker.log().count('limit="max_long_polls_per_client"') == 1
+    # Every hit is counted on /metrics, each limit's series present from the start.
+    scrape = requests.get(broker.url + "/metrics", timeout=10).text
+    hits = {
+        line.split('limit="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in scrape.splitlines()
+        if line.startswith("myqueue_limit_hits_total{")
+    }
+    assert hits["max_long_polls_per_client"] == 1, hits
+    assert hits["max_connections"] == 0, hits

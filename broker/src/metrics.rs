@@ -41,6 +41,7 @@ const GROUP_SECONDS: &str = "myqueue_group_commit_duration_seconds";
 const APPENDED_MESSAGES: &str = "myqueue_appended_messages_total";
 const APPENDED_BYTES: &str = "myqueue_appended_bytes_total";
 const RETENTION_REMOVED: &str = "myqueue_retention_removed_messages_total";
+const LIMIT_HITS: &str = "myqueue_limit_hits_total";
 
 // State metrics (read at scrape time).
 const STORE_UP: &str = "myqueue_store_up";
@@ -103,6 +104,10 @@ impl Metrics {
             tracing::debug!("a metrics recorder was installed before; keeping it");
         }
         describe_events();
+        // Every limit's series from the start, at 0: an alert can then watch its rate.
+        for limit in crate::network::hits::EVERY_LIMIT {
+            counter!(LIMIT_HITS, "limit" => limit.name()).increment(0);
+        }
         Arc::new(Metrics {
             handle,
             caps,
@@ -240,6 +245,11 @@ pub fn group_commit(batch: &'static str, requests: usize, took: Duration) {
     histogram!(GROUP_SECONDS, "batch" => batch).record(took.as_secs_f64());
 }
 
+/// Counts a client's run into `limit` (network/hits.rs).
+pub fn limit_hit(limit: &'static str) {
+    counter!(LIMIT_HITS, "limit" => limit).increment(1);
+}
+
 /// Counts messages that retention removed (the retention task).
 pub fn retention_removed(messages: u64) {
     counter!(RETENTION_REMOVED).increment(messages);
@@ -371,6 +381,11 @@ fn describe_events() {
     );
     describe_counter!(APPENDED_BYTES, "Payload bytes appended, by topic.");
     describe_counter!(RETENTION_REMOVED, "Messages removed by retention.");
+    describe_counter!(
+        LIMIT_HITS,
+        "Times clients ran into a limit (timeouts, connection and long-poll caps, TLS \
+         handshakes), by limit."
+    );
 }
 
 fn describe_state() {

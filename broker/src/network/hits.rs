@@ -1,8 +1,8 @@
 //! Limits that hostile (or broken) clients run into: each hit is counted, and logged once per
 //! client and limit, so that an attack leaves one warning per attacker, not a flood of lines.
 //!
-//! The counts are process-wide (like a metrics registry): [`counts`] gives them to whatever
-//! exposes them (the /metrics endpoint, when there is one).
+//! The counts are process-wide: [`counts`] gives them here, and each hit is also counted on
+//! /metrics as `myqueue_limit_hits_total{limit}`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -63,6 +63,7 @@ const MOST_REMEMBERED: usize = 10_000;
 /// An idle timeout is ordinary (a client that went away): it is counted and logged at debug.
 pub fn hit(limit: Limit, client: Option<IpAddr>, detail: &str) {
     COUNTS[limit.index()].fetch_add(1, Ordering::Relaxed);
+    crate::metrics::limit_hit(limit.name());
     if limit == Limit::IdleTimeout {
         tracing::debug!(limit = limit.name(), client = ?client, "{detail}");
         return;
