@@ -446,7 +446,7 @@ impl Backend for PgBackend {
                 continue;
             };
             let span = partition_span(chunks, reach.last_span);
-            let wanted = partitions_wanted_to(*end, span);
+            let wanted = partitions_wanted_to(*end, span, !chunks.is_empty());
             if reach.reached < wanted {
                 sqlx::query("SELECT myqueue_cover_partitions($1, $2, $3)")
                     .bind(topic_id)

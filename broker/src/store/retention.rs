@@ -322,13 +322,17 @@ pub fn partition_span(chunks: &[Chunk], last_partition: u64) -> u64 {
 /// Partitions a pass keeps made ahead of a topic's end.
 pub const PARTITIONS_AHEAD: u64 = 4;
 
-/// How far ahead of a topic's end its partitions should reach after a pass:
-/// [`PARTITIONS_AHEAD`] partitions' worth, so that appends until the next pass find
-/// partitions made for them even at full speed (a partition holds an eighth of the retention,
-/// which a fast producer can fill between two passes; an append that finds no partition makes
-/// its own, holding up the topic's other appends meanwhile).
-pub fn partitions_wanted_to(end: u64, span: u64) -> u64 {
-    end.saturating_add(span.saturating_mul(PARTITIONS_AHEAD))
+/// How far ahead of a topic's end its partitions should reach after a pass, given the span of
+/// the next partition: [`PARTITIONS_AHEAD`] partitions' worth once the topic's chunks sized it
+/// (`sized_by_chunks`), so that appends until the next pass find partitions made for them even
+/// at full speed (a partition holds an eighth of the retention, which a fast producer can fill
+/// between two passes; an append that finds no partition makes its own, holding up the topic's
+/// other appends meanwhile). One partition's worth before that: the span is then the first
+/// partition's, which says nothing of the topic's retention, and partitions that long would
+/// keep retained-out messages on disk for long.
+pub fn partitions_wanted_to(end: u64, span: u64, sized_by_chunks: bool) -> u64 {
+    let ahead = if sized_by_chunks { PARTITIONS_AHEAD } else { 1 };
+    end.saturating_add(span.saturating_mul(ahead))
 }
 
 #[cfg(test)]
@@ -552,6 +556,10 @@ mod tests {
             partition_span(&[chunk(0, 2, 0, 0, 0), chunk(2, 3, 0, 0, 0)], 9),
             MIN_PARTITION_SPAN
         );
-        assert_eq!(partitions_wanted_to(100, 50), 100 + 50 * PARTITIONS_AHEAD);
+        assert_eq!(
+            partitions_wanted_to(100, 50, true),
+            100 + 50 * PARTITIONS_AHEAD
+        );
+        assert_eq!(partitions_wanted_to(100, 4096, false), 100 + 4096);
     }
 }
