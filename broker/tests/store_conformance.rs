@@ -1648,8 +1648,8 @@ async fn sqlite_a_data_directory_from_before_retention_is_migrated() {
 }
 
 /// A data directory from before tables per topic (every message in one `messages` table): at
-/// start each topic's messages move into its own table, in order, and a topic deleted before,
-/// whose messages were not freed yet, is forgotten by the next pass.
+/// start each topic's messages from its start on move into its own table, in order, and a
+/// topic deleted before, whose messages were not freed yet, is forgotten by the next pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_one_messages_table_is_split_into_a_table_per_topic() {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
@@ -1663,8 +1663,9 @@ async fn sqlite_one_messages_table_is_split_into_a_table_per_topic() {
     let migrator = sqlx::migrate::Migrator::new(migrations).await.unwrap();
     migrator.run(&pool).await.unwrap();
     for sql in [
-        "INSERT INTO topics (id, name, next_offset, end_bytes, created_ms) VALUES \
-             (1, 'a', 3, 195, 1000), (2, 'b', 2, 130, 1000)",
+        // Topic a's start is 1: its message 0 was retained out and is not moved.
+        "INSERT INTO topics (id, name, next_offset, start_offset, start_bytes, end_bytes, \
+             created_ms) VALUES (1, 'a', 3, 1, 66, 198, 1000), (2, 'b', 2, 0, 0, 132, 1000)",
         "INSERT INTO producers (topic_id, next_sequence, created_ms) VALUES (1, 0, 1000)",
         "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) VALUES \
              (1, 0, 1, 1001, 'a0'), (2, 0, 1, 1001, 'b0'), (1, 1, 1, 1002, 'a1'), \
@@ -1678,7 +1679,7 @@ async fn sqlite_one_messages_table_is_split_into_a_table_per_topic() {
     let store = SqliteStore::open(dir.path(), manual_passes())
         .await
         .unwrap();
-    for (topic, expected) in [("a", vec!["a0", "a1", "a2"]), ("b", vec!["b0", "b1"])] {
+    for (topic, expected) in [("a", vec!["a1", "a2"]), ("b", vec!["b0", "b1"])] {
         let c = store
             .register_consumer(topic, None, Beginning)
             .await
@@ -1702,6 +1703,12 @@ async fn sqlite_one_messages_table_is_split_into_a_table_per_topic() {
     .await
     .unwrap();
     assert_eq!(tables, ["messages_1", "messages_2"]);
+    let below_start: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages_1 WHERE log_offset < 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(below_start, 0, "what retention removed is not moved");
     let dropped: i64 = sqlx::query_scalar("SELECT count(*) FROM dropped_topics")
         .fetch_one(&pool)
         .await

@@ -164,4 +164,8 @@ pub enum OpenError {
     Connect(#[source] sqlx::Error),
     #[error("cannot bring the database schema up to date: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// SQLite: moving the messages of an older data directory into tables per topic failed
+    /// (e.g. a full disk); the next start goes on where it stopped.
+    #[error("cannot move the SQLite messages into a table per topic: {0}")]
+    SplitByTopic(#[source] sqlx::Error),
 }

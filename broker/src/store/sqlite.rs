@@ -7,7 +7,8 @@
 //! run on a separate pool of read-only connections, concurrently with the writer (WAL).
 //!
 //! Lists of ids and rows travel as JSON arrays that SQLite unpacks (`json_each`), so each
-//! statement's text is fixed, prepared once, whatever the size of the group.
+//! statement's text is fixed (per topic, for those that name a topic's table), prepared once,
+//! whatever the size of the group.
 //!
 //! Each topic's messages live in a table of their own, `messages_{topic id}`, keyed by offset
 //! as its `INTEGER PRIMARY KEY`: the offset is the row id, so a message is one entry of one
@@ -118,12 +119,26 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .pragma("journal_size_limit", WAL_SIZE_LIMIT)
-            .statement_cache_capacity(STATEMENT_CACHE)
-            // Statement journals (a statement's undo within a group's transaction) stay in
-            // memory instead of spilling to temporary files.
-            .pragma("temp_store", "memory");
+            .statement_cache_capacity(STATEMENT_CACHE);
+        // Migrations run on a connection of their own, without the writer's in-memory
+        // temporary storage: migration 0003's VACUUM builds its copy of the database there.
         // A new database is made with incremental auto-vacuum from its first table on. Only
-        // the writer says so: setting it is a write, which other connections would wait for.
+        // this connection says so: setting it is a write, which others would wait for.
+        let started = std::time::Instant::now();
+        let migrating = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
+            .await
+            .map_err(OpenError::Connect)?;
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.run(&migrating).await.map_err(OpenError::Migrate)?;
+        split_messages_by_topic(&migrating)
+            .await
+            .map_err(OpenError::SplitByTopic)?;
+        migrating.close().await;
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::info!(elapsed = ?started.elapsed(), "SQLite schema brought up to date");
+        }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -133,22 +148,15 @@ impl SqliteStore {
             .connect_with(
                 options
                     .clone()
-                    .auto_vacuum(SqliteAutoVacuum::Incremental)
                     // 64 MiB of pages (2 MiB by default): retention's deletes find more of
                     // the oldest pages still in memory instead of reading them back.
-                    .pragma("cache_size", WRITER_CACHE_KIB),
+                    .pragma("cache_size", WRITER_CACHE_KIB)
+                    // Statement journals (a statement's undo within a group's transaction)
+                    // stay in memory instead of spilling to temporary files.
+                    .pragma("temp_store", "memory"),
             )
             .await
             .map_err(OpenError::Connect)?;
-        let migrator = sqlx::migrate!("./migrations/sqlite");
-        let started = std::time::Instant::now();
-        migrator.run(&writer).await.map_err(OpenError::Migrate)?;
-        split_messages_by_topic(&writer)
-            .await
-            .map_err(OpenError::Connect)?;
-        if started.elapsed() > Duration::from_secs(1) {
-            tracing::info!(elapsed = ?started.elapsed(), "SQLite schema brought up to date");
-        }
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.clone().read_only(true))
@@ -201,50 +209,60 @@ async fn create_log_table(conn: &mut SqliteConnection, topic_id: i64) -> sqlx::R
 }
 
 /// Gives every topic its table, moving the messages of a database made before tables per
-/// topic (all in one `messages` table) into them, in one transaction: once, at start. The
-/// messages of topics deleted before go with the old table.
-async fn split_messages_by_topic(writer: &SqlitePool) -> sqlx::Result<()> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+/// topic (all in one `messages` table) into them: once, at start. A topic at a time, each in a
+/// transaction of its own (its table made, its messages from its start on copied, its rows in
+/// the old table deleted), so that the extra disk space is one topic's at most and a start
+/// that is interrupted goes on where it stopped. The old table goes last, with what no topic
+/// keeps (messages below a start, and those of topics deleted before).
+async fn split_messages_by_topic(pool: &SqlitePool) -> sqlx::Result<()> {
     let shared_table: bool = sqlx::query_scalar(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(pool)
     .await?;
-    let topics: Vec<i64> = sqlx::query_scalar("SELECT id FROM topics ORDER BY id")
-        .fetch_all(&mut *tx)
+    let topics: Vec<(i64, i64)> = sqlx::query_as("SELECT id, start_offset FROM topics ORDER BY id")
+        .fetch_all(pool)
         .await?;
     let started = std::time::Instant::now();
-    for &topic_id in &topics {
+    for &(topic_id, start) in &topics {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         create_log_table(&mut tx, topic_id).await?;
         if shared_table {
-            let sql = format!(
+            let copy = format!(
                 "INSERT INTO {} (log_offset, producer_id, stored_ms, payload) \
                  SELECT log_offset, producer_id, stored_ms, payload FROM messages \
-                 WHERE topic_id = $1 ORDER BY log_offset",
+                 WHERE topic_id = $1 AND log_offset >= $2 ORDER BY log_offset",
                 log_table(topic_id)
             );
-            sqlx::query(AssertSqlSafe(sql))
+            sqlx::query(AssertSqlSafe(copy))
+                .persistent(false)
+                .bind(topic_id)
+                .bind(start)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM messages WHERE topic_id = $1")
                 .persistent(false)
                 .bind(topic_id)
                 .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
     }
     if shared_table {
-        sqlx::query("DROP TABLE messages").execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    if shared_table {
-        tracing::info!(topics = topics.len(), elapsed = ?started.elapsed(),
-            "SQLite messages moved into a table per topic");
+        sqlx::query("DROP TABLE messages").execute(pool).await?;
+        if !topics.is_empty() {
+            tracing::info!(topics = topics.len(), elapsed = ?started.elapsed(),
+                "SQLite messages moved into a table per topic");
+        }
     }
     Ok(())
 }
 
-/// Whether `err` says a table is missing: a topic's, once the topic is deleted and its table
-/// dropped.
-fn is_missing_table(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.message().starts_with("no such table"))
+/// Whether `err` says that topic `topic_id`'s table is missing: the topic was deleted and its
+/// table dropped. (Any other missing table is a fault, and reported as one.)
+fn is_missing_table(err: &sqlx::Error, topic_id: i64) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.message() == format!("no such table: {}", log_table(topic_id)))
 }
 
 /// Whether the writer connection may go back to its pool (`false` closes it, and the pool
@@ -415,7 +433,7 @@ impl Backend for SqliteBackend {
             match read {
                 Ok(taken) => rows.extend(taken),
                 // Deleted with its topic: nothing to take (the consume answers no message).
-                Err(err) if is_missing_table(&err) => {}
+                Err(err) if is_missing_table(&err, topic_id) => {}
                 Err(err) => return Err(err.into()),
             }
         }
@@ -451,7 +469,7 @@ impl Backend for SqliteBackend {
         let first = match rows.try_next().await {
             Ok(first) => first,
             // The topic was deleted, and its table dropped, since the id was looked up.
-            Err(err) if is_missing_table(&err) => None,
+            Err(err) if is_missing_table(&err, owner.topic_id) => None,
             Err(err) => return Err(err.into()),
         }
         .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
@@ -552,7 +570,7 @@ impl SqliteBackend {
             match deleted {
                 Ok(deleted) if deleted.rows_affected() < DELETE_BATCH as u64 => return Ok(true),
                 Ok(_) => {}
-                Err(err) if is_missing_table(&err) => return Ok(true),
+                Err(err) if is_missing_table(&err, topic_id) => return Ok(true),
                 Err(err) => return Err(err.into()),
             }
         }
