@@ -107,11 +107,25 @@ impl Harness {
                     path.join("myqueue.sqlite3").display()
                 );
                 let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                let rows = sqlx::query_scalar(rows_sql)
-                    .bind(topic)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
+                // A table per topic, `messages_{id}`: every topic's (of that name, if given).
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                     AND name GLOB 'messages_[0-9]*' AND ($1 IS NULL OR name = \
+                         'messages_' || (SELECT id FROM topics WHERE name = $1))",
+                )
+                .bind(topic)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let mut rows = 0;
+                for table in tables {
+                    let sql = format!("SELECT count(*) FROM {table}");
+                    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap();
+                    rows += count;
+                }
                 Some((rows, Vec::new()))
             }
             Reopen::Postgres(options) => {
@@ -1630,6 +1644,69 @@ async fn sqlite_a_data_directory_from_before_retention_is_migrated() {
         .await
         .unwrap();
     assert_eq!(mode, 2, "incremental auto-vacuum after the migration");
+    pool.close().await;
+}
+
+/// A data directory from before tables per topic (every message in one `messages` table): at
+/// start each topic's messages move into its own table, in order, and a topic deleted before,
+/// whose messages were not freed yet, is forgotten by the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_one_messages_table_is_split_into_a_table_per_topic() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("myqueue.sqlite3"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    let pool = SqlitePool::connect_with(options.clone()).await.unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let migrator = sqlx::migrate::Migrator::new(migrations).await.unwrap();
+    migrator.run(&pool).await.unwrap();
+    for sql in [
+        "INSERT INTO topics (id, name, next_offset, end_bytes, created_ms) VALUES \
+             (1, 'a', 3, 195, 1000), (2, 'b', 2, 130, 1000)",
+        "INSERT INTO producers (topic_id, next_sequence, created_ms) VALUES (1, 0, 1000)",
+        "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) VALUES \
+             (1, 0, 1, 1001, 'a0'), (2, 0, 1, 1001, 'b0'), (1, 1, 1, 1002, 'a1'), \
+             (2, 1, 1, 1002, 'b1'), (1, 2, 1, 1003, 'a2'), (3, 0, 1, 1001, 'gone')",
+        "INSERT INTO dropped_topics (topic_id, dropped_ms) VALUES (3, 1004)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(dir.path(), manual_passes())
+        .await
+        .unwrap();
+    for (topic, expected) in [("a", vec!["a0", "a1", "a2"]), ("b", vec!["b0", "b1"])] {
+        let c = store
+            .register_consumer(topic, None, Beginning)
+            .await
+            .unwrap();
+        assert_eq!(consume_all(&store, c, topic).await, expected);
+    }
+    let next = store
+        .append(append(1, "a", &["a3"], Some(0)))
+        .await
+        .unwrap();
+    assert_eq!(next.base_offset, 3);
+    store.retention_pass(now()).await.unwrap();
+    store.close().await;
+
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'messages*' \
+         ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, ["messages_1", "messages_2"]);
+    let dropped: i64 = sqlx::query_scalar("SELECT count(*) FROM dropped_topics")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(dropped, 0, "the deleted topic is forgotten");
     pool.close().await;
 }
 

@@ -9,14 +9,23 @@
 //! Lists of ids and rows travel as JSON arrays that SQLite unpacks (`json_each`), so each
 //! statement's text is fixed, prepared once, whatever the size of the group.
 //!
+//! Each topic's messages live in a table of their own, `messages_{topic id}`, keyed by offset
+//! as its `INTEGER PRIMARY KEY`: the offset is the row id, so a message is one entry of one
+//! b-tree (no separate index to keep), and the messages below a start are a range of row ids.
+//! The table is made in the transaction that makes the topic. (One `messages` table for all
+//! topics, keyed by (topic, offset), cost an index entry per message on every insert and every
+//! delete: retention then took a third of the writer's time. An older data directory is moved
+//! to tables per topic once, at start: [`split_messages_by_topic`].)
+//!
 //! Retention frees messages by DELETE, in bounded steps so that appends are never held up for
 //! long: each append group also deletes, in its own transaction, up to twice as many of its
 //! topics' messages below their start as it inserts (so the one writer frees at least as fast
 //! as it appends, whatever the rate), and each retention pass deletes up to
 //! [`DELETES_PER_PASS`] batches of [`DELETE_BATCH`] rows, each its own transaction (for topics
-//! no longer written to). Freed pages are reused by later appends; beyond a slack, incremental
-//! auto-vacuum gives them back to the file system, and the WAL is truncated after checkpoints:
-//! the files stop growing under steady load.
+//! no longer written to). A deleted topic's table is emptied the same way, then dropped.
+//! Freed pages are reused by later appends; beyond a slack, incremental auto-vacuum gives them
+//! back to the file system, and the WAL is truncated after checkpoints: the files stop growing
+//! under steady load.
 
 use super::catalog::Owner;
 use super::dir_lock::DirLock;
@@ -37,7 +46,8 @@ use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Sqlite, Transaction};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +63,10 @@ const LARGE_SEGMENT: usize = 64;
 /// WAL pages after which the writer itself checkpoints (a safety net: normally the
 /// checkpoint task keeps the WAL far below this).
 const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
+/// The writer's page cache, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: &str = "-65536";
+/// Prepared statements kept per connection: a few per topic, as each topic has its table.
+const STATEMENT_CACHE: usize = 1024;
 /// How often the checkpoint task copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// The WAL is truncated to this size when a checkpoint lets it start over.
@@ -103,7 +117,11 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT);
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT)
+            .statement_cache_capacity(STATEMENT_CACHE)
+            // Statement journals (a statement's undo within a group's transaction) stay in
+            // memory instead of spilling to temporary files.
+            .pragma("temp_store", "memory");
         // A new database is made with incremental auto-vacuum from its first table on. Only
         // the writer says so: setting it is a write, which other connections would wait for.
         let writer = SqlitePoolOptions::new()
@@ -112,12 +130,22 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .after_release(|conn, _| Box::pin(replace_if_stuck_in_transaction(conn)))
-            .connect_with(options.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
+            .connect_with(
+                options
+                    .clone()
+                    .auto_vacuum(SqliteAutoVacuum::Incremental)
+                    // 64 MiB of pages (2 MiB by default): retention's deletes find more of
+                    // the oldest pages still in memory instead of reading them back.
+                    .pragma("cache_size", WRITER_CACHE_KIB),
+            )
             .await
             .map_err(OpenError::Connect)?;
         let migrator = sqlx::migrate!("./migrations/sqlite");
         let started = std::time::Instant::now();
         migrator.run(&writer).await.map_err(OpenError::Migrate)?;
+        split_messages_by_topic(&writer)
+            .await
+            .map_err(OpenError::Connect)?;
         if started.elapsed() > Duration::from_secs(1) {
             tracing::info!(elapsed = ?started.elapsed(), "SQLite schema brought up to date");
         }
@@ -147,6 +175,76 @@ impl SqliteStore {
             retention,
         ))
     }
+}
+
+/// The table of topic `topic_id`'s messages. (A table's name cannot be a bound parameter;
+/// this one is made of a number only.)
+fn log_table(topic_id: i64) -> String {
+    format!("messages_{topic_id}")
+}
+
+/// Makes topic `topic_id`'s table, unless it exists.
+async fn create_log_table(conn: &mut SqliteConnection, topic_id: i64) -> sqlx::Result<()> {
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} (\
+             log_offset  INTEGER PRIMARY KEY, \
+             producer_id INTEGER NOT NULL, \
+             stored_ms   INTEGER NOT NULL, \
+             payload     TEXT    NOT NULL)",
+        log_table(topic_id)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Gives every topic its table, moving the messages of a database made before tables per
+/// topic (all in one `messages` table) into them, in one transaction: once, at start. The
+/// messages of topics deleted before go with the old table.
+async fn split_messages_by_topic(writer: &SqlitePool) -> sqlx::Result<()> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let shared_table: bool = sqlx::query_scalar(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let topics: Vec<i64> = sqlx::query_scalar("SELECT id FROM topics ORDER BY id")
+        .fetch_all(&mut *tx)
+        .await?;
+    let started = std::time::Instant::now();
+    for &topic_id in &topics {
+        create_log_table(&mut tx, topic_id).await?;
+        if shared_table {
+            let sql = format!(
+                "INSERT INTO {} (log_offset, producer_id, stored_ms, payload) \
+                 SELECT log_offset, producer_id, stored_ms, payload FROM messages \
+                 WHERE topic_id = $1 ORDER BY log_offset",
+                log_table(topic_id)
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(topic_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    if shared_table {
+        sqlx::query("DROP TABLE messages").execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    if shared_table {
+        tracing::info!(topics = topics.len(), elapsed = ?started.elapsed(),
+            "SQLite messages moved into a table per topic");
+    }
+    Ok(())
+}
+
+/// Whether `err` says a table is missing: a topic's, once the topic is deleted and its table
+/// dropped.
+fn is_missing_table(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.message().starts_with("no such table"))
 }
 
 /// Whether the writer connection may go back to its pool (`false` closes it, and the pool
@@ -281,24 +379,47 @@ impl Backend for SqliteBackend {
         .await?)
     }
 
-    /// CROSS JOIN keeps SQLite from scanning `messages` in the outer loop.
+    /// One read per topic, of its table. CROSS JOIN keeps SQLite from scanning the table in
+    /// the outer loop.
     async fn move_and_take(
         &self,
         tx: &mut SqliteConnection,
         positions: &[(u64, u64)],
         taken: &[(i64, u64)],
     ) -> Result<Vec<MessageRow>> {
-        Ok(sqlx::query_as(
-            "UPDATE consumers SET position = u.value ->> 1 FROM json_each($1) AS u \
-                 WHERE consumers.id = u.value ->> 0; \
-             SELECT m.topic_id, m.log_offset, m.payload, m.stored_ms \
-                 FROM json_each($2) AS k CROSS JOIN messages AS m \
-                 ON m.topic_id = k.value ->> 0 AND m.log_offset = k.value ->> 1",
-        )
-        .bind(to_json(&positions))
-        .bind(to_json(&taken))
-        .fetch_all(tx)
-        .await?)
+        if !positions.is_empty() {
+            sqlx::query(
+                "UPDATE consumers SET position = u.value ->> 1 FROM json_each($1) AS u \
+                 WHERE consumers.id = u.value ->> 0",
+            )
+            .bind(to_json(&positions))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut offsets_by_topic: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+        for &(topic_id, offset) in taken {
+            offsets_by_topic.entry(topic_id).or_default().push(offset);
+        }
+        let mut rows = Vec::with_capacity(taken.len());
+        for (topic_id, offsets) in offsets_by_topic {
+            let sql = format!(
+                "SELECT $1 AS topic_id, m.log_offset, m.payload, m.stored_ms \
+                 FROM json_each($2) AS k CROSS JOIN {} AS m ON m.log_offset = k.value",
+                log_table(topic_id)
+            );
+            let read = sqlx::query_as(AssertSqlSafe(sql))
+                .bind(topic_id)
+                .bind(to_json(&offsets))
+                .fetch_all(&mut *tx)
+                .await;
+            match read {
+                Ok(taken) => rows.extend(taken),
+                // Deleted with its topic: nothing to take (the consume answers no message).
+                Err(err) if is_missing_table(&err) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(rows)
     }
 
     async fn fetch(
@@ -312,22 +433,28 @@ impl Backend for SqliteBackend {
         // retention pass that deletes meanwhile does not touch what this statement reads.
         // Rows are streamed from SQLite's thread and the stream is dropped once the byte
         // budget is spent: large messages are never all read at once.
-        let mut rows = sqlx::query_as::<_, FetchRow>(
+        let sql = format!(
             "SELECT t.start_offset, t.next_offset AS end_offset, c.position, \
                  m.log_offset, m.payload, m.stored_ms \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
-             LEFT JOIN messages m ON m.topic_id = t.id \
-                 AND m.log_offset >= max(coalesce($2, c.position), t.start_offset) \
-             WHERE c.id = $1 ORDER BY m.log_offset LIMIT $3",
-        )
-        .bind(db_id(consumer_id))
-        .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
-        .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
-        .fetch(&self.readers);
-        let first = rows
-            .try_next()
-            .await?
-            .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
+             LEFT JOIN {} m \
+                 ON m.log_offset >= max(coalesce($2, c.position), t.start_offset) \
+             WHERE c.id = $1 AND c.topic_id = $4 ORDER BY m.log_offset LIMIT $3",
+            log_table(owner.topic_id)
+        );
+        let mut rows = sqlx::query_as::<_, FetchRow>(AssertSqlSafe(sql))
+            .bind(db_id(consumer_id))
+            .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
+            .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
+            .bind(owner.topic_id)
+            .fetch(&self.readers);
+        let first = match rows.try_next().await {
+            Ok(first) => first,
+            // The topic was deleted, and its table dropped, since the id was looked up.
+            Err(err) if is_missing_table(&err) => None,
+            Err(err) => return Err(err.into()),
+        }
+        .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
         let (start, end) = (first.start_offset, first.end_offset);
         let from = within_end(&owner.topic, from.unwrap_or(first.position), end)?;
         let mut messages = Vec::new();
@@ -347,6 +474,10 @@ impl Backend for SqliteBackend {
         Ok(Fetched::new(from, start, messages, end))
     }
 
+    async fn create_topic_storage(&self, tx: &mut SqliteConnection, topic_id: i64) -> Result<()> {
+        Ok(create_log_table(tx, topic_id).await?)
+    }
+
     async fn lock_topic(&self, tx: &mut SqliteConnection, name: &str) -> Result<Option<i64>> {
         // The write transaction holds SQLite's one write lock already.
         Ok(sqlx::query_scalar("SELECT id FROM topics WHERE name = $1")
@@ -359,8 +490,18 @@ impl Backend for SqliteBackend {
         self.delete_messages(topic_id, db_int(start)?).await
     }
 
+    /// Empties the table in steps (a DROP of a large table would hold the writer while it
+    /// walks every page), then drops it.
     async fn free_topic(&self, topic_id: i64) -> Result<bool> {
-        self.delete_messages(topic_id, i64::MAX).await
+        if !self.delete_messages(topic_id, i64::MAX).await? {
+            return Ok(false);
+        }
+        let sql = format!("DROP TABLE IF EXISTS {}", log_table(topic_id));
+        sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .execute(&self.writer)
+            .await?;
+        Ok(true)
     }
 
     /// Gives free pages beyond the slack back to the file system, a step at a time.
@@ -394,50 +535,53 @@ impl Backend for SqliteBackend {
 impl SqliteBackend {
     /// Deletes the messages of `topic_id` below `below`, oldest first, [`DELETE_BATCH`] rows
     /// per transaction (appends get the writer in between), at most [`DELETES_PER_PASS`]
-    /// times; true once none is left.
+    /// times; true once none is left (or the table is gone with its topic).
     async fn delete_messages(&self, topic_id: i64, below: i64) -> Result<bool> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE log_offset < \
+             min($1, (SELECT min(log_offset) FROM {table}) + $2)",
+            table = log_table(topic_id)
+        );
         for _ in 0..DELETES_PER_PASS {
             self.written.store(true, Ordering::Relaxed);
-            let deleted = sqlx::query(
-                "DELETE FROM messages WHERE topic_id = $1 AND log_offset < \
-                 min($2, (SELECT min(log_offset) FROM messages WHERE topic_id = $1) + $3)",
-            )
-            .bind(topic_id)
-            .bind(below)
-            .bind(DELETE_BATCH)
-            .execute(&self.writer)
-            .await?;
-            if deleted.rows_affected() < DELETE_BATCH as u64 {
-                return Ok(true);
+            let deleted = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(below)
+                .bind(DELETE_BATCH)
+                .execute(&self.writer)
+                .await;
+            match deleted {
+                Ok(deleted) if deleted.rows_affected() < DELETE_BATCH as u64 => return Ok(true),
+                Ok(_) => {}
+                Err(err) if is_missing_table(&err) => return Ok(true),
+                Err(err) => return Err(err.into()),
             }
         }
         Ok(false)
     }
 }
 
-/// Writes a planned append group: small segments' messages in one INSERT with a JSON row per
-/// message, each large segment in an INSERT of its own over a JSON array of its payloads
-/// (parsed once; a row per message would repeat its ids), then the topics' new ends, byte
-/// counts and newest times, the producers' new sequence states, and deletes up to
-/// [`DELETES_PER_APPEND`] times as many of its topics' messages below their start as it
-/// inserts (`[topic, quota]`). Parameters are numbered (`$N`) across the statements.
+/// Writes a planned append group. Per topic, into its table: small segments' messages in one
+/// INSERT with a JSON row per message, each large segment in an INSERT of its own over a JSON
+/// array of its payloads (parsed once; a row per message would repeat its ids), after deleting
+/// up to [`DELETES_PER_APPEND`] times as many of the topic's messages below its start as the
+/// group inserts. Then, for all topics at once, their new ends, byte counts and newest times,
+/// and the producers' new sequence states.
 async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan) -> Result<()> {
+    let now = db_int(now_ms())?;
+    let mut segments_by_topic: BTreeMap<i64, Vec<&Segment>> = BTreeMap::new();
+    for segment in &plan.segments {
+        segments_by_topic
+            .entry(segment.topic_id)
+            .or_default()
+            .push(segment);
+    }
+    for (topic_id, segments) in segments_by_topic {
+        write_topic_appends(tx, topic_id, &segments, now).await?;
+    }
     let ends: Vec<_> = plan
         .topic_ends
         .iter()
         .map(|t| (t.topic_id, t.end, t.added_bytes))
-        .collect();
-    let (large, small): (Vec<&Segment>, Vec<&Segment>) = plan
-        .segments
-        .iter()
-        .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
-    let small_rows: Vec<_> = small
-        .iter()
-        .flat_map(|s| {
-            (s.base_offset..)
-                .zip(&s.messages)
-                .map(|(offset, payload)| (s.topic_id, offset, s.producer_id, payload))
-        })
         .collect();
     let producers: Vec<_> = plan
         .producers
@@ -447,54 +591,77 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
             (id, s.next, last.base_offset, last.count, s.recent_json())
         })
         .collect();
-    let mut quotas: Vec<(i64, u64)> = Vec::new();
-    for segment in &plan.segments {
-        let quota = segment.messages.len() as u64 * DELETES_PER_APPEND;
-        match quotas.iter_mut().find(|(id, _)| *id == segment.topic_id) {
-            Some((_, total)) => *total += quota,
-            None => quotas.push((segment.topic_id, quota)),
-        }
-    }
-    let mut sql = String::from(
-        "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, $1, value ->> 3 FROM json_each($2); \
-         UPDATE topics SET next_offset = u.value ->> 1, \
+    sqlx::query(
+        "UPDATE topics SET next_offset = u.value ->> 1, \
              end_bytes = end_bytes + (u.value ->> 2), newest_ms = max(newest_ms, $1) \
-             FROM json_each($3) AS u WHERE topics.id = u.value ->> 0; \
+             FROM json_each($2) AS u WHERE topics.id = u.value ->> 0; \
          UPDATE producers SET next_sequence = u.value ->> 1, \
              last_base_offset = u.value ->> 2, last_count = u.value ->> 3, \
              recent_batches = u.value ->> 4 \
-             FROM json_each($4) AS u WHERE producers.id = u.value ->> 0; \
-         DELETE FROM messages WHERE rowid IN ( \
-             SELECT m.rowid FROM json_each($5) AS d \
-             JOIN topics AS t ON t.id = d.value ->> 0 \
-             JOIN messages AS m ON m.topic_id = t.id AND m.log_offset < min(t.start_offset, \
-                 (SELECT min(log_offset) FROM messages WHERE topic_id = t.id) + (d.value ->> 1)));",
+             FROM json_each($3) AS u WHERE producers.id = u.value ->> 0",
+    )
+    .bind(now)
+    .bind(to_json(&ends))
+    .bind(to_json(&producers))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One topic's part of [`write_appends`]: its retention quota, then its segments.
+async fn write_topic_appends(
+    tx: &mut Transaction<'static, Sqlite>,
+    topic_id: i64,
+    segments: &[&Segment],
+    now: i64,
+) -> Result<()> {
+    let table = log_table(topic_id);
+    let inserted: usize = segments.iter().map(|s| s.messages.len()).sum();
+    let delete = format!(
+        "DELETE FROM {table} WHERE log_offset < min( \
+             (SELECT start_offset FROM topics WHERE id = $1), \
+             (SELECT min(log_offset) FROM {table}) + $2)"
     );
-    for i in 0..large.len() {
-        let n = 6 + 4 * i;
-        sql.push_str(&format!(
-            " INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-             SELECT ${n}, ${} + key, ${}, $1, value FROM json_each(${});",
-            n + 1,
-            n + 2,
-            n + 3
-        ));
+    sqlx::query(AssertSqlSafe(delete))
+        .bind(topic_id)
+        .bind(db_int(inserted as u64 * DELETES_PER_APPEND)?)
+        .execute(&mut **tx)
+        .await?;
+    let (large, small): (Vec<&Segment>, Vec<&Segment>) = segments
+        .iter()
+        .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
+    if !small.is_empty() {
+        let rows: Vec<_> = small
+            .iter()
+            .flat_map(|s| {
+                (s.base_offset..)
+                    .zip(&s.messages)
+                    .map(|(offset, payload)| (offset, s.producer_id, payload))
+            })
+            .collect();
+        let insert = format!(
+            "INSERT INTO {table} (log_offset, producer_id, stored_ms, payload) \
+             SELECT value ->> 0, value ->> 1, $1, value ->> 2 FROM json_each($2)"
+        );
+        sqlx::query(AssertSqlSafe(insert))
+            .bind(now)
+            .bind(to_json(&rows))
+            .execute(&mut **tx)
+            .await?;
     }
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(db_int(now_ms())?)
-        .bind(to_json(&small_rows))
-        .bind(to_json(&ends))
-        .bind(to_json(&producers))
-        .bind(to_json(&quotas));
+    let insert = format!(
+        "INSERT INTO {table} (log_offset, producer_id, stored_ms, payload) \
+         SELECT $1 + key, $2, $3, value FROM json_each($4)"
+    );
     for segment in large {
-        query = query
-            .bind(segment.topic_id)
+        sqlx::query(AssertSqlSafe(insert.as_str()))
             .bind(db_int(segment.base_offset)?)
             .bind(db_int(segment.producer_id)?)
-            .bind(to_json(&segment.messages));
+            .bind(now)
+            .bind(to_json(&segment.messages))
+            .execute(&mut **tx)
+            .await?;
     }
-    query.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -88,6 +88,16 @@ pub trait Backend: Send + Sync + 'static {
         limit: FetchLimit,
     ) -> Result<Fetched>;
 
+    /// Makes the storage for topic `topic_id`'s messages, in the transaction that creates the
+    /// topic (SQLite: a table per topic); nothing if it exists already.
+    async fn create_topic_storage(
+        &self,
+        _tx: &mut <Self::Db as Database>::Connection,
+        _topic_id: i64,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Reads the id of the topic named `name` and locks its row until the transaction ends,
     /// to delete it; `None` if there is none. Tells other brokers, where there are any.
     async fn lock_topic(
@@ -444,7 +454,8 @@ impl<B: Backend> Store for SqlStore<B> {
 
     async fn create_topic(&self, name: &str, settings: RetentionSettings) -> Result<()> {
         let mut tx = self.backend.begin_write().await?;
-        B::Db::create_topic(&mut *tx, name, settings).await?;
+        let topic_id = B::Db::create_topic(&mut *tx, name, settings).await?;
+        self.backend.create_topic_storage(&mut tx, topic_id).await?;
         Ok(tx.commit().await?)
     }
 
@@ -490,7 +501,8 @@ impl<B: Backend> Store for SqlStore<B> {
     async fn register_producer(&self, topic: &str) -> Result<u64> {
         let register = || async {
             let mut tx = self.backend.begin_write().await?;
-            let id = B::Db::register_producer(&mut *tx, topic).await?;
+            let (id, topic_id) = B::Db::register_producer(&mut *tx, topic).await?;
+            self.backend.create_topic_storage(&mut tx, topic_id).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(id)
         };

@@ -26,11 +26,12 @@ pub trait SharedSql: Database {
     /// The consumer's position and its topic's start and end.
     async fn cursor(pool: &Pool<Self>, consumer_id: u64) -> Result<CursorRow>;
 
+    /// Creates the topic; its id.
     async fn create_topic(
         conn: &mut Self::Connection,
         name: &str,
         settings: RetentionSettings,
-    ) -> Result<()>;
+    ) -> Result<i64>;
 
     /// The topic named `name`, if it exists.
     async fn topic(pool: &Pool<Self>, name: &str) -> Result<Option<TopicRow>>;
@@ -72,8 +73,8 @@ pub trait SharedSql: Database {
         start_bytes: u64,
     ) -> Result<()>;
 
-    /// Registers a producer, creating its topic if missing.
-    async fn register_producer(conn: &mut Self::Connection, topic: &str) -> Result<u64>;
+    /// Registers a producer, creating its topic if missing: the producer's id and the topic's.
+    async fn register_producer(conn: &mut Self::Connection, topic: &str) -> Result<(u64, i64)>;
 
     /// Registers a consumer at `start` of `topic`; a known `(topic, group)` keeps its id and
     /// position.
@@ -154,7 +155,7 @@ where
         conn: &mut Self::Connection,
         name: &str,
         settings: RetentionSettings,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO topics (name, created_ms, retention_ms, retention_bytes) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -165,10 +166,7 @@ where
         .bind(db_setting(settings.bytes)?)
         .fetch_optional(&mut *conn)
         .await?;
-        match inserted {
-            Some(_) => Ok(()),
-            None => Err(StoreError::TopicExists(name.to_owned())),
-        }
+        inserted.ok_or_else(|| StoreError::TopicExists(name.to_owned()))
     }
 
     async fn topic(pool: &Pool<Self>, name: &str) -> Result<Option<TopicRow>> {
@@ -303,7 +301,7 @@ where
         Ok(())
     }
 
-    async fn register_producer(conn: &mut Self::Connection, topic: &str) -> Result<u64> {
+    async fn register_producer(conn: &mut Self::Connection, topic: &str) -> Result<(u64, i64)> {
         let now = db_int(now_ms())?;
         // Two statements, not one: under READ COMMITTED (PostgreSQL) the SELECT sees a topic
         // that a concurrent registration, maybe on another broker, committed while we waited.
@@ -325,7 +323,7 @@ where
         .bind(now)
         .fetch_one(&mut *conn)
         .await?;
-        stored_id(id)
+        Ok((stored_id(id)?, topic_id))
     }
 
     async fn register_consumer(
