@@ -457,16 +457,22 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 let (from, limits, read_ahead) = match pending.back() {
                     None => {
                         let limits = if first_fetch {
-                            with_messages(full, full.max_messages().min(FIRST_FETCH_MESSAGES), full.wait())
+                            with_messages(
+                                full,
+                                full.max_messages().min(FIRST_FETCH_MESSAGES),
+                                full.wait(),
+                            )
                         } else {
                             full
                         };
                         (buffer.fetch_from, limits, false)
                     }
                     Some(last) => match (last.ahead(), known_end) {
-                        (Some(at), Some(end)) if at < end && last_was_full => {
-                            (Some(at), with_messages(full, full.max_messages(), Duration::ZERO), true)
-                        }
+                        (Some(at), Some(end)) if at < end && last_was_full => (
+                            Some(at),
+                            with_messages(full, full.max_messages(), Duration::ZERO),
+                            true,
+                        ),
                         _ => break,
                     },
                 };
@@ -478,9 +484,8 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                     max_messages: limits.max_messages(),
                     generation: buffer.generation,
                     read_ahead,
-                    answer: runtime::handle().spawn(async move {
-                        http.fetch(&name, consumer_id, from, limits).await
-                    }),
+                    answer: runtime::handle()
+                        .spawn(async move { http.fetch(&name, consumer_id, from, limits).await }),
                 });
             }
         }
