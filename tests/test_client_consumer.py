@@ -136,6 +136,24 @@ def test_read_ahead_keeps_order_across_a_broker_killed_mid_drain(make_broker, tm
     assert offsets == list(range(total)), "every message once, in order"
 
 
+def test_stop_ends_the_long_poll_in_flight(make_broker, tmp_path):
+    # A fetch waiting on the broker is cancelled by stop(): with one long poll allowed per
+    # client, a consumer started right after gets the slot and its message at once, not when
+    # the stopped consumer's poll would have ended (20 s).
+    broker = make_broker(
+        "--data-dir", str(tmp_path / "data"), "--max-long-polls-per-client", "1"
+    )
+    fill(broker, "quiet", 0)
+    fill(broker, "t", 0)
+    waiting = MyConsumer(["quiet"], broker.address)
+    assert waiting.poll(timeout=0.5) is None  # its fetch now waits on the broker
+    waiting.stop()
+    with MyConsumer(["t"], broker.address) as consumer:
+        threading.Timer(0.5, lambda: produce(broker.url, "t", ["now"])).start()
+        got = take(consumer, 1, timeout=8)
+    assert [str(m) for m in got] == ["now"]
+
+
 def test_stop_from_another_thread_ends_the_iteration(broker):
     fill(broker, "t", 0)
     consumer = MyConsumer(["t"], broker.address)

@@ -416,11 +416,17 @@ impl Pending {
     }
 }
 
+/// A fetch dropped unanswered is cancelled: its request goes (a long poll no longer holds the
+/// broker's slot for this client), also when the prefetch loop itself is aborted by `stop()`.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.answer.abort();
+    }
+}
+
 /// Drops fetches in flight whose answers will not be used.
 fn abandon(pending: &mut VecDeque<Pending>) {
-    for fetch in pending.drain(..) {
-        fetch.answer.abort();
-    }
+    pending.clear();
 }
 
 /// The prefetch loop of one topic. Answers are taken in the order the fetches were sent, and a
