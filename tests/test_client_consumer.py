@@ -140,9 +140,7 @@ def test_stop_ends_the_long_poll_in_flight(make_broker, tmp_path):
     # A fetch waiting on the broker is cancelled by stop(): with one long poll allowed per
     # client, a consumer started right after gets the slot and its message at once, not when
     # the stopped consumer's poll would have ended (20 s).
-    broker = make_broker(
-        "--data-dir", str(tmp_path / "data"), "--max-long-polls-per-client", "1"
-    )
+    broker = make_broker("--data-dir", str(tmp_path / "data"), "--max-long-polls-per-client", "1")
     fill(broker, "quiet", 0)
     fill(broker, "t", 0)
     waiting = MyConsumer(["quiet"], broker.address)
