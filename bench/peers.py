@@ -6,6 +6,7 @@
                                      # in docs/BENCHMARKS.md and docs/bench-peers.png
     python3 bench/peers.py --quick   # fewer messages, one run, 2 s of latency (CI)
     python3 bench/peers.py --systems redis,nats --runs 5
+    python3 bench/peers.py --systems myqueue-sqlite,redis --workloads latency
 
 Systems: myqueue on SQLite and on PostgreSQL (the release broker and the installed wheel),
 Redis Streams, RabbitMQ (quorum queue), NATS JetStream, and PostgreSQL's COPY as the write
@@ -52,9 +53,13 @@ WORKER = Path(__file__).resolve().parent / "workers" / "peer.py"
 MARK_START, MARK_END = "<!-- peers:start -->", "<!-- peers:end -->"
 
 
+WORKLOADS = ("produce", "drain", "latency")
+
+
 class Plan:
-    def __init__(self, quick: bool, runs: int) -> None:
+    def __init__(self, quick: bool, runs: int, workloads: tuple[str, ...] = WORKLOADS) -> None:
         self.quick = quick
+        self.workloads = workloads
         self.runs = 1 if quick else runs
         self.count = 20_000 if quick else 200_000
         self.size = 100
@@ -109,7 +114,7 @@ def latency(system: System, settings: Settings, topic: str, plan: Plan) -> dict[
 
 def one_run(system: System, settings: Settings, run: int, plan: Plan) -> dict[str, Any]:
     figures: dict[str, Any] = {}
-    workloads = system.workloads()
+    workloads = [w for w in system.workloads() if w in plan.workloads]
     topic = f"bench-{run}"
     worker(system, settings, "prepare", topic, timeout=plan.timeout)
     if "produce" in workloads:
@@ -117,6 +122,8 @@ def one_run(system: System, settings: Settings, run: int, plan: Plan) -> dict[st
             system, settings, "produce", topic, plan.count, plan.size, timeout=plan.timeout
         )
     if "drain" in workloads:
+        if "produce" not in workloads:  # something to drain: filled by the same producer
+            worker(system, settings, "produce", topic, plan.count, plan.size, timeout=plan.timeout)
         figures["drain"] = worker(
             system, settings, "drain", topic, plan.count, timeout=plan.timeout
         )
@@ -253,13 +260,24 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer messages, one run (CI)")
     parser.add_argument("--runs", type=int, default=3, help="runs per system (median reported)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="which, comma-separated")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="which, comma-separated (drain alone still produces its messages first, untimed)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--no-install", action="store_true", help="install nothing")
     parser.add_argument("--json", type=Path, help="where to write the figures")
     args = parser.parse_args()
-    plan = Plan(args.quick, args.runs)
+    workloads = tuple(w for w in args.workloads.split(",") if w)
+    if unknown := set(workloads) - set(WORKLOADS):
+        parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {WORKLOADS}")
+    plan = Plan(args.quick, args.runs, workloads)
     chosen = [SYSTEMS[name] for name in args.systems.split(",") if name]
+    every_workload = plan.workloads == WORKLOADS
     default_json = "peers-quick.json" if plan.quick else "peers.json"
+    if not every_workload:  # a partial run leaves the full run's figures alone
+        default_json = "peers-partial.json"
     out: Path = args.json or ROOT / "bench" / "results" / default_json
     signal.signal(signal.SIGTERM, stop_on_sigterm)
 
@@ -272,6 +290,7 @@ def main() -> int:
         "count": plan.count,
         "rate": plan.rate,
         "latency_seconds": plan.latency_seconds,
+        "workloads": list(plan.workloads),
         "systems": {},
     }
     started = time.time()
@@ -333,7 +352,7 @@ def main() -> int:
     print(f"figures: {out}; {results['seconds']:.0f} s")
     if results.get("interrupted"):
         return 130
-    if not plan.quick and args.json is None:
+    if not plan.quick and args.json is None and every_workload:
         update_docs(ROOT / "docs" / "BENCHMARKS.md", table)
         chart(results, ROOT / "docs" / "bench-peers.png")
     missing = [n for n, e in results["systems"].items() if e["status"] != "ok"]

@@ -92,6 +92,66 @@ def test_a_message_produced_later_wakes_a_waiting_consumer(broker):
     assert [str(m) for m in got] == ["late"]
 
 
+def test_a_consumer_that_drained_a_backlog_waits_for_the_next_message(broker):
+    # Draining a backlog keeps a read-ahead in flight; at the topic's end the consumer must
+    # fall back to a waiting fetch that a later message wakes.
+    fill(broker, "t", 3000)
+    with MyConsumer(["t"], broker.address, fetch_max_messages=200) as consumer:
+        assert [m.offset for m in take(consumer, 3000)] == list(range(3000))
+        threading.Timer(0.3, lambda: produce(broker.url, "t", ["late"])).start()
+        got = take(consumer, 1, timeout=20)
+    assert [(m.offset, str(m)) for m in got] == [(3000, "late")]
+
+
+def test_read_aheads_that_guess_wrong_change_nothing(broker):
+    # Messages of uneven size: many fetches stop at the byte limit before the message count,
+    # so a read-ahead sent on the guess that the fetch before it would be full starts at the
+    # wrong offset; its answer must be dropped, never handed out.
+    sizes = [10 + (i * 37) % 400 for i in range(3000)]
+    with MyProducer(["t"], broker.address) as producer:
+        for i, size in enumerate(sizes):
+            producer.send("t", f"{i}:".ljust(size, "x"))
+    with MyConsumer(["t"], broker.address, fetch_max_messages=10, fetch_max_bytes=2000) as c:
+        got = take(c, 3000)
+    assert [m.offset for m in got] == list(range(3000))
+    assert [str(m) for m in got] == [f"{i}:".ljust(n, "x") for i, n in enumerate(sizes)]
+
+
+def test_read_ahead_keeps_order_across_a_broker_killed_mid_drain(make_broker, tmp_path):
+    broker = make_broker("--data-dir", str(tmp_path / "data"))
+    total = 20_000
+    fill(broker, "t", total)
+    consumer = MyConsumer(
+        ["t"], broker.address, group="g", fetch_max_messages=100, buffer_messages=300
+    )
+    offsets: list[int] = []
+    for msg in consumer.get_next(timeout=60):
+        offsets.append(msg.offset)
+        if len(offsets) in (3000, 12000):  # fetches are in flight: the buffer is small
+            broker.kill()
+            broker.restart()
+        if len(offsets) == total:
+            break
+    consumer.stop()
+    assert offsets == list(range(total)), "every message once, in order"
+
+
+def test_stop_ends_the_long_poll_in_flight(make_broker, tmp_path):
+    # A fetch waiting on the broker is cancelled by stop(): with one long poll allowed per
+    # client, a consumer started right after gets the slot and its message at once, not when
+    # the stopped consumer's poll would have ended (20 s).
+    broker = make_broker("--data-dir", str(tmp_path / "data"), "--max-long-polls-per-client", "1")
+    fill(broker, "quiet", 0)
+    fill(broker, "t", 0)
+    waiting = MyConsumer(["quiet"], broker.address)
+    assert waiting.poll(timeout=0.5) is None  # its fetch now waits on the broker
+    waiting.stop()
+    with MyConsumer(["t"], broker.address) as consumer:
+        threading.Timer(0.5, lambda: produce(broker.url, "t", ["now"])).start()
+        got = take(consumer, 1, timeout=8)
+    assert [str(m) for m in got] == ["now"]
+
+
 def test_stop_from_another_thread_ends_the_iteration(broker):
     fill(broker, "t", 0)
     consumer = MyConsumer(["t"], broker.address)

@@ -1,6 +1,6 @@
 //! The consumer: one background task per topic prefetches messages (`fetch` with a long poll,
-//! so waiting costs neither client nor broker anything), and `poll()` hands them out one at a
-//! time, taking the topics in turn.
+//! so waiting costs neither client nor broker anything; while a backlog is known, a second
+//! fetch reads ahead), and `poll()` hands them out one at a time, taking the topics in turn.
 //!
 //! What counts as consumed: a message handed out by `poll()` is consumed when `poll()` is
 //! called again (the program asked for the next one) or the consumer stops. A background
@@ -18,7 +18,7 @@ use super::error::{ClientError, Result};
 use super::http::BrokerClient;
 use super::retry::Backoff;
 use super::runtime;
-use myqueue_wire::{ErrorCode, FetchLimits, NamedOffset, OffsetSpec};
+use myqueue_wire::{ErrorCode, FetchLimits, FetchResponse, NamedOffset, OffsetSpec};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -387,43 +387,148 @@ impl ConsumerCore {
     }
 }
 
-/// The prefetch loop of one topic.
+/// Messages the first fetch of a topic asks for at most: a fresh consumer hands out its first
+/// messages as soon as a small read is done, while the next, full-sized fetches run.
+const FIRST_FETCH_MESSAGES: u32 = 500;
+
+/// Fetches of one topic in flight at most: the one that may wait on the broker (the long poll)
+/// and, while the topic is known to hold more, a read-ahead of the messages after it, so that
+/// the broker's next read and the transfer overlap the handing out of the current ones.
+const FETCHES_IN_FLIGHT: usize = 2;
+
+/// One fetch sent and not yet taken into the buffer.
+struct Pending {
+    /// Where it reads from; `None`: the broker's committed position.
+    from: Option<u64>,
+    /// Messages it may return at most.
+    max_messages: u32,
+    /// The buffer's generation when it was sent: a seek since makes it obsolete.
+    generation: u64,
+    /// A read-ahead (sent before the fetch ahead of it was answered, never waits on the broker).
+    read_ahead: bool,
+    answer: JoinHandle<Result<FetchResponse>>,
+}
+
+impl Pending {
+    /// Where the fetch after this one starts if this one returns all it may.
+    fn ahead(&self) -> Option<u64> {
+        self.from.map(|from| from + u64::from(self.max_messages))
+    }
+}
+
+/// A fetch dropped unanswered is cancelled: its request goes (a long poll no longer holds the
+/// broker's slot for this client), also when the prefetch loop itself is aborted by `stop()`.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.answer.abort();
+    }
+}
+
+/// Drops fetches in flight whose answers will not be used.
+fn abandon(pending: &mut VecDeque<Pending>) {
+    pending.clear();
+}
+
+/// The prefetch loop of one topic. Answers are taken in the order the fetches were sent, and a
+/// read-ahead's only if it starts exactly where the buffer's next fetch would (its guess was
+/// right: the fetch before it returned all it could); otherwise it is dropped and reading goes
+/// on from the buffer's position, as if it had never been sent. So the buffer gets the same
+/// messages, in the same order, as with one fetch at a time.
 async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
     let topic = &core.topics[index];
     let mut backoff = Backoff::new();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    // The topic's end as last answered: read-aheads go only where messages are known to be.
+    let mut known_end: Option<u64> = None;
+    // Whether the last answer held all it could: the byte limit does not cut fetches short,
+    // so a read-ahead can guess where the next one starts.
+    let mut last_was_full = false;
+    let mut first_fetch = true;
+    let full = core.config.fetch;
     loop {
-        let (from, generation) = {
+        {
             let state = core.lock();
             if state.stopped {
+                abandon(&mut pending);
                 return;
             }
             let buffer = &state.buffers[index];
-            if buffer.messages.len() >= core.config.buffer_messages
-                || buffer.bytes >= core.config.buffer_bytes
-            {
-                None
-            } else {
-                Some((buffer.fetch_from, buffer.generation))
+            while pending.len() < FETCHES_IN_FLIGHT {
+                let requested: usize = pending.iter().map(|p| p.max_messages as usize).sum();
+                if buffer.messages.len() + requested >= core.config.buffer_messages
+                    || buffer.bytes >= core.config.buffer_bytes
+                {
+                    break;
+                }
+                let (from, limits, read_ahead) = match pending.back() {
+                    None => {
+                        let limits = if first_fetch {
+                            with_messages(
+                                full,
+                                full.max_messages().min(FIRST_FETCH_MESSAGES),
+                                full.wait(),
+                            )
+                        } else {
+                            full
+                        };
+                        (buffer.fetch_from, limits, false)
+                    }
+                    Some(last) => match (last.ahead(), known_end) {
+                        (Some(at), Some(end)) if at < end && last_was_full => (
+                            Some(at),
+                            with_messages(full, full.max_messages(), Duration::ZERO),
+                            true,
+                        ),
+                        _ => break,
+                    },
+                };
+                let http = core.http.clone();
+                let name = topic.name.clone();
+                let consumer_id = topic.consumer_id;
+                pending.push_back(Pending {
+                    from,
+                    max_messages: limits.max_messages(),
+                    generation: buffer.generation,
+                    read_ahead,
+                    answer: runtime::handle()
+                        .spawn(async move { http.fetch(&name, consumer_id, from, limits).await }),
+                });
             }
         }
-        .unzip();
-        let Some(generation) = generation else {
+        let has_room = pending.len() < FETCHES_IN_FLIGHT;
+        let Some(front) = pending.front_mut() else {
             topic.space.notified().await;
             continue;
         };
-        let from = from.flatten();
         let fetched = tokio::select! {
-            fetched = core.http.fetch(&topic.name, topic.consumer_id, from, core.config.fetch) => fetched,
-            _ = topic.reset.notified() => continue,
+            answer = &mut front.answer => answer.unwrap_or_else(|err| {
+                Err(ClientError::Unavailable(format!("fetch task: {err}")))
+            }),
+            _ = topic.reset.notified() => {
+                abandon(&mut pending);
+                continue;
+            }
+            // Room for a read-ahead again: send it (the fetch in flight goes on).
+            _ = topic.space.notified(), if has_room => continue,
         };
+        let sent = pending.pop_front().expect("front exists");
         match fetched {
             Ok(fetched) => {
-                backoff = Backoff::new();
                 let mut state = core.lock();
                 let buffer = &mut state.buffers[index];
-                if buffer.generation != generation {
-                    continue; // a seek happened meanwhile
+                if buffer.generation != sent.generation {
+                    abandon(&mut pending); // a seek happened meanwhile
+                    continue;
                 }
+                if sent.read_ahead && sent.from != buffer.fetch_from {
+                    // The fetch before it returned less than it could: read on from there.
+                    abandon(&mut pending);
+                    continue;
+                }
+                backoff = Backoff::new();
+                first_fetch = false;
+                known_end = Some(fetched.end_offset);
+                last_was_full = fetched.messages.len() == sent.max_messages as usize;
                 let start = fetched.next_offset - fetched.messages.len() as u64;
                 if buffer.committed.is_none() {
                     buffer.committed = Some(start);
@@ -451,7 +556,11 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 drop(state);
                 core.arrived.notify_all();
             }
+            // A read-ahead that failed tells nothing the next fetch will not: read on from
+            // the buffer's position.
+            Err(_) if sent.read_ahead => abandon(&mut pending),
             Err(err) if err.is_retriable() => {
+                abandon(&mut pending);
                 let wait = backoff.next_wait();
                 tracing::debug!(topic = %topic.name, error = %err, "fetch failed; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
@@ -460,24 +569,36 @@ async fn prefetch(core: Arc<ConsumerCore>, index: usize) {
                 code: ErrorCode::OffsetOutOfRange,
                 ..
             }) => {
+                abandon(&mut pending);
                 // The topic is shorter than our position (e.g. its database was restored
                 // from an older backup): go on from the broker's committed position.
                 {
                     let mut state = core.lock();
                     let buffer = &mut state.buffers[index];
-                    if buffer.generation == generation {
+                    if buffer.generation == sent.generation {
                         buffer.fetch_from = None;
                     }
                 }
                 tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(err) => {
+                abandon(&mut pending);
                 core.lock().failure.get_or_insert(err);
                 core.arrived.notify_all();
                 return;
             }
         }
     }
+}
+
+/// `limits` with another message count and wait (both within the limits already checked).
+fn with_messages(limits: FetchLimits, max_messages: u32, wait: Duration) -> FetchLimits {
+    FetchLimits::new(
+        Some(max_messages.into()),
+        Some(limits.max_bytes()),
+        Some(wait.as_millis() as u64),
+    )
+    .unwrap_or(limits)
 }
 
 /// Commits consumed positions every `auto_commit_interval` until the consumer is dropped or
