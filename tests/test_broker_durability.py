@@ -9,6 +9,7 @@ hang), and the broker recovers by itself when the database is back.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from typing import Any
@@ -321,6 +322,26 @@ def test_producer_sequences_survive_a_sigkill(make_broker, durable_broker_args):
     assert read_all(broker, "t", cid) == ["a", "b", "c", "d"]
 
 
+def wait_for_sessions_to_end(args: list[str]) -> None:
+    """On PostgreSQL, waits until no session but this check's is connected to the broker's
+    database (a killed broker's sessions end once they notice it is gone)."""
+    if "--database-url" not in args:
+        return
+    url = args[args.index("--database-url") + 1]
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+    def others() -> int:
+        out = subprocess.run(
+            ["psql", url, "-Atc", sql], capture_output=True, text=True, timeout=30, check=True
+        )
+        return int(out.stdout.strip())
+
+    wait_for(lambda: others() == 0, 20, "the killed broker's database sessions to end")
+
+
 def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(
     make_broker, durable_broker_args
 ):
@@ -377,6 +398,9 @@ def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(
     broker.kill()
     thread.join(timeout=20)
     assert not thread.is_alive() and state["errors"] == [], state["errors"]
+    # PostgreSQL finishes what a killed client had sent (a COMMIT included) before its session
+    # ends: until then the in-flight batch may still become stored, after the read below.
+    wait_for_sessions_to_end(durable_broker_args)
 
     broker.restart()
     stored = read_all(broker, "t", reader)
