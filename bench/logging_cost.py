@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import platform
 import re
 import statistics
@@ -33,9 +32,10 @@ from pathlib import Path
 
 from myqueue.logging import JsonFormatter, QueueHandler
 
-ROOT = Path(__file__).resolve().parent.parent
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-BROKER = Path(os.environ.get("MYQUEUE_BROKER", TARGET / "release" / "myqueue-broker"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import BROKER
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 

@@ -3,6 +3,7 @@ what a broker holds independently of the client library."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import requests
@@ -90,3 +91,39 @@ def failed(resp: requests.Response, http_status: int, code: str) -> dict[str, An
     assert body["code"] == code, body
     assert isinstance(body["message"], str) and body["message"].strip(), body
     return body
+
+
+# Prometheus' text format, as GET /metrics answers it.
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample line of Prometheus' text format: (name, labels, value)."""
+    found = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        labels = dict(LABEL.findall(match.group(2) or ""))
+        found.append((match.group(1), labels, float(match.group(3))))
+    return found
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample `name` whose labels include `labels`, or None."""
+    matching = [
+        v
+        for n, ls, v in samples(text)
+        if n == name and all(ls.get(k) == want for k, want in labels.items())
+    ]
+    assert len(matching) <= 1, f"{name}{labels} matches {len(matching)} samples"
+    return matching[0] if matching else None
+
+
+def scrape(broker) -> str:
+    response = broker.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return response.text

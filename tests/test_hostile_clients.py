@@ -11,7 +11,7 @@ import threading
 import time
 
 import requests
-from helpers import failed
+from helpers import failed, scrape, value
 
 
 def good(resp: requests.Response) -> dict:
@@ -160,11 +160,6 @@ def test_long_polls_per_client_are_capped(make_broker) -> None:
     good(broker.get("/consumer/fetch", {"topic": "t", "consumer_id": consumers[2], "wait_ms": 100}))
     assert broker.log().count('limit="max_long_polls_per_client"') == 1
     # Every hit is counted on /metrics, each limit's series present from the start.
-    scrape = requests.get(broker.url + "/metrics", timeout=10).text
-    hits = {
-        line.split('limit="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in scrape.splitlines()
-        if line.startswith("myqueue_limit_hits_total{")
-    }
-    assert hits["max_long_polls_per_client"] == 1, hits
-    assert hits["max_connections"] == 0, hits
+    metrics = scrape(broker)
+    assert value(metrics, "myqueue_limit_hits_total", limit="max_long_polls_per_client") == 1
+    assert value(metrics, "myqueue_limit_hits_total", limit="max_connections") == 0
