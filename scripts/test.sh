@@ -54,7 +54,11 @@ echo "== lint gates (scripts/lint.sh; stubtest checks the package just installed
 bash scripts/lint.sh
 
 echo "== Rust tests (release profile, sharing the build above)"
-cargo test --release --workspace
+# Per package, not --workspace: the broker's tests then reuse every crate built for the broker
+# above, with its own features (a workspace-wide build unifies the client's features into
+# tokio, hyper and sqlx, and compiles them all a second time).
+cargo test --release -p broker
+cargo test --release -p myqueue-py -p myqueue-wire
 
 echo "== black-box tests"
 python3 -m pytest tests "$@"

@@ -18,6 +18,7 @@ mod batcher;
 mod catalog;
 pub mod dir_lock;
 mod error;
+mod pg_copy;
 pub mod memory;
 mod plan;
 pub mod postgres;

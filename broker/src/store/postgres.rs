@@ -21,6 +21,7 @@
 //! (`plan_cache_mode`), so each statement locks and plans only its own topics' partitions.
 
 use super::catalog::Owner;
+use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::plan::{AppendJob, AppendPlan, TopicEnds, plan_appends};
 use super::retention::{Chunk, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
@@ -196,7 +197,8 @@ impl Backend for PgBackend {
     /// One commit for a whole group of appends, in as few round trips as possible: a group of
     /// plain appends to one topic is a single statement (its own transaction). Producers with
     /// sequence numbers, or several topics, first lock their rows in id order (so brokers
-    /// never deadlock) inside a transaction.
+    /// never deadlock) inside a transaction; their offsets are then known, so the messages go
+    /// in by binary `COPY`, the cheaper way for the large groups of `MyProducer`.
     async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>> {
         let job_topics: Vec<(i64, u64)> = jobs
             .iter()
@@ -256,7 +258,7 @@ impl Backend for PgBackend {
         // A failed statement would abort the transaction and its locks; the savepoint keeps
         // them while partitions are made.
         sqlx::query("SAVEPOINT write").execute(&mut *tx).await?;
-        let mut bases = written.execute(&mut tx).await;
+        let mut bases = written.copy_and_bump(&mut tx).await;
         for _ in 1..PARTITION_ATTEMPTS {
             if !missing_partition(&bases) {
                 break;
@@ -265,7 +267,7 @@ impl Backend for PgBackend {
                 .execute(&mut *tx)
                 .await?;
             written.cover(&mut tx).await?;
-            bases = written.execute(&mut tx).await;
+            bases = written.copy_and_bump(&mut tx).await;
         }
         let bases = bases?;
         tx.commit().await?;
@@ -612,6 +614,62 @@ impl Written {
         .bind(APPENDS_CHANNEL)
         .bind(&self.bytes)
         .bind(&self.recent_batches)
+        .fetch_all(conn)
+        .await?;
+        Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
+    }
+
+    /// For a group planned under lock (its offsets are final): the messages by binary `COPY`,
+    /// then one statement that bumps the topics, records the producers' sequence state and
+    /// announces the topics, as [`Written::execute`] does. Answers where each topic's messages
+    /// began.
+    async fn copy_and_bump(&self, conn: &mut PgConnection) -> Result<HashMap<i64, u64>> {
+        let stored_ms = db_int(now_ms())?;
+        let payload_bytes = self.payloads.iter().map(Vec::len).sum();
+        let mut rows = MessageRows::with_capacity(self.payloads.len(), payload_bytes);
+        let [topic_ids, offsets, producer_ids] = &self.rows;
+        for (i, payload) in self.payloads.iter().enumerate() {
+            let start = self.planned_from.get(&topic_ids[i]).copied().unwrap_or(0);
+            let offset = offsets[i].checked_add(db_int(start)?).ok_or_else(|| {
+                StoreError::Internal(format!("offset past 2^63 in topic {}", topic_ids[i]))
+            })?;
+            rows.push(topic_ids[i], offset, producer_ids[i], stored_ms, payload);
+        }
+        if !rows.is_empty() {
+            let mut copy = conn.copy_in_raw(MESSAGES_COPY).await?;
+            copy.send(rows.finish()).await?;
+            copy.finish().await?;
+        }
+        let bases: Vec<TopicBase> = sqlx::query_as(
+            "WITH bumped AS ( \
+                 UPDATE topics t SET next_offset = t.next_offset + u.count, \
+                     end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
+                 FROM UNNEST($1::bigint[], $2::bigint[], $4::bigint[]) AS u(id, count, bytes) \
+                 WHERE t.id = u.id \
+                 RETURNING t.id, t.next_offset - u.count AS base, t.name \
+             ), sequenced AS ( \
+                 UPDATE producers p SET next_sequence = s.next_sequence, \
+                     last_base_offset = b.base + s.base_in_group, last_count = s.last_count, \
+                     recent_batches = s.recent_batches \
+                 FROM UNNEST($5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], \
+                     $9::bigint[], $10::text[]) \
+                     AS s(id, topic_id, next_sequence, base_in_group, last_count, recent_batches) \
+                 JOIN bumped b ON b.id = s.topic_id \
+                 WHERE p.id = s.id \
+             ) \
+             SELECT id, base, pg_notify($11, name)::text AS notified FROM bumped",
+        )
+        .bind(&self.topic_ids)
+        .bind(&self.counts)
+        .bind(stored_ms)
+        .bind(&self.bytes)
+        .bind(&self.sequences[0])
+        .bind(&self.sequences[1])
+        .bind(&self.sequences[2])
+        .bind(&self.sequences[3])
+        .bind(&self.sequences[4])
+        .bind(&self.recent_batches)
+        .bind(APPENDS_CHANNEL)
         .fetch_all(conn)
         .await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
