@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -168,6 +168,46 @@ struct PartitionReach {
     #[sqlx(try_from = "i64")]
     last_span: u64,
 }
+
+/// The statement that ends an append group, with the messages or without them (they went in
+/// by `COPY`). Both forms take the same parameters; without the messages, `$4`–`$7` are bound
+/// empty and unused (sqlx sends their types, so PostgreSQL need not infer them).
+fn group_statement(with_messages: bool) -> String {
+    let inserted = match with_messages {
+        true => {
+            "inserted AS ( \
+                 INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+                 SELECT m.topic_id, b.base + m.offset_in_group, m.producer_id, $3, m.payload \
+                 FROM UNNEST($4::bigint[], $5::bigint[], $6::bigint[], $7::bytea[]) \
+                     AS m(topic_id, offset_in_group, producer_id, payload) \
+                 JOIN bumped b ON b.id = m.topic_id \
+             ), "
+        }
+        false => "",
+    };
+    format!(
+        "WITH bumped AS ( \
+             UPDATE topics t SET next_offset = t.next_offset + u.count, \
+                 end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
+             FROM UNNEST($1::bigint[], $2::bigint[], $14::bigint[]) AS u(id, count, bytes) \
+             WHERE t.id = u.id \
+             RETURNING t.id, t.next_offset - u.count AS base, t.name \
+         ), {inserted}sequenced AS ( \
+             UPDATE producers p SET next_sequence = s.next_sequence, \
+                 last_base_offset = b.base + s.base_in_group, last_count = s.last_count, \
+                 recent_batches = s.recent_batches \
+             FROM UNNEST($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
+                 $12::bigint[], $15::text[]) \
+                 AS s(id, topic_id, next_sequence, base_in_group, last_count, recent_batches) \
+             JOIN bumped b ON b.id = s.topic_id \
+             WHERE p.id = s.id \
+         ) \
+         SELECT id, base, pg_notify($13, name)::text AS notified FROM bumped"
+    )
+}
+
+static GROUP_WITH_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(true));
+static GROUP_WITHOUT_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(false));
 
 /// Whether an append's statement found no partition for a row.
 fn missing_partition<T>(result: &Result<T>) -> bool {
@@ -570,59 +610,17 @@ impl Written {
         Ok(())
     }
 
-    /// Bumps each topic's end, byte count and newest time, inserts the messages, records the
-    /// producers' sequence state and announces the topics to other brokers, in one statement.
-    /// Answers where each topic's messages began; a topic deleted meanwhile is not there.
+    /// The single-statement path: the messages go in by the group's statement, each at its
+    /// topic's end (read under the row lock the statement's UPDATE takes) plus its offset in
+    /// the group.
     async fn execute(&self, conn: &mut PgConnection) -> Result<HashMap<i64, u64>> {
-        let bases: Vec<TopicBase> = sqlx::query_as(
-            "WITH bumped AS ( \
-                 UPDATE topics t SET next_offset = t.next_offset + u.count, \
-                     end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
-                 FROM UNNEST($1::bigint[], $2::bigint[], $14::bigint[]) AS u(id, count, bytes) \
-                 WHERE t.id = u.id \
-                 RETURNING t.id, t.next_offset - u.count AS base, t.name \
-             ), inserted AS ( \
-                 INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-                 SELECT m.topic_id, b.base + m.offset_in_group, m.producer_id, $3, m.payload \
-                 FROM UNNEST($4::bigint[], $5::bigint[], $6::bigint[], $7::bytea[]) \
-                     AS m(topic_id, offset_in_group, producer_id, payload) \
-                 JOIN bumped b ON b.id = m.topic_id \
-             ), sequenced AS ( \
-                 UPDATE producers p SET next_sequence = s.next_sequence, \
-                     last_base_offset = b.base + s.base_in_group, last_count = s.last_count, \
-                     recent_batches = s.recent_batches \
-                 FROM UNNEST($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
-                     $12::bigint[], $15::text[]) \
-                     AS s(id, topic_id, next_sequence, base_in_group, last_count, recent_batches) \
-                 JOIN bumped b ON b.id = s.topic_id \
-                 WHERE p.id = s.id \
-             ) \
-             SELECT id, base, pg_notify($13, name)::text AS notified FROM bumped",
-        )
-        .bind(&self.topic_ids)
-        .bind(&self.counts)
-        .bind(db_int(now_ms())?)
-        .bind(&self.rows[0])
-        .bind(&self.rows[1])
-        .bind(&self.rows[2])
-        .bind(&self.payloads)
-        .bind(&self.sequences[0])
-        .bind(&self.sequences[1])
-        .bind(&self.sequences[2])
-        .bind(&self.sequences[3])
-        .bind(&self.sequences[4])
-        .bind(APPENDS_CHANNEL)
-        .bind(&self.bytes)
-        .bind(&self.recent_batches)
-        .fetch_all(conn)
-        .await?;
-        Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
+        let stored_ms = db_int(now_ms())?;
+        self.end_group(conn, &GROUP_WITH_MESSAGES, stored_ms, true)
+            .await
     }
 
     /// For a group planned under lock (its offsets are final): the messages by binary `COPY`,
-    /// then one statement that bumps the topics, records the producers' sequence state and
-    /// announces the topics, as [`Written::execute`] does. Answers where each topic's messages
-    /// began.
+    /// then the group's statement without them.
     async fn copy_and_bump(&self, conn: &mut PgConnection) -> Result<HashMap<i64, u64>> {
         let stored_ms = db_int(now_ms())?;
         let payload_bytes = self.payloads.iter().map(Vec::len).sum();
@@ -640,38 +638,44 @@ impl Written {
             copy.send(rows.finish()).await?;
             copy.finish().await?;
         }
-        let bases: Vec<TopicBase> = sqlx::query_as(
-            "WITH bumped AS ( \
-                 UPDATE topics t SET next_offset = t.next_offset + u.count, \
-                     end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
-                 FROM UNNEST($1::bigint[], $2::bigint[], $4::bigint[]) AS u(id, count, bytes) \
-                 WHERE t.id = u.id \
-                 RETURNING t.id, t.next_offset - u.count AS base, t.name \
-             ), sequenced AS ( \
-                 UPDATE producers p SET next_sequence = s.next_sequence, \
-                     last_base_offset = b.base + s.base_in_group, last_count = s.last_count, \
-                     recent_batches = s.recent_batches \
-                 FROM UNNEST($5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], \
-                     $9::bigint[], $10::text[]) \
-                     AS s(id, topic_id, next_sequence, base_in_group, last_count, recent_batches) \
-                 JOIN bumped b ON b.id = s.topic_id \
-                 WHERE p.id = s.id \
-             ) \
-             SELECT id, base, pg_notify($11, name)::text AS notified FROM bumped",
-        )
-        .bind(&self.topic_ids)
-        .bind(&self.counts)
-        .bind(stored_ms)
-        .bind(&self.bytes)
-        .bind(&self.sequences[0])
-        .bind(&self.sequences[1])
-        .bind(&self.sequences[2])
-        .bind(&self.sequences[3])
-        .bind(&self.sequences[4])
-        .bind(&self.recent_batches)
-        .bind(APPENDS_CHANNEL)
-        .fetch_all(conn)
-        .await?;
+        self.end_group(conn, &GROUP_WITHOUT_MESSAGES, stored_ms, false)
+            .await
+    }
+
+    /// Runs [`group_statement`]: bumps each topic's end, byte count and newest time, inserts
+    /// the messages (`with_messages`), records the producers' sequence state and announces the
+    /// topics to other brokers. Answers where each topic's messages began; a topic deleted
+    /// meanwhile is not there.
+    async fn end_group(
+        &self,
+        conn: &mut PgConnection,
+        sql: &'static str,
+        stored_ms: i64,
+        with_messages: bool,
+    ) -> Result<HashMap<i64, u64>> {
+        let no_rows: [Vec<i64>; 3] = Default::default();
+        let (rows, payloads): (&[Vec<i64>; 3], &[Vec<u8>]) = match with_messages {
+            true => (&self.rows, &self.payloads),
+            false => (&no_rows, &[]),
+        };
+        let bases: Vec<TopicBase> = sqlx::query_as(sql)
+            .bind(&self.topic_ids)
+            .bind(&self.counts)
+            .bind(stored_ms)
+            .bind(&rows[0])
+            .bind(&rows[1])
+            .bind(&rows[2])
+            .bind(payloads)
+            .bind(&self.sequences[0])
+            .bind(&self.sequences[1])
+            .bind(&self.sequences[2])
+            .bind(&self.sequences[3])
+            .bind(&self.sequences[4])
+            .bind(APPENDS_CHANNEL)
+            .bind(&self.bytes)
+            .bind(&self.recent_batches)
+            .fetch_all(conn)
+            .await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
     }
 
