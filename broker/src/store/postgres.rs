@@ -615,8 +615,7 @@ impl Written {
     /// the group.
     async fn execute(&self, conn: &mut PgConnection) -> Result<HashMap<i64, u64>> {
         let stored_ms = db_int(now_ms())?;
-        self.end_group(conn, &GROUP_WITH_MESSAGES, stored_ms, true)
-            .await
+        self.end_group(conn, stored_ms, true).await
     }
 
     /// For a group planned under lock (its offsets are final): the messages by binary `COPY`,
@@ -638,8 +637,7 @@ impl Written {
             copy.send(rows.finish()).await?;
             copy.finish().await?;
         }
-        self.end_group(conn, &GROUP_WITHOUT_MESSAGES, stored_ms, false)
-            .await
+        self.end_group(conn, stored_ms, false).await
     }
 
     /// Runs [`group_statement`]: bumps each topic's end, byte count and newest time, inserts
@@ -649,14 +647,13 @@ impl Written {
     async fn end_group(
         &self,
         conn: &mut PgConnection,
-        sql: &'static str,
         stored_ms: i64,
         with_messages: bool,
     ) -> Result<HashMap<i64, u64>> {
         let no_rows: [Vec<i64>; 3] = Default::default();
-        let (rows, payloads): (&[Vec<i64>; 3], &[Vec<u8>]) = match with_messages {
-            true => (&self.rows, &self.payloads),
-            false => (&no_rows, &[]),
+        let (sql, rows, payloads): (&str, &[Vec<i64>; 3], &[Vec<u8>]) = match with_messages {
+            true => (&GROUP_WITH_MESSAGES, &self.rows, &self.payloads),
+            false => (&GROUP_WITHOUT_MESSAGES, &no_rows, &[]),
         };
         let bases: Vec<TopicBase> = sqlx::query_as(sql)
             .bind(&self.topic_ids)
