@@ -1358,6 +1358,30 @@ def test_produce_batch_sequence_gap_is_409_sequence_mismatch(broker):
     assert [m["message"] for m in fetch(broker, "t", cid)["messages"]] == ["a", "b", "o", "c"]
 
 
+def test_a_batch_that_arrives_before_its_predecessor_waits_for_it(broker):
+    """A producer with batches in flight on several connections: batch 1 may reach the broker
+    before batch 0. It waits for batch 0 (briefly) instead of being refused as a gap."""
+    pid = register_producer(broker, "t")
+    cid = register_consumer(broker, "t")
+    answers: dict[str, Any] = {}
+
+    def send_second() -> None:
+        answers["second"] = produce_batch(broker, "t", pid, ["c"], sequence=2)
+
+    early = threading.Thread(target=send_second)
+    early.start()
+    time.sleep(0.1)  # batch 2 is waiting at the broker; now batches 0 and 1 arrive
+    first = ok(
+        produce_batch(broker, "t", pid, ["a", "b"], sequence=0), "base_offset", "count", "duplicate"
+    )
+    early.join(timeout=30)
+    assert not early.is_alive()
+    second = ok(answers["second"], "base_offset", "count", "duplicate")
+    assert first["base_offset"] == 0
+    assert second == {"status": "success", "base_offset": 2, "count": 1, "duplicate": False}
+    assert [m["message"] for m in fetch(broker, "t", cid)["messages"]] == ["a", "b", "c"]
+
+
 def test_produce_batch_failures(broker):
     pa = register_producer(broker, "a")
     register_producer(broker, "b")

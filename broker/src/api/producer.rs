@@ -7,12 +7,17 @@ use super::error::{ApiError, respond};
 use super::input::Input;
 use super::validate;
 use crate::app::App;
-use crate::store::{Append, Appended};
+use crate::store::{Append, Appended, StoreError};
 use myqueue_wire::{
-    ProduceBatchRequest, ProduceBatchResponse, ProduceRequest, RegisterProducerRequest,
-    RegisterProducerResponse, Status, StatusResponse,
+    MAX_BATCH_MESSAGES, PRODUCER_WINDOW, ProduceBatchRequest, ProduceBatchResponse, ProduceRequest,
+    RegisterProducerRequest, RegisterProducerResponse, Status, StatusResponse,
 };
+use std::time::Duration;
+use tokio::time::Instant;
 use warp::reply::Response;
+
+/// How long a batch that arrived ahead of its producer's earlier batches waits for them.
+const REORDER_WAIT: Duration = Duration::from_millis(250);
 
 pub async fn register(app: App, input: Input) -> Response {
     respond(
@@ -62,16 +67,9 @@ pub async fn produce_batch(app: App, input: Input) -> Response {
             access::produce(&app, &request.topic)?;
             validate::batch(&request.messages, &app.limits)?;
             let bytes = request.messages.iter().map(|m| m.len() as u64).sum();
-            let appended = app
-                .store
-                .append(Append {
-                    producer_id: request.producer_id.0,
-                    topic: request.topic.clone(),
-                    messages: request.messages,
-                    sequence: request.sequence.map(|s| s.0),
-                })
-                .await?;
-            count(&app, &request.topic, appended, bytes);
+            let topic = request.topic.clone();
+            let appended = append_in_order(&app, &input, request).await?;
+            count(&app, &topic, appended, bytes);
             Ok::<_, ApiError>(ProduceBatchResponse {
                 status: Status::Success,
                 base_offset: appended.base_offset,
@@ -81,6 +79,51 @@ pub async fn produce_batch(app: App, input: Input) -> Response {
         }
         .await,
     )
+}
+
+/// Appends a batch; one that arrived ahead of an earlier batch of its producer waits briefly
+/// for it. A producer with several batches in flight sends them on several connections, so
+/// batch n+1 can reach the store before batch n and be refused as a gap; the client would then
+/// fall back to one batch at a time. Such a batch (numbered past the one expected, by at most
+/// a window of batches) waits for the topic's next append and tries again, until
+/// [`REORDER_WAIT`] has passed; then the store's refusal stands. The request body is parsed
+/// again for each new try, so the common path copies nothing.
+async fn append_in_order(
+    app: &App,
+    input: &Input,
+    mut request: ProduceBatchRequest,
+) -> Result<Appended, ApiError> {
+    let deadline = Instant::now() + REORDER_WAIT;
+    loop {
+        // Subscribed before the try: an append between the refusal and the wait still wakes it.
+        let mut appended = app.store.signals().subscribe(&request.topic);
+        let outcome = app
+            .store
+            .append(Append {
+                producer_id: request.producer_id.0,
+                topic: request.topic,
+                messages: request.messages,
+                sequence: request.sequence.map(|s| s.0),
+            })
+            .await;
+        match outcome {
+            Err(StoreError::SequenceMismatch { expected, got, .. })
+                if arrived_early(expected, got) && Instant::now() < deadline =>
+            {
+                // Woken by the topic's next append (the missing batch's, perhaps), or not.
+                let _ = tokio::time::timeout_at(deadline, appended.changed()).await;
+                request = input.parse()?;
+            }
+            outcome => return Ok(outcome?),
+        }
+    }
+}
+
+/// Whether a batch numbered `got` could be one sent after the batch the store expects,
+/// still on its way: within a window of in-flight batches.
+fn arrived_early(expected: u64, got: u64) -> bool {
+    let window = ((PRODUCER_WINDOW - 1) * MAX_BATCH_MESSAGES) as u64;
+    got > expected && got - expected <= window
 }
 
 /// Counts what an append stored in the metrics (a retried duplicate stored nothing).
