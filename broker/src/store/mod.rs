@@ -20,6 +20,7 @@ pub mod dir_lock;
 mod error;
 pub mod memory;
 mod pg_copy;
+mod pg_partitions;
 mod plan;
 pub mod postgres;
 pub mod retention;

@@ -15,13 +15,15 @@
 //!
 //! Retention (see `migrations/postgres/0002_retention.sql`): messages are partitioned by topic,
 //! then by offset; one broker at a time (the holder of an advisory lock, on a connection of its
-//! own) runs the retention pass, which drops the partitions below each topic's start and makes
-//! partitions ahead of its end. An append that finds no partition makes one and writes again.
+//! own) runs the retention pass, which empties the partitions below each topic's start (a
+//! reaper then detaches and drops them: `pg_partitions`) and makes partitions ahead of its
+//! end. An append that finds no partition makes one and writes again.
 //! Statements name the topics they read (`topic_id = $N`), and plans are made per execution
 //! (`plan_cache_mode`), so each statement locks and plans only its own topics' partitions.
 
 use super::catalog::Owner;
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
+use super::pg_partitions::{Reaper, empty_below};
 use super::plan::{AppendJob, AppendPlan, TopicEnds, plan_appends};
 use super::retention::{Chunk, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
@@ -63,6 +65,8 @@ pub struct PgBackend {
     options: PgConnectOptions,
     /// That connection, and whether it holds the lock.
     leader: tokio::sync::Mutex<(Option<PgConnection>, bool)>,
+    /// Drops the partitions that retention emptied, in the background.
+    reaper: Reaper,
 }
 
 impl PostgresStore {
@@ -108,10 +112,13 @@ impl PostgresStore {
             stopped.run_until_cancelled(listening).await;
             listen_pool.close().await;
         });
+        let (reaper, reaping) = Reaper::new(pool.clone(), stop.clone());
+        tasks.spawn(reaping);
         let backend = PgBackend {
             pool,
             options,
             leader: tokio::sync::Mutex::new((None, false)),
+            reaper,
         };
         Ok(SqlStore::new(backend, signals, tasks, stop, retention))
     }
@@ -317,9 +324,10 @@ impl Backend for PgBackend {
     /// Locked in id order, like appends' rows: brokers never deadlock.
     async fn lock_cursors(&self, tx: &mut PgConnection, ids: &[u64]) -> Result<Vec<CursorRow>> {
         Ok(sqlx::query_as(
-            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.start_offset, \
+            "SELECT c.id AS consumer_id, c.topic_id, c.position, s.start_offset, \
                  t.next_offset AS end_offset \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
+                 JOIN topic_starts s ON s.topic_id = t.id \
              WHERE c.id = ANY($1) ORDER BY c.id FOR NO KEY UPDATE OF c",
         )
         .bind(distinct_ids(ids.iter().copied()))
@@ -378,9 +386,10 @@ impl Backend for PgBackend {
         // drain of 200,000 messages read the whole rest of the topic on every fetch: 180 ms
         // each, 10 ms with the bound). LEAST keeps `from + $3` within bigint.
         let rows: Vec<FetchRow> = sqlx::query_as(
-            "SELECT t.start_offset, t.next_offset AS end_offset, c.position, \
+            "SELECT s.start_offset, t.next_offset AS end_offset, c.position, \
                  m.log_offset, m.payload, m.stored_ms \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
+                 JOIN topic_starts s ON s.topic_id = t.id \
              LEFT JOIN LATERAL ( \
                  SELECT log_offset, payload, stored_ms FROM ( \
                      SELECT log_offset, payload, stored_ms, \
@@ -388,9 +397,9 @@ impl Backend for PgBackend {
                          row_number() OVER (ORDER BY log_offset) AS n \
                      FROM messages \
                      WHERE topic_id = $5 \
-                         AND log_offset >= GREATEST(COALESCE($2, c.position), t.start_offset) \
+                         AND log_offset >= GREATEST(COALESCE($2, c.position), s.start_offset) \
                          AND log_offset < LEAST(GREATEST(COALESCE($2, c.position), \
-                             t.start_offset), 9223372036854775807 - $3) + $3 \
+                             s.start_offset), 9223372036854775807 - $3) + $3 \
                      ORDER BY log_offset LIMIT $3 \
                  ) w WHERE w.n = 1 OR w.running <= $4 \
              ) m ON true \
@@ -461,12 +470,9 @@ impl Backend for PgBackend {
         }
     }
 
+    /// Empties the partitions at once; the reaper drops them after the pass.
     async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool> {
-        sqlx::query("SELECT myqueue_drop_partitions_below($1, $2)")
-            .bind(topic_id)
-            .bind(db_int(start)?)
-            .execute(&self.pool)
-            .await?;
+        empty_below(&self.pool, topic_id, start).await?;
         Ok(true)
     }
 
@@ -505,6 +511,9 @@ impl Backend for PgBackend {
                     .await?;
             }
         }
+        // Once per pass this broker leads: the partitions it emptied (or a broker before it
+        // did and was stopped before dropping them) go now.
+        self.reaper.wake();
         Ok(())
     }
 

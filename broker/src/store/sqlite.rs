@@ -230,9 +230,10 @@ async fn split_messages_by_topic(pool: &SqlitePool) -> sqlx::Result<()> {
     )
     .fetch_one(pool)
     .await?;
-    let topics: Vec<(i64, i64)> = sqlx::query_as("SELECT id, start_offset FROM topics ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+    let topics: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT topic_id, start_offset FROM topic_starts ORDER BY topic_id")
+            .fetch_all(pool)
+            .await?;
     let started = std::time::Instant::now();
     for &(topic_id, start) in &topics {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -397,9 +398,10 @@ impl Backend for SqliteBackend {
 
     async fn lock_cursors(&self, tx: &mut SqliteConnection, ids: &[u64]) -> Result<Vec<CursorRow>> {
         Ok(sqlx::query_as(
-            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.start_offset, \
+            "SELECT c.id AS consumer_id, c.topic_id, c.position, s.start_offset, \
                  t.next_offset AS end_offset \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
+                 JOIN topic_starts s ON s.topic_id = t.id \
              WHERE c.id IN (SELECT value FROM json_each($1))",
         )
         .bind(to_json(&distinct_ids(ids.iter().copied())))
@@ -462,11 +464,12 @@ impl Backend for SqliteBackend {
         // Rows are streamed from SQLite's thread and the stream is dropped once the byte
         // budget is spent: large messages are never all read at once.
         let sql = format!(
-            "SELECT t.start_offset, t.next_offset AS end_offset, c.position, \
+            "SELECT s.start_offset, t.next_offset AS end_offset, c.position, \
                  m.log_offset, m.payload, m.stored_ms \
              FROM consumers c JOIN topics t ON t.id = c.topic_id \
+                 JOIN topic_starts s ON s.topic_id = t.id \
              LEFT JOIN {} m \
-                 ON m.log_offset >= max(coalesce($2, c.position), t.start_offset) \
+                 ON m.log_offset >= max(coalesce($2, c.position), s.start_offset) \
              WHERE c.id = $1 AND c.topic_id = $4 ORDER BY m.log_offset LIMIT $3",
             log_table(owner.topic_id)
         );
@@ -647,7 +650,7 @@ async fn write_topic_appends(
     let inserted: usize = segments.iter().map(|s| s.messages.len()).sum();
     let delete = format!(
         "DELETE FROM {table} WHERE log_offset < min( \
-             (SELECT start_offset FROM topics WHERE id = $1), \
+             (SELECT start_offset FROM topic_starts WHERE topic_id = $1), \
              (SELECT min(log_offset) FROM {table}) + $2)"
     );
     sqlx::query(AssertSqlSafe(delete))

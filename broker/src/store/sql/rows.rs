@@ -131,11 +131,13 @@ impl TopicRow {
     }
 }
 
-/// The columns of [`TopicRow`], for `SELECT` statements built with `concat!`.
+/// The columns of [`TopicRow`] and the tables they come from, for `SELECT` statements built
+/// with `concat!` (`t`: the topic, `s`: its start).
 macro_rules! topic_columns {
     () => {
-        "id, name, start_offset, next_offset, start_bytes, end_bytes, newest_ms, \
-         retention_ms, retention_bytes, created_ms"
+        "t.id, t.name, s.start_offset, t.next_offset, s.start_bytes, t.end_bytes, t.newest_ms, \
+         t.retention_ms, t.retention_bytes, t.created_ms \
+         FROM topics t JOIN topic_starts s ON s.topic_id = t.id"
     };
 }
 pub(crate) use topic_columns;

@@ -141,9 +141,11 @@ where
     async fn cursor(pool: &Pool<Self>, consumer_id: u64) -> Result<CursorRow> {
         let id = db_id(consumer_id).ok_or(StoreError::ConsumerNotFound(consumer_id))?;
         sqlx::query_as(
-            "SELECT c.id AS consumer_id, c.topic_id, c.position, t.start_offset, \
+            "SELECT c.id AS consumer_id, c.topic_id, c.position, s.start_offset, \
                  t.next_offset AS end_offset \
-             FROM consumers c JOIN topics t ON t.id = c.topic_id WHERE c.id = $1",
+             FROM consumers c JOIN topics t ON t.id = c.topic_id \
+                 JOIN topic_starts s ON s.topic_id = t.id \
+             WHERE c.id = $1",
         )
         .bind(id)
         .fetch_optional(pool)
@@ -170,7 +172,7 @@ where
     }
 
     async fn topic(pool: &Pool<Self>, name: &str) -> Result<Option<TopicRow>> {
-        let sql = concat!("SELECT ", topic_columns!(), " FROM topics WHERE name = $1");
+        let sql = concat!("SELECT ", topic_columns!(), " WHERE t.name = $1");
         Ok(sqlx::query_as(sql)
             .bind(name.to_owned())
             .fetch_optional(pool)
@@ -178,7 +180,7 @@ where
     }
 
     async fn topics(pool: &Pool<Self>) -> Result<Vec<TopicRow>> {
-        let sql = concat!("SELECT ", topic_columns!(), " FROM topics ORDER BY id");
+        let sql = concat!("SELECT ", topic_columns!(), " ORDER BY t.id");
         Ok(sqlx::query_as(sql).fetch_all(pool).await?)
     }
 
@@ -285,8 +287,8 @@ where
     ) -> Result<()> {
         let start = db_int(start)?;
         sqlx::query(
-            "UPDATE topics SET start_offset = $2, start_bytes = $3 \
-             WHERE id = $1 AND start_offset < $2",
+            "UPDATE topic_starts SET start_offset = $2, start_bytes = $3 \
+             WHERE topic_id = $1 AND start_offset < $2",
         )
         .bind(topic_id)
         .bind(start)
