@@ -112,7 +112,7 @@ def test_lost_answers_and_reordered_batches_store_each_message_once_in_order(los
 
 
 def test_max_in_flight_is_1_to_5(broker):
-    assert myqueue.PRODUCER_DEFAULTS["max_in_flight"] == 1
+    assert myqueue.PRODUCER_DEFAULTS["max_in_flight"] == 5
     for bad in (0, 6, -1):
         with pytest.raises((ValueError, OverflowError), match="max_in_flight|negative|overflow"):
             MyProducer(["t"], broker.address, max_in_flight=bad)

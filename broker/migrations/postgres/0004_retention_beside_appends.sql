@@ -4,6 +4,11 @@
 -- the offsets it hands out) for as long as its transaction runs, hundreds of milliseconds for
 -- a large group; a retention pass that moved the start on that row waited behind every group
 -- in the queue, and the store outgrew its bound while it waited. Nothing else locks a start.
+--
+-- The table is locked first: the column drop below needs this lock, and taking it only then
+-- could deadlock with an older broker's appends still running.
+LOCK TABLE topics IN ACCESS EXCLUSIVE MODE;
+
 CREATE TABLE topic_starts (
     topic_id     BIGINT PRIMARY KEY REFERENCES topics (id) ON DELETE CASCADE,
     start_offset BIGINT NOT NULL DEFAULT 0,

@@ -42,6 +42,9 @@ impl Role {
 pub struct Owner {
     pub topic_id: i64,
     pub topic: Arc<str>,
+    /// The topic's own size limit (`None`: the broker's default), as read with the owner: a
+    /// change made on another broker shows here once the entry is evicted or the topic is.
+    pub retention_bytes: Option<u64>,
 }
 
 impl Owner {

@@ -108,6 +108,18 @@ impl StoreError {
         disk.then(|| err.clone())
     }
 
+    /// A statement gave up waiting for a lock (PostgreSQL: `lock_timeout`, or chosen to end
+    /// a deadlock), so that another may go on: worth trying again later.
+    pub fn is_lock_wait_given_up(&self) -> bool {
+        match self {
+            StoreError::Unavailable(err) => err
+                .as_database_error()
+                .and_then(|db| db.code())
+                .is_some_and(|code| code == "55P03" || code == "40P01"),
+            _ => false,
+        }
+    }
+
     /// A row found no partition to go to (PostgreSQL): the partitions made ahead did not
     /// reach far enough.
     pub fn is_missing_partition(&self) -> bool {

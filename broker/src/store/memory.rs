@@ -377,6 +377,7 @@ impl Store for MemoryStore {
                 producer_id: append.producer_id,
                 messages: append.messages,
                 sequence: append.sequence,
+                chunk_bytes: None,
             }],
             TopicEnds::Locked(HashMap::from([(topic_id as i64, end)])),
             HashMap::from([(append.producer_id, sequence)]),

@@ -13,19 +13,29 @@
 //! 2. [`Reaper`], in the background: `DETACH PARTITION … CONCURRENTLY`, which waits for the
 //!    transactions that may use the topic's table without holding up new ones, then `DROP
 //!    TABLE` of the detached table, which locks only that table. A detach cut off between its
-//!    two transactions (the broker was killed) leaves the partition "pending detach": the next
-//!    try finishes it with `FINALIZE`.
+//!    two transactions (the broker was killed, or it gave up waiting) leaves the partition
+//!    "pending detach": the next try finishes it with `FINALIZE`. (PostgreSQL 14 or later.)
+//!
+//! While a detach waits it holds the topic's table in SHARE UPDATE EXCLUSIVE mode, which
+//! making a partition (`ATTACH`) needs too; so a detach gives up after [`DETACH_LOCK_TIMEOUT`]
+//! rather than hold up the next pass (or an append that makes its own partition: that one
+//! holds its topic's appends meanwhile, and waits at most this long, or until PostgreSQL's
+//! deadlock detector ends the detach).
 //!
 //! Table names are made here from numbers only (a topic id and an offset): DDL cannot take
 //! bind parameters.
 
+use super::Result;
 use super::sql::db_int;
-use super::{Result, StoreError};
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// How long a detach waits for the transactions using its topic's table before it gives up
+/// (and leaves the partition pending detach, finished by a later round).
+const DETACH_LOCK_TIMEOUT: &str = "2s";
 
 /// The topic's own table, a partition of `messages` (see migration 0002).
 fn topic_table(topic_id: i64) -> String {
@@ -94,15 +104,26 @@ pub struct Reaper {
 
 impl Reaper {
     /// The reaper's loop, to spawn; it ends once `stop` is cancelled (a detach cut off then is
-    /// finished by a later one).
-    pub fn new(pool: PgPool, stop: CancellationToken) -> (Self, impl Future<Output = ()>) {
+    /// finished by a later one). It works on a connection of its own (opened with `options`),
+    /// whose `lock_timeout` bounds every wait.
+    pub fn new(
+        options: PgConnectOptions,
+        stop: CancellationToken,
+    ) -> (Self, impl Future<Output = ()>) {
         let wake = Arc::new(Notify::new());
         let woken = wake.clone();
+        let options = options.options([("lock_timeout", DETACH_LOCK_TIMEOUT)]);
         let run = async move {
+            let mut conn: Option<PgConnection> = None;
             while stop.run_until_cancelled(woken.notified()).await.is_some() {
-                if let Some(Err(err)) = stop.run_until_cancelled(reap(&pool)).await {
+                if let Some(Err(err)) = stop.run_until_cancelled(reap(&options, &mut conn)).await {
+                    // The connection may be broken: the next round opens another.
+                    conn = None;
                     tracing::warn!(error = %err, "cannot drop emptied partitions yet; retrying after the next pass");
                 }
+            }
+            if let Some(conn) = conn {
+                let _ = conn.close().await;
             }
         };
         (Reaper { wake }, run)
@@ -114,16 +135,33 @@ impl Reaper {
     }
 }
 
-/// Detaches and drops every emptied partition, oldest first.
-async fn reap(pool: &PgPool) -> Result<()> {
+/// Detaches and drops every emptied partition, oldest first (PostgreSQL allows one pending
+/// detach per table). A topic whose partition cannot go now is left to the next round; the
+/// other topics' go on. A deleted topic's partitions go with its table (`free_topic`).
+async fn reap(options: &PgConnectOptions, conn: &mut Option<PgConnection>) -> Result<()> {
+    if conn.is_none() {
+        *conn = Some(PgConnection::connect_with(options).await?);
+    }
+    let conn = conn.as_mut().expect("connected above");
     let emptied: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT topic_id, first_offset FROM message_partitions WHERE emptied \
+        "SELECT topic_id, first_offset FROM message_partitions p WHERE emptied \
+             AND NOT EXISTS (SELECT 1 FROM dropped_topics d WHERE d.topic_id = p.topic_id) \
          ORDER BY topic_id, first_offset",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
+    let mut stuck = None;
     for (topic_id, first_offset) in emptied {
-        detach_and_drop(pool, topic_id, first_offset).await?;
+        if stuck == Some(topic_id) {
+            continue;
+        }
+        if let Err(err) = detach_and_drop(conn, topic_id, first_offset).await {
+            if !err.is_lock_wait_given_up() {
+                return Err(err);
+            }
+            tracing::debug!(topic_id, first_offset, error = %err, "a partition waits for the next round");
+            stuck = Some(topic_id);
+        }
     }
     Ok(())
 }
@@ -137,12 +175,11 @@ enum Attachment {
     Detached,
 }
 
-async fn detach_and_drop(pool: &PgPool, topic_id: i64, first_offset: i64) -> Result<()> {
+async fn detach_and_drop(conn: &mut PgConnection, topic_id: i64, first_offset: i64) -> Result<()> {
     let (parent, table) = (
         topic_table(topic_id),
         partition_table(topic_id, first_offset),
     );
-    let mut conn = pool.acquire().await?;
     let pending: Option<bool> = sqlx::query_scalar(
         "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass($1)",
     )
@@ -167,11 +204,8 @@ async fn detach_and_drop(pool: &PgPool, topic_id: i64, first_offset: i64) -> Res
         .execute(&mut *conn)
         .await?;
     }
-    let mut tx = conn.begin().await?;
     // Detached, the table is locked by nobody but a reader that began before: short waits.
-    sqlx::query("SET LOCAL lock_timeout = '2s'")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = conn.begin().await?;
     sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
         .execute(&mut *tx)
         .await?;
@@ -187,5 +221,5 @@ async fn detach_and_drop(pool: &PgPool, topic_id: i64, first_offset: i64) -> Res
         // Another broker's reaper (before a change of leader) got there first: nothing lost.
         tracing::debug!(%table, "emptied partition already forgotten");
     }
-    Ok::<_, StoreError>(())
+    Ok(())
 }

@@ -16,6 +16,9 @@ pub struct AppendJob {
     pub producer_id: u64,
     pub messages: Vec<String>,
     pub sequence: Option<u64>,
+    /// A chunk of the topic's size limit, when it has one: how much of the topic one append
+    /// group may carry (see `sql::group_share`).
+    pub chunk_bytes: Option<u64>,
 }
 
 /// Messages to insert: `messages[i]` gets offset `base_offset + i`.
@@ -336,6 +339,7 @@ mod tests {
             producer_id,
             messages: (0..n).map(|i| format!("m{i}")).collect(),
             sequence,
+            chunk_bytes: None,
         }
     }
 

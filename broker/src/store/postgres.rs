@@ -112,7 +112,7 @@ impl PostgresStore {
             stopped.run_until_cancelled(listening).await;
             listen_pool.close().await;
         });
-        let (reaper, reaping) = Reaper::new(pool.clone(), stop.clone());
+        let (reaper, reaping) = Reaper::new(options.clone(), stop.clone());
         tasks.spawn(reaping);
         let backend = PgBackend {
             pool,
@@ -375,7 +375,7 @@ impl Backend for PgBackend {
         limit: FetchLimit,
     ) -> Result<Fetched> {
         // One statement, one snapshot: the start, the end and the messages agree, and a
-        // partition that retention drops meanwhile waits for this statement to finish. The
+        // partition that retention empties meanwhile waits for this statement to finish. The
         // running sum of payload sizes stops the rows at the byte budget inside PostgreSQL
         // (octet_length reads a stored value's size without fetching it). An offset past 2^63
         // is past the end: it reads nothing and is refused below. `topic_id = $5` (the topic

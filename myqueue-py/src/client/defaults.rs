@@ -25,10 +25,9 @@ pub mod producer {
     /// How long a batch is retried before its messages are reported undeliverable.
     pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
     /// Batches per topic sent before the first is answered (at most
-    /// `myqueue_wire::PRODUCER_WINDOW`, the batches the broker recognises when resent). One
-    /// by default: with 5, a producer at full speed outruns retention on PostgreSQL and a
-    /// topic's store grows past the bound the README states (docs/DESIGN.md, trade-offs).
-    pub const MAX_IN_FLIGHT: usize = 1;
+    /// `myqueue_wire::PRODUCER_WINDOW`, the batches the broker recognises when resent), as
+    /// Kafka's idempotent producer allows.
+    pub const MAX_IN_FLIGHT: usize = 5;
     /// Largest message `send()` accepts: the broker's default limit.
     pub const MAX_MESSAGE_BYTES: usize = myqueue_wire::DEFAULT_MAX_MESSAGE_BYTES;
 }

@@ -38,7 +38,27 @@ const POSITION_GROUP_ATTEMPTS: usize = 3;
 const MAX_GROUP: usize = 1024;
 /// Message bytes per append group at most: one transaction stays far below the databases'
 /// limits on a statement's size (1 GB), however many large batches arrive at once.
-const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+const MAX_GROUP_BYTES: u64 = 64 * 1024 * 1024;
+/// A whole append group, in the units of [`group_share`].
+const GROUP_SHARES: usize = 1_000_000;
+
+/// A job's share of an append group, in millionths: its payload against [`MAX_GROUP_BYTES`]
+/// and, for a topic with a size limit, its bytes (as retention counts them) against a chunk
+/// of that limit, whichever is larger. So a group carries at most about a chunk of any topic
+/// with a size limit: retention moves a topic's start in whole chunks, and PostgreSQL's
+/// partitions span about one, so a group far larger than a chunk (`MyProducer` with five
+/// batches in flight: 16 MB) would set the steps in which the store grows and shrinks, and
+/// it would outgrow twice its limit. Topics without a size limit keep groups as large as
+/// they come, the fastest.
+fn group_share(job: &AppendJob) -> usize {
+    let payload: u64 = job.messages.iter().map(|m| m.len() as u64).sum();
+    let mut share = payload.saturating_mul(GROUP_SHARES as u64) / MAX_GROUP_BYTES;
+    if let Some(chunk) = job.chunk_bytes {
+        let counted = retention::batch_bytes(&job.messages);
+        share = share.max(counted.saturating_mul(GROUP_SHARES as u64) / chunk.max(1));
+    }
+    usize::try_from(share).unwrap_or(usize::MAX)
+}
 
 /// What one database does its own way. Inputs are validated; ids are known to exist and to
 /// belong to the topic named.
@@ -284,8 +304,8 @@ impl<B: Backend> SqlStore<B> {
         let append_limits = GroupLimits {
             name: "appends",
             requests: MAX_GROUP,
-            weight: MAX_GROUP_BYTES,
-            weigh: |job: &AppendJob| job.messages.iter().map(String::len).sum(),
+            weight: GROUP_SHARES,
+            weigh: group_share,
         };
         let write_health = Arc::new(WriteHealth::default());
         let appends = Batcher::spawn(append_limits, &tasks, stop.clone(), {
@@ -469,6 +489,10 @@ impl<B: Backend> Store for SqlStore<B> {
             return Err(StoreError::TopicNotFound(name.to_owned()));
         }
         tx.commit().await?;
+        // Its ids are read again, with the new limit (see `group_share`).
+        if let Some(topic) = B::Db::topic(self.backend.readers(), name).await? {
+            self.catalog.forget_topic(topic.id);
+        }
         self.describe(name).await
     }
 
@@ -537,12 +561,17 @@ impl<B: Backend> Store for SqlStore<B> {
         let owner = self
             .owner(Role::Producer, append.producer_id, &append.topic)
             .await?;
+        let retention = self.passes.defaults.for_topic(RetentionSettings {
+            ms: None,
+            bytes: owner.retention_bytes,
+        });
         let job = AppendJob {
             topic_id: owner.topic_id,
             topic: owner.topic,
             producer_id: append.producer_id,
             messages: append.messages,
             sequence: append.sequence,
+            chunk_bytes: retention.chunk_bytes(),
         };
         self.appends.submit(job).await
     }
@@ -590,5 +619,36 @@ impl<B: Backend> Store for SqlStore<B> {
         self.tasks.close();
         self.tasks.wait().await;
         self.backend.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(messages: usize, bytes: usize, chunk_bytes: Option<u64>) -> AppendJob {
+        AppendJob {
+            topic_id: 1,
+            topic: "t".into(),
+            producer_id: 1,
+            messages: vec!["x".repeat(bytes); messages],
+            sequence: None,
+            chunk_bytes,
+        }
+    }
+
+    #[test]
+    fn a_group_carries_about_a_chunk_of_a_topic_with_a_size_limit() {
+        // A 20 MB limit: chunks of 2.5 MB, as retention counts (payload + 64 per message).
+        let chunk = Some(2_500_000);
+        // MyProducer's batch of 512 KiB of 18-byte messages counts 29,127 × 82 bytes: about
+        // a whole group.
+        let batch = job(29_127, 18, chunk);
+        assert!((950_000..=GROUP_SHARES).contains(&group_share(&batch)));
+        // Without a size limit, the same batch is a small part of a group (64 MiB of payload).
+        let unlimited = job(29_127, 18, None);
+        assert_eq!(group_share(&unlimited), 524_286 * GROUP_SHARES / (64 << 20));
+        // A batch over the chunk still makes a group (of its own).
+        assert!(group_share(&job(100_000, 18, chunk)) > GROUP_SHARES);
     }
 }

@@ -50,6 +50,7 @@ pub fn distinct_ids(ids: impl IntoIterator<Item = u64>) -> Vec<i64> {
 pub struct OwnerRow {
     pub topic_id: i64,
     pub topic: String,
+    pub retention_bytes: Option<i64>,
 }
 
 /// A topic's id and end, as a registration reads them.
@@ -133,14 +134,14 @@ impl TopicRow {
 
 /// The columns of [`TopicRow`] and the tables they come from, for `SELECT` statements built
 /// with `concat!` (`t`: the topic, `s`: its start).
-macro_rules! topic_columns {
+macro_rules! topics_with_starts {
     () => {
         "t.id, t.name, s.start_offset, t.next_offset, s.start_bytes, t.end_bytes, t.newest_ms, \
          t.retention_ms, t.retention_bytes, t.created_ms \
          FROM topics t JOIN topic_starts s ON s.topic_id = t.id"
     };
 }
-pub(crate) use topic_columns;
+pub(crate) use topics_with_starts;
 
 /// A chunk of a topic's log (see [`Chunk`]).
 #[derive(sqlx::FromRow)]

@@ -7,7 +7,7 @@ use super::super::retention::{Chunk, RetentionChange, RetentionSettings};
 use super::super::{ConsumerStart, Result, StoreError, now_ms};
 use super::rows::{
     ChunkRow, ConsumerRow, CursorRow, OwnerRow, TopicEndRow, TopicRow, db_id, db_int, db_setting,
-    topic_columns,
+    stored_setting, topics_with_starts,
 };
 use async_trait::async_trait;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
@@ -117,19 +117,23 @@ where
         };
         let sql = match role {
             Role::Producer => {
-                "SELECT p.topic_id, t.name AS topic FROM producers p \
+                "SELECT p.topic_id, t.name AS topic, t.retention_bytes FROM producers p \
                  JOIN topics t ON t.id = p.topic_id WHERE p.id = $1"
             }
             Role::Consumer => {
-                "SELECT c.topic_id, t.name AS topic FROM consumers c \
+                "SELECT c.topic_id, t.name AS topic, t.retention_bytes FROM consumers c \
                  JOIN topics t ON t.id = c.topic_id WHERE c.id = $1"
             }
         };
         let row: Option<OwnerRow> = sqlx::query_as(sql).bind(id).fetch_optional(pool).await?;
-        Ok(row.map(|row| Owner {
-            topic_id: row.topic_id,
-            topic: row.topic.into(),
-        }))
+        row.map(|row| {
+            Ok(Owner {
+                topic_id: row.topic_id,
+                topic: row.topic.into(),
+                retention_bytes: stored_setting(row.retention_bytes)?,
+            })
+        })
+        .transpose()
     }
 
     async fn list_topics(pool: &Pool<Self>) -> Result<Vec<String>> {
@@ -172,7 +176,7 @@ where
     }
 
     async fn topic(pool: &Pool<Self>, name: &str) -> Result<Option<TopicRow>> {
-        let sql = concat!("SELECT ", topic_columns!(), " WHERE t.name = $1");
+        let sql = concat!("SELECT ", topics_with_starts!(), " WHERE t.name = $1");
         Ok(sqlx::query_as(sql)
             .bind(name.to_owned())
             .fetch_optional(pool)
@@ -180,7 +184,7 @@ where
     }
 
     async fn topics(pool: &Pool<Self>) -> Result<Vec<TopicRow>> {
-        let sql = concat!("SELECT ", topic_columns!(), " ORDER BY t.id");
+        let sql = concat!("SELECT ", topics_with_starts!(), " ORDER BY t.id");
         Ok(sqlx::query_as(sql).fetch_all(pool).await?)
     }
 
