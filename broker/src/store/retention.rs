@@ -166,10 +166,10 @@ impl Retention {
 
     /// How large a chunk grows, in bytes and in time, before the next one begins.
     fn chunk_limits(self) -> (u64, u64) {
-        let per_chunk = |limit: u64| (limit / CHUNKS_PER_RETENTION).max(1);
         (
-            self.bytes.map_or(UNLIMITED_CHUNK_BYTES, per_chunk),
-            self.ms.map_or(u64::MAX, per_chunk),
+            self.chunk_bytes().unwrap_or(UNLIMITED_CHUNK_BYTES),
+            self.ms
+                .map_or(u64::MAX, |limit| (limit / CHUNKS_PER_RETENTION).max(1)),
         )
     }
 }
