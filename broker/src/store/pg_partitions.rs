@@ -97,7 +97,6 @@ pub async fn empty_below(pool: &PgPool, topic_id: i64, start: u64) -> Result<()>
 /// Detaches and drops emptied partitions in a task of its own, woken after each retention
 /// pass this broker leads: a detach waits for the topic's transactions in flight, which must
 /// not delay the next pass.
-#[derive(Clone)]
 pub struct Reaper {
     wake: Arc<Notify>,
 }
@@ -166,15 +165,6 @@ async fn reap(options: &PgConnectOptions, conn: &mut Option<PgConnection>) -> Re
     Ok(())
 }
 
-/// Where a partition stands, read from `pg_inherits`.
-enum Attachment {
-    Attached,
-    /// A detach began and was cut off before its second transaction.
-    PendingDetach,
-    /// Detached already, or dropped with its topic.
-    Detached,
-}
-
 async fn detach_and_drop(conn: &mut PgConnection, topic_id: i64, first_offset: i64) -> Result<()> {
     let (parent, table) = (
         topic_table(topic_id),
@@ -186,17 +176,14 @@ async fn detach_and_drop(conn: &mut PgConnection, topic_id: i64, first_offset: i
     .bind(&table)
     .fetch_optional(&mut *conn)
     .await?;
-    let attachment = match pending {
-        Some(false) => Attachment::Attached,
-        Some(true) => Attachment::PendingDetach,
-        None => Attachment::Detached,
+    // Where the partition stands: attached; pending detach (a detach was cut off before its
+    // second transaction); or no longer a partition (detached already, or gone with its topic).
+    let detach = match pending {
+        Some(false) => Some("CONCURRENTLY"),
+        Some(true) => Some("FINALIZE"),
+        None => None,
     };
     // Outside a transaction block, as CONCURRENTLY and FINALIZE require.
-    let detach = match attachment {
-        Attachment::Attached => Some("CONCURRENTLY"),
-        Attachment::PendingDetach => Some("FINALIZE"),
-        Attachment::Detached => None,
-    };
     if let Some(mode) = detach {
         sqlx::raw_sql(AssertSqlSafe(format!(
             "ALTER TABLE {parent} DETACH PARTITION {table} {mode}"
