@@ -1634,6 +1634,113 @@ def test_fetch_long_poll_is_not_woken_by_another_topic(broker):
     assert body["messages"] == [] and body["end_offset"] == 0
 
 
+class Poll:
+    """A long-polling fetch in a thread of its own."""
+
+    def __init__(self, broker, **params: Any) -> None:
+        self.result: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._get, args=(broker, params), daemon=True)
+        self.thread.start()
+        time.sleep(0.5)  # let the poll start waiting
+        assert self.thread.is_alive(), self.result
+
+    def _get(self, broker, params: dict[str, Any]) -> None:
+        try:
+            self.result["resp"] = requests.get(
+                broker.url + "/consumer/fetch", params={"wait_ms": 25000, **params}, timeout=40
+            )
+        except Exception as err:  # noqa: BLE001
+            self.result["error"] = err
+
+    def answer(self) -> dict[str, Any]:
+        self.thread.join(timeout=40)
+        assert not self.thread.is_alive() and "error" not in self.result, self.result
+        return ok(self.result["resp"], "messages", "next_offset", "end_offset")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def any_store_broker(request, make_broker, tmp_path):
+    if request.param == "memory":
+        return make_broker("--store", "memory")
+    if request.param == "sqlite":
+        return make_broker("--data-dir", str(tmp_path / "data"))
+    return make_broker("--database-url", request.getfixturevalue("postgres_url"))
+
+
+def test_a_woken_long_poll_answers_as_a_read_would(any_store_broker):
+    """A fetch waiting at the end is answered with the messages that woke it (the broker
+    hands them over without reading them back): the same offsets, payloads and timestamps as
+    a read of the store, within the fetch's limits, again and again as the consumer follows."""
+    broker = any_store_broker
+    pid = register_producer(broker, "t")
+    cid = register_consumer(broker, "t")
+    ok(produce_batch(broker, "t", pid, ["a"], sequence=0), "base_offset", "count", "duplicate")
+    waiting = Poll(broker, topic="t", consumer_id=cid, offset=1, max_messages=2)
+    ok(
+        produce_batch(broker, "t", pid, ["b", "c", "d"], sequence=1),
+        "base_offset",
+        "count",
+        "duplicate",
+    )
+    woken = waiting.answer()
+    assert [(m["offset"], m["message"]) for m in woken["messages"]] == [(1, "b"), (2, "c")]
+    assert (woken["next_offset"], woken["end_offset"]) == (3, 4)
+    read = fetch(broker, "t", cid, offset=1, max_messages=2)
+    assert woken == read
+    # Following the topic: each poll waits at the end and gets the next append, in order.
+    offset = 4
+    for n in range(3):
+        waiting = Poll(broker, topic="t", consumer_id=cid, offset=offset)
+        batch = [f"m{n}-{i}" for i in range(n + 1)]
+        ok(
+            produce_batch(broker, "t", pid, batch, sequence=offset),
+            "base_offset",
+            "count",
+            "duplicate",
+        )
+        woken = waiting.answer()
+        assert [(m["offset"], m["message"]) for m in woken["messages"]] == list(
+            zip(range(offset, offset + n + 1), batch)
+        )
+        assert woken == fetch(broker, "t", cid, offset=offset)
+        offset += n + 1
+        assert woken["next_offset"] == woken["end_offset"] == offset
+    # Nothing appended: the wait ends empty, at the end.
+    body = fetch(broker, "t", cid, offset=offset, wait_ms=300)
+    assert body["messages"] == [] and body["next_offset"] == body["end_offset"] == offset
+    assert size(broker, "t", cid) == offset  # fetches never move the position
+
+
+def test_a_long_poll_at_the_end_still_checks_the_consumer(any_store_broker):
+    """The broker knows where a topic it appended to ends, and a fetch from there waits
+    without reading first; the consumer id is still checked, at once: an id of another topic
+    or an unknown one never waits for (or gets) this topic's messages."""
+    broker = any_store_broker
+    pid = register_producer(broker, "t")
+    cid = register_consumer(broker, "t")
+    create_topic(broker, "other")
+    stranger = register_consumer(broker, "other")
+    waiting = Poll(broker, topic="t", consumer_id=cid, offset=0)
+    ok(produce_batch(broker, "t", pid, ["secret"], sequence=0), "base_offset", "count", "duplicate")
+    assert [m["message"] for m in waiting.answer()["messages"]] == ["secret"]
+    wait = {"offset": 1, "wait_ms": 20000}
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": stranger, **wait}, timeout=10),
+        403,
+        "wrong_topic",
+    )
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": 999, **wait}, timeout=10),
+        404,
+        "consumer_not_found",
+    )
+    failed(
+        broker.get("/consumer/fetch", {"topic": "t", "consumer_id": cid, "offset": 2}),
+        400,
+        "offset_out_of_range",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # POST /consumer/commit
 # --------------------------------------------------------------------------------------------

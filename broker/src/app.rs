@@ -56,6 +56,11 @@ impl App {
     /// Reads like [`Store::fetch`]; when nothing is there, waits up to `wait` for an append
     /// to the topic (long poll) and reads again. Waiting costs no CPU: it sleeps on the
     /// topic's signal.
+    ///
+    /// A consumer that keeps up asks, again and again, from the offset where the topic ends.
+    /// When this broker's last append to the topic ended there (the topic's signal says so),
+    /// the fetch waits without reading first, and when woken by an append of this broker it
+    /// answers with the appended messages themselves ([`crate::store::Tail`]): no read at all.
     pub async fn fetch_waiting(
         &self,
         consumer_id: u64,
@@ -64,29 +69,60 @@ impl App {
         limit: FetchLimit,
         wait: Duration,
     ) -> Result<Fetched, StoreError> {
-        let fetched = self.store.fetch(consumer_id, topic, from, limit).await?;
-        if !fetched.messages.is_empty() || wait.is_zero() {
+        if wait.is_zero() {
+            return self.store.fetch(consumer_id, topic, from, limit).await;
+        }
+        let read = || self.store.fetch(consumer_id, topic, from, limit);
+        // A topic already waited on has its signal: subscribed before the read, an append
+        // after the read still wakes this fetch.
+        let known = self.store.signals().subscribe_existing(topic);
+        let at_end = from.filter(|&from| known.as_ref().is_some_and(|k| k.borrow().ends_at(from)));
+        let (mut appended, mut fetched) = match (known, at_end) {
+            (Some(appended), Some(_)) => {
+                self.store.check_consumer(consumer_id, topic).await?;
+                (appended, None)
+            }
+            (Some(appended), None) => (appended, Some(read().await?)),
+            (None, _) => {
+                let fetched = read().await?;
+                if !fetched.messages.is_empty() {
+                    return Ok(fetched);
+                }
+                // Subscribed only now that the consumer and topic are known to exist (a
+                // signal is kept per topic name), then read again: an append between the
+                // first read and the subscription is not missed.
+                (self.store.signals().subscribe(topic), Some(read().await?))
+            }
+        };
+        if let Some(fetched) = fetched.take_if(|f| !f.messages.is_empty()) {
             return Ok(fetched);
         }
-        // Subscribe only now that the consumer and topic are known to exist, then read again:
-        // an append between the first read and the subscription is not missed.
-        let mut appended = self.store.signals().subscribe(topic);
-        let _waiting = self.metrics.long_poll();
+        let _waiting = (self.metrics.long_poll(), self.store.signals().park(topic));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let fetched = self.store.fetch(consumer_id, topic, from, limit).await?;
-            if !fetched.messages.is_empty() {
-                return Ok(fetched);
-            }
             tokio::select! {
                 changed = appended.changed() => {
                     if changed.is_err() {
-                        return Ok(fetched);
+                        break;
                     }
+                    let tail = appended.borrow().tail.clone();
+                    if let Some(answer) = tail.zip(from).and_then(|(t, from)| t.answer(from, limit)) {
+                        return Ok(answer);
+                    }
+                    let again = read().await?;
+                    if !again.messages.is_empty() {
+                        return Ok(again);
+                    }
+                    fetched = Some(again);
                 }
-                _ = tokio::time::sleep_until(deadline) => return Ok(fetched),
-                _ = self.shutdown.cancelled() => return Ok(fetched),
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = self.shutdown.cancelled() => break,
             }
         }
+        // Nothing came. Without a read, the topic ends at `from`, as its signal said.
+        Ok(fetched.unwrap_or_else(|| {
+            let from = at_end.expect("no read only at the end");
+            Fetched::new(from, from, Vec::new(), from)
+        }))
     }
 }

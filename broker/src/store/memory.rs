@@ -435,6 +435,10 @@ impl Store for MemoryStore {
         Ok(Fetched::new(from, log.start, messages, log.end))
     }
 
+    async fn check_consumer(&self, consumer_id: u64, topic: &str) -> Result<()> {
+        self.lock().consumer(consumer_id, topic).map(|_| ())
+    }
+
     async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64> {
         self.lock()
             .move_position(consumer_id, topic, PositionOp::Seek(to))?

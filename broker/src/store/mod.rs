@@ -32,7 +32,7 @@ mod write_health;
 
 pub use error::{OpenError, StoreError};
 pub use retention::{Retention, RetentionChange, RetentionSettings};
-pub use signals::TopicSignals;
+pub use signals::{Tail, TopicSignals};
 
 use async_trait::async_trait;
 use myqueue_wire::NamedOffset;
@@ -291,6 +291,9 @@ pub trait Store: Send + Sync + 'static {
         from: Option<u64>,
         limit: FetchLimit,
     ) -> Result<Fetched>;
+
+    /// Fails as [`Store::fetch`] would when `consumer_id` is not a consumer of `topic`.
+    async fn check_consumer(&self, consumer_id: u64, topic: &str) -> Result<()>;
 
     /// Sets the consumer's position; returns it.
     async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64>;

@@ -32,7 +32,7 @@ use super::sql::{
 };
 use super::{
     Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, StoredMessage,
-    TopicSignals, now_ms, within_end,
+    TopicSignals, within_end,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -246,7 +246,12 @@ impl Backend for PgBackend {
     /// sequence numbers, or several topics, first lock their rows in id order (so brokers
     /// never deadlock) inside a transaction; their offsets are then known, so the messages go
     /// in by binary `COPY`, the cheaper way for the large groups of `MyProducer`.
-    async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>> {
+    async fn append_group(
+        &self,
+        jobs: Vec<AppendJob>,
+        stored_ms: u64,
+    ) -> Result<Vec<Result<Appended>>> {
+        let stored_ms = db_int(stored_ms)?;
         let job_topics: Vec<(i64, u64)> = jobs
             .iter()
             .map(|job| (job.topic_id, job.producer_id))
@@ -267,7 +272,8 @@ impl Backend for PgBackend {
             // Offsets are planned from 0; the statement adds the topic's end under its lock.
             let plan = plan_appends(jobs, TopicEnds::FromZero, HashMap::new());
             let mut conn = self.pool.acquire().await?;
-            let (written, outcomes) = Written::new(plan, HashMap::new(), &producer_topics)?;
+            let (written, outcomes) =
+                Written::new(plan, HashMap::new(), &producer_topics, stored_ms)?;
             let mut bases = written.execute(&mut conn).await;
             for _ in 1..PARTITION_ATTEMPTS {
                 if !missing_partition(&bases) {
@@ -301,7 +307,7 @@ impl Backend for PgBackend {
         .await?;
         let (ends, producers) = locked_state(locked)?;
         let plan = plan_appends(jobs, TopicEnds::Locked(ends.clone()), producers);
-        let (written, outcomes) = Written::new(plan, ends, &producer_topics)?;
+        let (written, outcomes) = Written::new(plan, ends, &producer_topics, stored_ms)?;
         // A failed statement would abort the transaction and its locks; the savepoint keeps
         // them while partitions are made.
         sqlx::query("SAVEPOINT write").execute(&mut *tx).await?;
@@ -549,6 +555,8 @@ struct Written {
     /// Each sequenced producer's recent batches ([`super::sequence::ProducerSequence::recent_json`]). Their
     /// offsets are final: a group with sequenced producers is always planned under lock.
     recent_batches: Vec<String>,
+    /// When the group's messages are stored (milliseconds since the Unix epoch).
+    stored_ms: i64,
 }
 
 impl Written {
@@ -557,6 +565,7 @@ impl Written {
         plan: AppendPlan,
         planned_from: HashMap<i64, u64>,
         producer_topics: &HashMap<u64, i64>,
+        stored_ms: i64,
     ) -> Result<(Self, Vec<Result<Appended>>)> {
         let start = |topic: i64| planned_from.get(&topic).copied().unwrap_or(0);
         let mut written = Written {
@@ -568,6 +577,7 @@ impl Written {
             sequences: Default::default(),
             recent_batches: Vec::new(),
             planned_from: HashMap::new(),
+            stored_ms,
         };
         for ended in &plan.topic_ends {
             written.topic_ids.push(ended.topic_id);
@@ -623,14 +633,13 @@ impl Written {
     /// topic's end (read under the row lock the statement's UPDATE takes) plus its offset in
     /// the group.
     async fn execute(&self, conn: &mut PgConnection) -> Result<HashMap<i64, u64>> {
-        let stored_ms = db_int(now_ms())?;
-        self.end_group(conn, stored_ms, true).await
+        self.end_group(conn, self.stored_ms, true).await
     }
 
     /// For a group planned under lock (its offsets are final): the messages by binary `COPY`,
     /// then the group's statement without them.
     async fn copy_and_bump(&self, conn: &mut PgConnection) -> Result<HashMap<i64, u64>> {
-        let stored_ms = db_int(now_ms())?;
+        let stored_ms = self.stored_ms;
         let payload_bytes = self.payloads.iter().map(Vec::len).sum();
         let mut rows = MessageRows::with_capacity(self.payloads.len(), payload_bytes);
         let [topic_ids, offsets, producer_ids] = &self.rows;

@@ -1,46 +1,223 @@
-//! Wake-ups for long-polling fetches: one `watch` channel per topic whose value is bumped
+//! Wake-ups for long-polling fetches: one `watch` channel per topic whose value changes
 //! whenever messages are appended to the topic (by this broker, or by another broker sharing
 //! the PostgreSQL database, through LISTEN/NOTIFY).
+//!
+//! An append group committed by this broker also hands its messages to the fetches it wakes
+//! (the topic's [`Tail`]): a consumer that waits at the end of the topic gets them without
+//! reading them back from the database, which was most of the time between a commit and the
+//! consumer's answer (a read per wake-up; on PostgreSQL, planned for each execution). Only
+//! what is committed is handed over: the tail is set after the commit.
 
+use super::plan::AppendJob;
+use super::{Appended, FetchLimit, Fetched, Result, StoredMessage};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+/// A batch larger than this is not copied for the waiters: they read it from the store. (A
+/// consumer waiting at the end of a topic is one that keeps up; its batches are small.)
+const TAIL_BATCH_BYTES: usize = 256 * 1024;
+
+/// What the last append to a topic woke its waiters with.
+#[derive(Clone, Default)]
+pub struct Wake {
+    /// The messages appended, when this broker committed them and kept a copy.
+    pub tail: Option<Arc<Tail>>,
+}
+
+/// Messages just committed to a topic: `messages[i]` has offset `base + i`, and the topic
+/// ended after them when they were committed.
+pub struct Tail {
+    pub base: u64,
+    pub messages: Vec<StoredMessage>,
+}
+
+impl Tail {
+    /// The offset after the last message.
+    pub fn end(&self) -> u64 {
+        self.base + self.messages.len() as u64
+    }
+
+    /// What a fetch from `from` within `limit` gets from these messages alone, or `None` when
+    /// `from` is not among them (the fetch reads the store instead). Like a read of the store,
+    /// it answers at least one message, then stops before the byte budget is passed.
+    pub fn answer(&self, from: u64, limit: FetchLimit) -> Option<Fetched> {
+        if from < self.base || from >= self.end() {
+            return None;
+        }
+        let unread = &self.messages[(from - self.base) as usize..];
+        let messages = limit.apply(unread.iter().cloned());
+        Some(Fetched::new(from, from, messages, self.end()))
+    }
+}
+
+impl Wake {
+    /// Whether this wake-up says the topic ends at `from`: its tail, the last append, ended
+    /// there. (A plain notification says nothing of where the topic ends.)
+    pub fn ends_at(&self, from: u64) -> bool {
+        self.tail.as_ref().is_some_and(|tail| tail.end() == from)
+    }
+}
+
+/// Copies of an append group's batches, for the topics that have waiters, kept across the
+/// commit (the batches themselves go to the store).
+pub struct GroupTails {
+    /// Per job, in order: its topic, and its messages when copied.
+    jobs: Vec<(Arc<str>, Option<Vec<String>>)>,
+}
+
+impl GroupTails {
+    pub fn keep(signals: &TopicSignals, jobs: &[AppendJob]) -> Self {
+        let jobs = jobs
+            .iter()
+            .map(|job| {
+                let small = job.messages.iter().map(String::len).sum::<usize>() <= TAIL_BATCH_BYTES;
+                let copy = (small && signals.has_waiters(&job.topic)).then(|| job.messages.clone());
+                (job.topic.clone(), copy)
+            })
+            .collect();
+        GroupTails { jobs }
+    }
+
+    /// After the commit: wakes the waiters of each topic that got messages, with them when
+    /// every batch stored in the topic was copied (and they follow each other), else to read
+    /// the store.
+    pub fn wake(self, signals: &TopicSignals, outcomes: &[Result<Appended>], stored_ms: u64) {
+        // Per topic, in the order first stored: its tail so far, `None` once one is missing.
+        let mut topics: Vec<(Arc<str>, Option<Tail>)> = Vec::new();
+        for ((topic, copy), outcome) in self.jobs.into_iter().zip(outcomes) {
+            let Ok(appended) = outcome else { continue };
+            if appended.duplicate || appended.count == 0 {
+                continue;
+            }
+            let index = match topics.iter().position(|(t, _)| *t == topic) {
+                Some(index) => index,
+                None => {
+                    let tail = Tail {
+                        base: appended.base_offset,
+                        messages: Vec::new(),
+                    };
+                    topics.push((topic, Some(tail)));
+                    topics.len() - 1
+                }
+            };
+            let slot = &mut topics[index].1;
+            match (slot.as_mut(), copy) {
+                (Some(tail), Some(copy)) if tail.end() == appended.base_offset => {
+                    let base = appended.base_offset;
+                    tail.messages
+                        .extend((base..).zip(copy).map(|(offset, payload)| StoredMessage {
+                            offset,
+                            payload,
+                            timestamp_ms: stored_ms,
+                        }));
+                }
+                _ => *slot = None,
+            }
+        }
+        for (topic, tail) in topics {
+            match tail {
+                Some(tail) => signals.appended(&topic, tail),
+                None => signals.notify(&topic),
+            }
+        }
+    }
+}
+
+/// One topic's channel, and how many fetches wait on it now.
+struct Signal {
+    sender: watch::Sender<Wake>,
+    parked: usize,
+}
 
 #[derive(Default)]
 pub struct TopicSignals {
-    topics: Mutex<HashMap<String, watch::Sender<u64>>>,
+    topics: Mutex<HashMap<String, Signal>>,
+}
+
+/// A fetch waiting on a topic ([`TopicSignals::park`]); it stops counting when dropped.
+pub struct Parked<'a> {
+    signals: &'a TopicSignals,
+    topic: String,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if let Some(signal) = self.signals.lock().get_mut(&self.topic) {
+            signal.parked = signal.parked.saturating_sub(1);
+        }
+    }
 }
 
 impl TopicSignals {
     /// A receiver that resolves `changed()` at the next append to `topic`. Subscribe
     /// *before* reading, so that an append between the read and the wait is not missed.
-    pub fn subscribe(&self, topic: &str) -> watch::Receiver<u64> {
-        let mut topics = self.topics.lock().expect("signals lock");
+    pub fn subscribe(&self, topic: &str) -> watch::Receiver<Wake> {
+        let mut topics = self.lock();
         match topics.get(topic) {
-            Some(sender) => sender.subscribe(),
+            Some(signal) => signal.sender.subscribe(),
             None => {
-                let (sender, receiver) = watch::channel(0);
-                topics.insert(topic.to_owned(), sender);
+                let (sender, receiver) = watch::channel(Wake::default());
+                topics.insert(topic.to_owned(), Signal { sender, parked: 0 });
                 receiver
             }
         }
     }
 
-    /// Wakes everything waiting on `topic`.
-    pub fn notify(&self, topic: &str) {
-        let topics = self.topics.lock().expect("signals lock");
-        if let Some(sender) = topics.get(topic) {
-            sender.send_modify(|version| *version = version.wrapping_add(1));
+    /// Like [`TopicSignals::subscribe`], for a topic that has been subscribed to before;
+    /// `None` otherwise (nothing is added for a name that may not be a topic).
+    pub fn subscribe_existing(&self, topic: &str) -> Option<watch::Receiver<Wake>> {
+        self.lock()
+            .get(topic)
+            .map(|signal| signal.sender.subscribe())
+    }
+
+    /// Counts a fetch as waiting on `topic` (subscribed to it) until the guard is dropped.
+    pub fn park(&self, topic: &str) -> Parked<'_> {
+        if let Some(signal) = self.lock().get_mut(topic) {
+            signal.parked += 1;
         }
+        Parked {
+            signals: self,
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// Whether a fetch waits on `topic` now: only then is a copy of its appends worth
+    /// keeping ([`GroupTails`]). (Producers subscribe too, for batches that arrive out of
+    /// order; they do not count.)
+    pub fn has_waiters(&self, topic: &str) -> bool {
+        self.lock()
+            .get(topic)
+            .is_some_and(|signal| signal.parked > 0)
+    }
+
+    /// Wakes everything waiting on `topic`; they read the store.
+    pub fn notify(&self, topic: &str) {
+        self.wake(topic, None);
+    }
+
+    /// Wakes everything waiting on `topic` with the messages just committed to it.
+    pub fn appended(&self, topic: &str, tail: Tail) {
+        self.wake(topic, Some(Arc::new(tail)));
     }
 
     /// Wakes every waiter, e.g. after the cross-broker notification channel reconnected and
     /// notifications may have been missed.
     pub fn notify_all(&self) {
-        let topics = self.topics.lock().expect("signals lock");
-        for sender in topics.values() {
-            sender.send_modify(|version| *version = version.wrapping_add(1));
+        for signal in self.lock().values() {
+            signal.sender.send_replace(Wake::default());
         }
+    }
+
+    fn wake(&self, topic: &str, tail: Option<Arc<Tail>>) {
+        if let Some(signal) = self.lock().get(topic) {
+            signal.sender.send_replace(Wake { tail });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Signal>> {
+        self.topics.lock().expect("signals lock")
     }
 }
 
@@ -59,5 +236,67 @@ mod tests {
         a.changed().await.unwrap();
         signals.notify_all();
         b.changed().await.unwrap();
+    }
+
+    fn tail(base: u64, payloads: &[&str]) -> Tail {
+        Tail {
+            base,
+            messages: (base..)
+                .zip(payloads)
+                .map(|(offset, payload)| StoredMessage {
+                    offset,
+                    payload: payload.to_string(),
+                    timestamp_ms: 7,
+                })
+                .collect(),
+        }
+    }
+
+    fn limit(messages: usize, bytes: usize) -> FetchLimit {
+        FetchLimit { messages, bytes }
+    }
+
+    #[test]
+    fn a_tail_answers_a_fetch_from_within_it_only() {
+        let tail = tail(10, &["a", "bb", "ccc"]);
+        assert!(tail.answer(9, limit(100, 100)).is_none(), "before it");
+        assert!(tail.answer(13, limit(100, 100)).is_none(), "at the end");
+        let got = tail.answer(11, limit(100, 100)).unwrap();
+        let offsets: Vec<u64> = got.messages.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [11, 12]);
+        assert_eq!((got.next_offset, got.end_offset, got.skipped), (13, 13, 0));
+    }
+
+    #[test]
+    fn a_tail_answers_within_the_fetch_limits() {
+        let tail = tail(0, &["a", "bb", "ccc"]);
+        let by_count = tail.answer(0, limit(2, 100)).unwrap();
+        assert_eq!(by_count.messages.len(), 2);
+        assert_eq!(by_count.next_offset, 2);
+        let by_bytes = tail.answer(0, limit(100, 3)).unwrap();
+        assert_eq!(by_bytes.messages.len(), 2, "a + bb fit in 3 bytes");
+        let first_always = tail.answer(2, limit(100, 1)).unwrap();
+        assert_eq!(
+            first_always.messages.len(),
+            1,
+            "the first message even past the budget"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_handed_the_tail_a_plain_notify_clears() {
+        let signals = TopicSignals::default();
+        let mut waiting = signals.subscribe("t");
+        assert!(!signals.has_waiters("t"), "subscribed, not yet waiting");
+        let parked = signals.park("t");
+        assert!(signals.has_waiters("t"));
+        drop(parked);
+        assert!(!signals.has_waiters("t"));
+        signals.appended("t", tail(5, &["x"]));
+        waiting.changed().await.unwrap();
+        assert_eq!(waiting.borrow().tail.as_ref().map(|t| t.base), Some(5));
+        signals.notify("t");
+        waiting.changed().await.unwrap();
+        assert!(waiting.borrow().tail.is_none());
     }
 }

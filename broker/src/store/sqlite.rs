@@ -37,17 +37,17 @@ use super::sql::{
     locked_state, pool_stats,
 };
 use super::{
-    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, TopicSignals, now_ms,
+    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, TopicSignals,
     within_end,
 };
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Sqlite, Transaction};
+use sqlx::{Arguments, AssertSqlSafe, Connection, Sqlite, Transaction};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -141,9 +141,13 @@ impl SqliteStore {
         if started.elapsed() > Duration::from_secs(1) {
             tracing::info!(elapsed = ?started.elapsed(), "SQLite schema brought up to date");
         }
+        // Neither pool pings a connection before handing it out: a local file does not go
+        // away as a server connection may, and the ping is a hand-over to SQLite's thread and
+        // back on every group commit and every read.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .after_release(|conn, _| Box::pin(replace_if_stuck_in_transaction(conn)))
@@ -161,6 +165,10 @@ impl SqliteStore {
             .map_err(OpenError::Connect)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
+            // Back to the pool at once: a reader opens no transaction, and SQLite's thread
+            // runs whatever a dropped read left queued before the next one.
+            .after_release(|_, _| Box::pin(async { Ok(true) }))
             .connect_with(
                 options
                     .clone()
@@ -282,8 +290,13 @@ fn is_missing_table(err: &sqlx::Error, topic_id: i64) -> bool {
 /// full disk or an I/O error, the ROLLBACK that sqlx then sends fails ("no transaction is
 /// active"), and sqlx still counts the transaction as open, refusing every later BEGIN on the
 /// connection: the broker would never write again, even once space is freed.
+///
+/// A committed group leaves the count at zero, and the connection goes back at once. Only
+/// after a dropped transaction is a round trip needed, so that the ROLLBACK it queued has run.
 async fn replace_if_stuck_in_transaction(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
-    // A round trip, so that the ROLLBACK queued by the dropped transaction has run.
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
     conn.ping().await?;
     if conn.is_in_transaction() {
         tracing::warn!("replacing the SQLite writer connection after a failed transaction");
@@ -367,7 +380,11 @@ impl Backend for SqliteBackend {
 
     /// One transaction, one fsync, for a whole group of appends: read the topics' ends and
     /// the sequenced producers' states, plan, write.
-    async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>> {
+    async fn append_group(
+        &self,
+        jobs: Vec<AppendJob>,
+        stored_ms: u64,
+    ) -> Result<Vec<Result<Appended>>> {
         // Id lists travel as JSON arrays, for `IN (SELECT value FROM json_each($N))`.
         let topic_ids: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
         let producer_ids = distinct_ids(
@@ -391,7 +408,7 @@ impl Backend for SqliteBackend {
         .await?;
         let (ends, producers) = locked_state(locked)?;
         let plan = plan_appends(jobs, TopicEnds::Locked(ends), producers);
-        write_appends(&mut tx, &plan).await?;
+        write_appends(&mut tx, &plan, db_int(stored_ms)?).await?;
         tx.commit().await?;
         Ok(plan.outcomes)
     }
@@ -597,8 +614,17 @@ impl SqliteBackend {
 /// up to [`DELETES_PER_APPEND`] times as many of the topic's messages below its start as the
 /// group inserts. Then, for all topics at once, their new ends, byte counts and newest times,
 /// and the producers' new sequence states.
-async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan) -> Result<()> {
-    let now = db_int(now_ms())?;
+///
+/// Each hand-over to SQLite's thread costs a wake-up on each side, and the writer's commit
+/// cycle is serial, so statements travel together: a topic's delete and small INSERT in one
+/// script, the last topic's with the updates (a group of one topic and small batches, the
+/// common case, is one script). Each script's text depends only on its topic and shape, so it
+/// is prepared once.
+async fn write_appends(
+    tx: &mut Transaction<'static, Sqlite>,
+    plan: &AppendPlan,
+    now: i64,
+) -> Result<()> {
     let mut segments_by_topic: BTreeMap<i64, Vec<&Segment>> = BTreeMap::new();
     for segment in &plan.segments {
         segments_by_topic
@@ -606,9 +632,98 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
             .or_default()
             .push(segment);
     }
-    for (topic_id, segments) in segments_by_topic {
-        write_topic_appends(tx, topic_id, &segments, now).await?;
+    let last_topic = segments_by_topic.keys().next_back().copied();
+    for (topic_id, segments) in &segments_by_topic {
+        let mut script = Script::default();
+        let large = topic_appends(&mut script, *topic_id, segments, now)?;
+        if Some(*topic_id) == last_topic {
+            update_ends(&mut script, plan, now)?;
+        }
+        script.execute(tx).await?;
+        insert_large(tx, *topic_id, &large, now).await?;
     }
+    if last_topic.is_none() {
+        // Nothing stored (every batch a retried duplicate); the producers' states still move.
+        let mut script = Script::default();
+        update_ends(&mut script, plan, now)?;
+        script.execute(tx).await?;
+    }
+    Ok(())
+}
+
+/// Statements sent to SQLite's thread at once, their arguments numbered in order.
+#[derive(Default)]
+struct Script {
+    sql: String,
+    arguments: SqliteArguments,
+}
+
+impl Script {
+    /// Binds `value`; answers its placeholder.
+    fn bind<T>(&mut self, value: T) -> Result<String>
+    where
+        T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+    {
+        self.arguments
+            .add(value)
+            .map_err(|err| StoreError::from(sqlx::Error::Encode(err)))?;
+        Ok(format!("${}", self.arguments.len()))
+    }
+
+    fn push(&mut self, statement: &str) {
+        self.sql.push_str(statement);
+        self.sql.push_str(";\n");
+    }
+
+    async fn execute(self, tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
+        sqlx::query_with(AssertSqlSafe(self.sql), self.arguments)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// One topic's part of [`write_appends`]: its retention quota, then its small segments, into
+/// `script`. Answers its large segments, for [`insert_large`].
+fn topic_appends<'a>(
+    script: &mut Script,
+    topic_id: i64,
+    segments: &[&'a Segment],
+    now: i64,
+) -> Result<Vec<&'a Segment>> {
+    let table = log_table(topic_id);
+    let inserted: usize = segments.iter().map(|s| s.messages.len()).sum();
+    let topic = script.bind(topic_id)?;
+    let quota = script.bind(db_int(inserted as u64 * DELETES_PER_APPEND)?)?;
+    script.push(&format!(
+        "DELETE FROM {table} WHERE log_offset < min( \
+             (SELECT start_offset FROM topic_starts WHERE topic_id = {topic}), \
+             (SELECT min(log_offset) FROM {table}) + {quota})"
+    ));
+    let (large, small): (Vec<&Segment>, Vec<&Segment>) = segments
+        .iter()
+        .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
+    if !small.is_empty() {
+        let rows: Vec<_> = small
+            .iter()
+            .flat_map(|s| {
+                (s.base_offset..)
+                    .zip(&s.messages)
+                    .map(|(offset, payload)| (offset, s.producer_id, payload))
+            })
+            .collect();
+        let stored = script.bind(now)?;
+        let rows = script.bind(to_json(&rows))?;
+        script.push(&format!(
+            "INSERT INTO {table} (log_offset, producer_id, stored_ms, payload) \
+             SELECT value ->> 0, value ->> 1, {stored}, value ->> 2 FROM json_each({rows})"
+        ));
+    }
+    Ok(large)
+}
+
+/// The topics' new ends, byte counts and newest times, and the producers' sequence states.
+fn update_ends(script: &mut Script, plan: &AppendPlan, now: i64) -> Result<()> {
     let ends: Vec<_> = plan
         .topic_ends
         .iter()
@@ -622,67 +737,36 @@ async fn write_appends(tx: &mut Transaction<'static, Sqlite>, plan: &AppendPlan)
             (id, s.next, last.base_offset, last.count, s.recent_json())
         })
         .collect();
-    sqlx::query(
+    let (now, ends, producers) = (
+        script.bind(now)?,
+        script.bind(to_json(&ends))?,
+        script.bind(to_json(&producers))?,
+    );
+    script.push(&format!(
         "UPDATE topics SET next_offset = u.value ->> 1, \
-             end_bytes = end_bytes + (u.value ->> 2), newest_ms = max(newest_ms, $1) \
-             FROM json_each($2) AS u WHERE topics.id = u.value ->> 0; \
-         UPDATE producers SET next_sequence = u.value ->> 1, \
+             end_bytes = end_bytes + (u.value ->> 2), newest_ms = max(newest_ms, {now}) \
+             FROM json_each({ends}) AS u WHERE topics.id = u.value ->> 0"
+    ));
+    script.push(&format!(
+        "UPDATE producers SET next_sequence = u.value ->> 1, \
              last_base_offset = u.value ->> 2, last_count = u.value ->> 3, \
              recent_batches = u.value ->> 4 \
-             FROM json_each($3) AS u WHERE producers.id = u.value ->> 0",
-    )
-    .bind(now)
-    .bind(to_json(&ends))
-    .bind(to_json(&producers))
-    .execute(&mut **tx)
-    .await?;
+             FROM json_each({producers}) AS u WHERE producers.id = u.value ->> 0"
+    ));
     Ok(())
 }
 
-/// One topic's part of [`write_appends`]: its retention quota, then its segments.
-async fn write_topic_appends(
+/// Each large segment of one topic in an INSERT of its own.
+async fn insert_large(
     tx: &mut Transaction<'static, Sqlite>,
     topic_id: i64,
-    segments: &[&Segment],
+    large: &[&Segment],
     now: i64,
 ) -> Result<()> {
-    let table = log_table(topic_id);
-    let inserted: usize = segments.iter().map(|s| s.messages.len()).sum();
-    let delete = format!(
-        "DELETE FROM {table} WHERE log_offset < min( \
-             (SELECT start_offset FROM topic_starts WHERE topic_id = $1), \
-             (SELECT min(log_offset) FROM {table}) + $2)"
-    );
-    sqlx::query(AssertSqlSafe(delete))
-        .bind(topic_id)
-        .bind(db_int(inserted as u64 * DELETES_PER_APPEND)?)
-        .execute(&mut **tx)
-        .await?;
-    let (large, small): (Vec<&Segment>, Vec<&Segment>) = segments
-        .iter()
-        .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
-    if !small.is_empty() {
-        let rows: Vec<_> = small
-            .iter()
-            .flat_map(|s| {
-                (s.base_offset..)
-                    .zip(&s.messages)
-                    .map(|(offset, payload)| (offset, s.producer_id, payload))
-            })
-            .collect();
-        let insert = format!(
-            "INSERT INTO {table} (log_offset, producer_id, stored_ms, payload) \
-             SELECT value ->> 0, value ->> 1, $1, value ->> 2 FROM json_each($2)"
-        );
-        sqlx::query(AssertSqlSafe(insert))
-            .bind(now)
-            .bind(to_json(&rows))
-            .execute(&mut **tx)
-            .await?;
-    }
     let insert = format!(
-        "INSERT INTO {table} (log_offset, producer_id, stored_ms, payload) \
-         SELECT $1 + key, $2, $3, value FROM json_each($4)"
+        "INSERT INTO {} (log_offset, producer_id, stored_ms, payload) \
+         SELECT $1 + key, $2, $3, value FROM json_each($4)",
+        log_table(topic_id)
     );
     for segment in large {
         sqlx::query(AssertSqlSafe(insert.as_str()))

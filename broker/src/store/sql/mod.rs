@@ -17,11 +17,12 @@ use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
 use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
 use super::retention::{self, Chunk, Retention, RetentionConfig};
+use super::signals::GroupTails;
 use super::write_health::WriteHealth;
 use super::{
     Append, Appended, ConsumerStart, FetchLimit, Fetched, PassReport, PoolStats, Result,
     RetentionChange, RetentionSettings, SeekTo, Store, StoreError, StoredMessage, TopicInfo,
-    TopicSignals,
+    TopicSignals, now_ms,
 };
 use async_trait::async_trait;
 use sqlx::{Database, Pool, Transaction};
@@ -77,9 +78,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A transaction that will write.
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Self::Db>>;
 
-    /// Stores a group of appends in one transaction; one answer per job, in order. Announces
-    /// the appends to other brokers, if the database is shared.
-    async fn append_group(&self, jobs: Vec<AppendJob>) -> Result<Vec<Result<Appended>>>;
+    /// Stores a group of appends in one transaction, each message with the time `stored_ms`;
+    /// one answer per job, in order. Announces the appends to other brokers, if the database
+    /// is shared.
+    async fn append_group(
+        &self,
+        jobs: Vec<AppendJob>,
+        stored_ms: u64,
+    ) -> Result<Vec<Result<Appended>>>;
 
     /// Reads the positions of consumers `ids` and their topics' ends, locked until commit.
     async fn lock_cursors(
@@ -433,7 +439,8 @@ async fn position_group<B: Backend>(
     }
 }
 
-/// One append group: commit, then wake the long polls of the topics that got messages.
+/// One append group: commit, then wake the long polls of the topics that got messages (with
+/// the messages, where they wait for them: [`GroupTails`]).
 async fn commit_appends<B: Backend>(
     backend: Arc<B>,
     signals: Arc<TopicSignals>,
@@ -441,20 +448,15 @@ async fn commit_appends<B: Backend>(
     jobs: Vec<AppendJob>,
 ) -> Vec<Result<Appended>> {
     let n = jobs.len();
-    let topics: Vec<Arc<str>> = jobs.iter().map(|job| job.topic.clone()).collect();
+    let tails = GroupTails::keep(&signals, &jobs);
+    let stored_ms = now_ms();
     let started = std::time::Instant::now();
-    let result = backend.append_group(jobs).await;
+    let result = backend.append_group(jobs, stored_ms).await;
     tracing::trace!(requests = n, elapsed = ?started.elapsed(), "append group");
     write_health.record(result.as_ref().map(|_| ()));
     match result {
         Ok(outcomes) => {
-            let appended = outcomes
-                .iter()
-                .zip(&topics)
-                .filter(|(outcome, _)| matches!(outcome, Ok(a) if !a.duplicate && a.count > 0));
-            for (_, topic) in appended {
-                signals.notify(topic);
-            }
+            tails.wake(&signals, &outcomes, stored_ms);
             outcomes
         }
         Err(err) => fail_all(n, err),
@@ -591,6 +593,12 @@ impl<B: Backend> Store for SqlStore<B> {
     ) -> Result<Fetched> {
         let owner = self.owner(Role::Consumer, consumer_id, topic).await?;
         self.backend.fetch(&owner, consumer_id, from, limit).await
+    }
+
+    async fn check_consumer(&self, consumer_id: u64, topic: &str) -> Result<()> {
+        self.owner(Role::Consumer, consumer_id, topic)
+            .await
+            .map(|_| ())
     }
 
     async fn commit(&self, consumer_id: u64, topic: &str, to: SeekTo) -> Result<u64> {

@@ -289,7 +289,12 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         if let Some(test) = &self.guard.pool.options.after_release {
             let meta = self.metadata();
             match (test)(&mut self.inner.raw, meta).await {
-                Ok(true) => (),
+                // myqueue: a hook that keeps the connection has checked it; the ping below
+                // would only delay its return to the pool by a round trip.
+                Ok(true) => {
+                    self.release();
+                    return true;
+                }
                 Ok(false) => {
                     self.close().await;
                     return false;
