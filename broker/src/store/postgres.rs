@@ -77,6 +77,45 @@ pub struct PgBackend {
     /// A reach only grows while its topic lives (partitions are dropped only below the start,
     /// and topic ids are never reused), so this is never more than the truth.
     reach: std::sync::Mutex<HashMap<i64, u64>>,
+    /// How this broker signs the appends it announces.
+    announcer: Announcer,
+}
+
+/// A broker's mark on the appends it announces (`NOTIFY` payload `<mark>/<topic>`). Its own
+/// announcements come back to its `LISTEN`; they are not wake-ups there, as the broker woke its
+/// long polls at the commit, with the messages ([`super::Tail`]). Woken again with nothing, each
+/// of them read the store after every append group.
+#[derive(Clone)]
+struct Announcer(Arc<str>);
+
+impl Announcer {
+    fn new() -> Self {
+        let mut bytes = [0u8; 8];
+        // Without randomness (it never fails on Linux), the time tells brokers apart as well.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = (now_nanos() as u64).to_le_bytes();
+        }
+        Announcer(format!("{:016x}/", u64::from_le_bytes(bytes)).into())
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The topic an announcement names, unless this broker made it. (A bare topic name comes
+    /// from a topic's deletion.)
+    fn foreign_topic<'a>(&self, payload: &'a str) -> Option<&'a str> {
+        match payload.strip_prefix(self.as_str()) {
+            Some(_) => None,
+            None => Some(payload.split_once('/').map_or(payload, |(_, topic)| topic)),
+        }
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 impl PostgresStore {
@@ -116,7 +155,8 @@ impl PostgresStore {
             .max_connections(1)
             .connect_lazy_with(options.clone());
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-        let listening = listen_for_appends(listen_pool.clone(), signals.clone());
+        let announcer = Announcer::new();
+        let listening = listen_for_appends(listen_pool.clone(), signals.clone(), announcer.clone());
         let stopped = stop.clone();
         tasks.spawn(async move {
             stopped.run_until_cancelled(listening).await;
@@ -130,13 +170,14 @@ impl PostgresStore {
             leader: tokio::sync::Mutex::new((None, false)),
             reaper,
             reach: Default::default(),
+            announcer: announcer.clone(),
         };
         Ok(SqlStore::new(backend, signals, tasks, stop, retention))
     }
 }
 
-/// Wakes this broker's long polls when any broker appends. Runs until stopped.
-async fn listen_for_appends(pool: PgPool, signals: Arc<TopicSignals>) {
+/// Wakes this broker's long polls when another broker appends. Runs until stopped.
+async fn listen_for_appends(pool: PgPool, signals: Arc<TopicSignals>, announcer: Announcer) {
     let retry = || tokio::time::sleep(Duration::from_secs(1));
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -157,7 +198,11 @@ async fn listen_for_appends(pool: PgPool, signals: Arc<TopicSignals>) {
         signals.notify_all();
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => signals.notify(notification.payload()),
+                Ok(Some(notification)) => {
+                    if let Some(topic) = announcer.foreign_topic(notification.payload()) {
+                        signals.notify(topic);
+                    }
+                }
                 Ok(None) => signals.notify_all(), // reconnects on the next call
                 Err(err) => {
                     tracing::warn!(error = %err, "lost the LISTEN connection; reconnecting");
@@ -220,7 +265,7 @@ fn group_statement(with_messages: bool) -> String {
              JOIN bumped b ON b.id = s.topic_id \
              WHERE p.id = s.id \
          ) \
-         SELECT id, base, pg_notify($13, name)::text AS notified FROM bumped"
+         SELECT id, base, pg_notify($13, $16 || name)::text AS notified FROM bumped"
     )
 }
 
@@ -300,8 +345,13 @@ impl Backend for PgBackend {
             // Offsets are planned from 0; the statement adds the topic's end under its lock.
             let plan = plan_appends(jobs, TopicEnds::FromZero, HashMap::new());
             let mut conn = self.pool.acquire().await?;
-            let (written, outcomes) =
-                Written::new(plan, HashMap::new(), &producer_topics, stored_ms)?;
+            let (written, outcomes) = Written::new(
+                plan,
+                HashMap::new(),
+                &producer_topics,
+                stored_ms,
+                self.announcer.clone(),
+            )?;
             let mut bases = written.execute(&mut conn).await;
             for _ in 1..PARTITION_ATTEMPTS {
                 if !missing_partition(&bases) {
@@ -335,7 +385,13 @@ impl Backend for PgBackend {
         .await?;
         let (ends, producers) = locked_state(locked)?;
         let plan = plan_appends(jobs, TopicEnds::Locked(ends.clone()), producers);
-        let (written, outcomes) = Written::new(plan, ends, &producer_topics, stored_ms)?;
+        let (written, outcomes) = Written::new(
+            plan,
+            ends,
+            &producer_topics,
+            stored_ms,
+            self.announcer.clone(),
+        )?;
         let bases = if self.partitions_hold(&written) {
             written.write(&mut tx).await
         } else {
@@ -599,6 +655,8 @@ struct Written {
     recent_batches: Vec<String>,
     /// When the group's messages are stored (milliseconds since the Unix epoch).
     stored_ms: i64,
+    /// How this broker signs its announcements ([`Announcer`]).
+    announcer: Announcer,
 }
 
 impl Written {
@@ -608,6 +666,7 @@ impl Written {
         planned_from: HashMap<i64, u64>,
         producer_topics: &HashMap<u64, i64>,
         stored_ms: i64,
+        announcer: Announcer,
     ) -> Result<(Self, Vec<Result<Appended>>)> {
         let start = |topic: i64| planned_from.get(&topic).copied().unwrap_or(0);
         let mut written = Written {
@@ -620,6 +679,7 @@ impl Written {
             recent_batches: Vec::new(),
             planned_from: HashMap::new(),
             stored_ms,
+            announcer,
         };
         for ended in &plan.topic_ends {
             written.topic_ids.push(ended.topic_id);
@@ -740,6 +800,7 @@ impl Written {
             .bind(APPENDS_CHANNEL)
             .bind(&self.bytes)
             .bind(&self.recent_batches)
+            .bind(self.announcer.as_str())
             .fetch_all(conn)
             .await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
@@ -773,5 +834,24 @@ impl Written {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_ignores_its_own_announcements_only() {
+        let (mine, theirs) = (Announcer::new(), Announcer::new());
+        assert_ne!(mine.as_str(), theirs.as_str());
+        assert_eq!(mine.foreign_topic(&format!("{}logs", mine.as_str())), None);
+        let other = format!("{}logs", theirs.as_str());
+        assert_eq!(mine.foreign_topic(&other), Some("logs"));
+        assert_eq!(
+            mine.foreign_topic("logs"),
+            Some("logs"),
+            "a deletion's bare name"
+        );
     }
 }

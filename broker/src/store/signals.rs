@@ -12,6 +12,7 @@ use super::plan::AppendJob;
 use super::{Appended, FetchLimit, Fetched, Result, StoredMessage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// A batch larger than this is not copied for the waiters: they read it from the store. (A
@@ -33,6 +34,28 @@ pub struct Tail {
 }
 
 impl Tail {
+    /// The batches (first offset, messages) as one run, if each was copied and they follow
+    /// each other once in offset order.
+    fn joined(mut batches: Vec<(u64, Option<Vec<String>>)>, stored_ms: u64) -> Option<Tail> {
+        batches.sort_unstable_by_key(|(base, _)| *base);
+        let mut tail = Tail {
+            base: batches.first()?.0,
+            messages: Vec::new(),
+        };
+        for (base, copy) in batches {
+            if base != tail.end() {
+                return None;
+            }
+            let stored = (base..).zip(copy?).map(|(offset, payload)| StoredMessage {
+                offset,
+                payload,
+                timestamp_ms: stored_ms,
+            });
+            tail.messages.extend(stored);
+        }
+        Some(tail)
+    }
+
     /// The offset after the last message.
     pub fn end(&self) -> u64 {
         self.base + self.messages.len() as u64
@@ -80,43 +103,25 @@ impl GroupTails {
     }
 
     /// After the commit: wakes the waiters of each topic that got messages, with them when
-    /// every batch stored in the topic was copied (and they follow each other), else to read
-    /// the store.
+    /// every batch stored in the topic was copied and together they run without a gap (a
+    /// producer's batches that arrived out of order are stored in sequence order: the
+    /// group's jobs are not), else to read the store.
     pub fn wake(self, signals: &TopicSignals, outcomes: &[Result<Appended>], stored_ms: u64) {
-        // Per topic, in the order first stored: its tail so far, `None` once one is missing.
-        let mut topics: Vec<(Arc<str>, Option<Tail>)> = Vec::new();
+        // Per topic, in the order first stored: its batches (first offset, copy).
+        let mut topics: Vec<(Arc<str>, Vec<(u64, Option<Vec<String>>)>)> = Vec::new();
         for ((topic, copy), outcome) in self.jobs.into_iter().zip(outcomes) {
             let Ok(appended) = outcome else { continue };
             if appended.duplicate || appended.count == 0 {
                 continue;
             }
-            let index = match topics.iter().position(|(t, _)| *t == topic) {
-                Some(index) => index,
-                None => {
-                    let tail = Tail {
-                        base: appended.base_offset,
-                        messages: Vec::new(),
-                    };
-                    topics.push((topic, Some(tail)));
-                    topics.len() - 1
-                }
-            };
-            let slot = &mut topics[index].1;
-            match (slot.as_mut(), copy) {
-                (Some(tail), Some(copy)) if tail.end() == appended.base_offset => {
-                    let base = appended.base_offset;
-                    tail.messages
-                        .extend((base..).zip(copy).map(|(offset, payload)| StoredMessage {
-                            offset,
-                            payload,
-                            timestamp_ms: stored_ms,
-                        }));
-                }
-                _ => *slot = None,
+            let batch = (appended.base_offset, copy);
+            match topics.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, batches)) => batches.push(batch),
+                None => topics.push((topic, vec![batch])),
             }
         }
-        for (topic, tail) in topics {
-            match tail {
+        for (topic, batches) in topics {
+            match Tail::joined(batches, stored_ms) {
                 Some(tail) => signals.appended(&topic, tail),
                 None => signals.notify(&topic),
             }
@@ -124,10 +129,16 @@ impl GroupTails {
     }
 }
 
-/// One topic's channel, and how many fetches wait on it now.
+/// A fetch that waited on a topic this recently still counts as waiting: it is on its way
+/// back with its next fetch (the answer travels, the program takes the messages), and the
+/// group committed meanwhile should be handed to it.
+const RECENTLY_WAITING: Duration = Duration::from_secs(1);
+
+/// One topic's channel, how many fetches wait on it now, and when the last one stopped.
 struct Signal {
     sender: watch::Sender<Wake>,
     parked: usize,
+    unparked: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -145,6 +156,7 @@ impl Drop for Parked<'_> {
     fn drop(&mut self) {
         if let Some(signal) = self.signals.lock().get_mut(&self.topic) {
             signal.parked = signal.parked.saturating_sub(1);
+            signal.unparked = Some(Instant::now());
         }
     }
 }
@@ -158,7 +170,12 @@ impl TopicSignals {
             Some(signal) => signal.sender.subscribe(),
             None => {
                 let (sender, receiver) = watch::channel(Wake::default());
-                topics.insert(topic.to_owned(), Signal { sender, parked: 0 });
+                let signal = Signal {
+                    sender,
+                    parked: 0,
+                    unparked: None,
+                };
+                topics.insert(topic.to_owned(), signal);
                 receiver
             }
         }
@@ -183,13 +200,16 @@ impl TopicSignals {
         }
     }
 
-    /// Whether a fetch waits on `topic` now: only then is a copy of its appends worth
-    /// keeping ([`GroupTails`]). (Producers subscribe too, for batches that arrive out of
-    /// order; they do not count.)
+    /// Whether a fetch waits on `topic` now, or did a moment ago ([`RECENTLY_WAITING`]):
+    /// only then is a copy of its appends worth keeping ([`GroupTails`]). (Producers
+    /// subscribe too, for batches that arrive out of order; they do not count.)
     pub fn has_waiters(&self, topic: &str) -> bool {
-        self.lock()
-            .get(topic)
-            .is_some_and(|signal| signal.parked > 0)
+        self.lock().get(topic).is_some_and(|signal| {
+            signal.parked > 0
+                || signal
+                    .unparked
+                    .is_some_and(|at| at.elapsed() < RECENTLY_WAITING)
+        })
     }
 
     /// Wakes everything waiting on `topic`; they read the store.
@@ -267,6 +287,30 @@ mod tests {
         assert_eq!((got.next_offset, got.end_offset, got.skipped), (13, 13, 0));
     }
 
+    fn batch(base: u64, payloads: &[&str]) -> (u64, Option<Vec<String>>) {
+        (base, Some(payloads.iter().map(|p| p.to_string()).collect()))
+    }
+
+    #[test]
+    fn batches_join_in_offset_order_without_gaps_or_missing_copies() {
+        let joined = Tail::joined(vec![batch(12, &["c"]), batch(10, &["a", "b"])], 7).unwrap();
+        let got: Vec<(u64, &str)> = joined
+            .messages
+            .iter()
+            .map(|m| (m.offset, m.payload.as_str()))
+            .collect();
+        assert_eq!(got, [(10, "a"), (11, "b"), (12, "c")]);
+        assert!(joined.messages.iter().all(|m| m.timestamp_ms == 7));
+        assert!(
+            Tail::joined(vec![batch(10, &["a"]), batch(12, &["c"])], 7).is_none(),
+            "gap"
+        );
+        assert!(
+            Tail::joined(vec![batch(10, &["a"]), (11, None)], 7).is_none(),
+            "not copied"
+        );
+    }
+
     #[test]
     fn a_tail_answers_within_the_fetch_limits() {
         let tail = tail(0, &["a", "bb", "ccc"]);
@@ -291,7 +335,7 @@ mod tests {
         let parked = signals.park("t");
         assert!(signals.has_waiters("t"));
         drop(parked);
-        assert!(!signals.has_waiters("t"));
+        assert!(signals.has_waiters("t"), "it will be back in a moment");
         signals.appended("t", tail(5, &["x"]));
         waiting.changed().await.unwrap();
         assert_eq!(waiting.borrow().tail.as_ref().map(|t| t.base), Some(5));
