@@ -36,7 +36,7 @@ pub struct Tail {
 impl Tail {
     /// The batches (first offset, messages) as one run, if each was copied and they follow
     /// each other once in offset order.
-    fn joined(mut batches: Vec<(u64, Option<Vec<String>>)>, stored_ms: u64) -> Option<Tail> {
+    fn joined(mut batches: Vec<CopiedBatch>, stored_ms: u64) -> Option<Tail> {
         batches.sort_unstable_by_key(|(base, _)| *base);
         let mut tail = Tail {
             base: batches.first()?.0,
@@ -82,6 +82,9 @@ impl Wake {
     }
 }
 
+/// A batch as stored: its first offset, and a copy of its messages when one was kept.
+type CopiedBatch = (u64, Option<Vec<String>>);
+
 /// Copies of an append group's batches, for the topics that have waiters, kept across the
 /// commit (the batches themselves go to the store).
 pub struct GroupTails {
@@ -108,7 +111,7 @@ impl GroupTails {
     /// group's jobs are not), else to read the store.
     pub fn wake(self, signals: &TopicSignals, outcomes: &[Result<Appended>], stored_ms: u64) {
         // Per topic, in the order first stored: its batches (first offset, copy).
-        let mut topics: Vec<(Arc<str>, Vec<(u64, Option<Vec<String>>)>)> = Vec::new();
+        let mut topics: Vec<(Arc<str>, Vec<CopiedBatch>)> = Vec::new();
         for ((topic, copy), outcome) in self.jobs.into_iter().zip(outcomes) {
             let Ok(appended) = outcome else { continue };
             if appended.duplicate || appended.count == 0 {
@@ -287,7 +290,7 @@ mod tests {
         assert_eq!((got.next_offset, got.end_offset, got.skipped), (13, 13, 0));
     }
 
-    fn batch(base: u64, payloads: &[&str]) -> (u64, Option<Vec<String>>) {
+    fn batch(base: u64, payloads: &[&str]) -> CopiedBatch {
         (base, Some(payloads.iter().map(|p| p.to_string()).collect()))
     }
 
