@@ -121,6 +121,8 @@ class Broker:
     args: list = field(default_factory=list)
     # Options beyond the store's, e.g. ["--retention-bytes", "64MB"].
     extra_args: list = field(default_factory=list)
+    # The build to run (another than this checkout's, for an A/B).
+    binary: Path = BROKER
 
     def __enter__(self) -> Self:
         if self.store == "postgres":
@@ -133,7 +135,7 @@ class Broker:
         env = dict(os.environ, MYQUEUE_LOG="warn")
         env.pop("DATABASE_URL", None)
         self.proc = subprocess.Popen(
-            [str(BROKER), "--listen", "127.0.0.1:0", *self.args, *self.extra_args],
+            [str(self.binary), "--listen", "127.0.0.1:0", *self.args, *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
