@@ -50,6 +50,9 @@ const APPENDS_CHANNEL: &str = "myqueue_appends";
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// PostgreSQL's `statement_timeout` for the broker's connections.
 const STATEMENT_TIMEOUT: &str = "30s";
+/// Connections of the append groups' pool: groups commit one at a time (the batcher), and a
+/// second connection stands by while the first is dropped after an error.
+const APPEND_CONNECTIONS: u32 = 2;
 /// The advisory lock whose holder runs the retention pass ("myqueue" and 1).
 const RETENTION_LOCK: i64 = 0x6d79_7175_6575_6501;
 /// Attempts of an append group that found no partition for its rows.
@@ -66,6 +69,8 @@ pub type PostgresStore = SqlStore<PgBackend>;
 /// PostgreSQL's statements.
 pub struct PgBackend {
     pool: PgPool,
+    /// The append groups' connections, whose plans are generic: see [`append_pool`].
+    appends: PgPool,
     /// How to open the connection that holds the retention lock.
     options: PgConnectOptions,
     /// That connection, and whether it holds the lock.
@@ -166,6 +171,7 @@ impl PostgresStore {
         tasks.spawn(reaping);
         let backend = PgBackend {
             pool,
+            appends: append_pool(&options),
             options,
             leader: tokio::sync::Mutex::new((None, false)),
             reaper,
@@ -174,6 +180,23 @@ impl PostgresStore {
         };
         Ok(SqlStore::new(backend, signals, tasks, stop, retention))
     }
+}
+
+/// The append groups' pool. Their statements (the row locks, the group statement, `COPY`)
+/// name the partitioned `messages` table only as an `INSERT`'s target, whose partitions are
+/// opened as rows are routed, never planned or locked ahead: a generic plan serves every
+/// group, where a custom one cost 0.16-0.23 ms of planning per group (docs/BENCHMARKS.md,
+/// "Issue 13: latency"). Connected on first use, like the statements it serves.
+fn append_pool(options: &PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(APPEND_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .connect_lazy_with(
+            options
+                .clone()
+                .options([("plan_cache_mode", "force_generic_plan")]),
+        )
 }
 
 /// Wakes this broker's long polls when another broker appends. Runs until stopped.
@@ -307,7 +330,10 @@ impl Backend for PgBackend {
     }
 
     fn pools(&self) -> Vec<PoolStats> {
-        vec![pool_stats("main", &self.pool)]
+        vec![
+            pool_stats("main", &self.pool),
+            pool_stats("appends", &self.appends),
+        ]
     }
 
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
@@ -344,7 +370,7 @@ impl Backend for PgBackend {
         if sequenced.is_empty() && topics.len() == 1 {
             // Offsets are planned from 0; the statement adds the topic's end under its lock.
             let plan = plan_appends(jobs, TopicEnds::FromZero, HashMap::new());
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.appends.acquire().await?;
             let (written, outcomes) = Written::new(
                 plan,
                 HashMap::new(),
@@ -362,7 +388,7 @@ impl Backend for PgBackend {
             }
             return Ok(written.place(outcomes, &bases?, &job_topics));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.appends.begin().await?;
         // One statement locks the producers, then the topics (the UNION's branches run in
         // order), each in id order: every broker takes locks in the same order.
         let locked: Vec<LockedRow> = sqlx::query_as(
@@ -622,6 +648,7 @@ impl Backend for PgBackend {
     }
 
     async fn close(&self) {
+        self.appends.close().await;
         if let Some(conn) = self.leader.lock().await.0.take() {
             let _ = conn.close().await;
         }
