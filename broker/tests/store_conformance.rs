@@ -1619,6 +1619,8 @@ async fn check_migrated(store: &dyn Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_a_data_directory_from_before_retention_is_migrated() {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+    // Before this process's first SQLite connection, which may be this one.
+    broker::store::sqlite_config::configure_once();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("myqueue.sqlite3");
     let options = SqliteConnectOptions::new()
@@ -1661,6 +1663,8 @@ async fn sqlite_a_data_directory_from_before_retention_is_migrated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_one_messages_table_is_split_into_a_table_per_topic() {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+    // Before this process's first SQLite connection, which may be this one.
+    broker::store::sqlite_config::configure_once();
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteConnectOptions::new()
         .filename(dir.path().join("myqueue.sqlite3"))

@@ -28,6 +28,7 @@ mod sequence;
 mod signals;
 pub mod sql;
 pub mod sqlite;
+pub mod sqlite_config;
 mod write_health;
 
 pub use error::{OpenError, StoreError};

@@ -110,6 +110,7 @@ impl SqliteStore {
             path: data_dir.to_owned(),
             source,
         })?;
+        super::sqlite_config::configure_once();
         // Before the database is touched: a second broker must not even run migrations.
         let lock = DirLock::acquire(data_dir)?;
         let options = SqliteConnectOptions::new()
