@@ -42,6 +42,7 @@ use super::{
 };
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -380,7 +381,10 @@ impl Backend for SqliteBackend {
     }
 
     /// One transaction, one fsync, for a whole group of appends: read the topics' ends and
-    /// the sequenced producers' states, plan, write.
+    /// the sequenced producers' states, plan, write. The transaction opens with the read and
+    /// commits with the last write (two hand-overs to SQLite's thread, not four: at a message
+    /// at a time each is a tenth of a millisecond or more), so sqlx does not track it:
+    /// [`GroupConnection`] closes the connection if the group stops before its COMMIT.
     async fn append_group(
         &self,
         jobs: Vec<AppendJob>,
@@ -393,9 +397,12 @@ impl Backend for SqliteBackend {
                 .filter(|job| job.sequence.is_some())
                 .map(|job| job.producer_id),
         );
-        let mut tx = self.begin_write().await?;
+        let mut group = GroupConnection::acquire(&self.writer).await?;
+        self.written.store(true, Ordering::Relaxed);
+        // `BEGIN IMMEDIATE` takes the write lock before the read (see `begin_write`).
         let locked: Vec<LockedRow> = sqlx::query_as(
-            "SELECT 'topic' AS kind, id, next_offset AS next, 0 AS last_base_offset, \
+            "BEGIN IMMEDIATE; \
+             SELECT 'topic' AS kind, id, next_offset AS next, 0 AS last_base_offset, \
                  0 AS last_count, '' AS recent_batches \
                  FROM topics WHERE id IN (SELECT value FROM json_each($1)) \
              UNION ALL \
@@ -405,12 +412,12 @@ impl Backend for SqliteBackend {
         )
         .bind(to_json(&topic_ids))
         .bind(to_json(&producer_ids))
-        .fetch_all(&mut *tx)
+        .fetch_all(group.connection())
         .await?;
         let (ends, producers) = locked_state(locked)?;
         let plan = plan_appends(jobs, TopicEnds::Locked(ends), producers);
-        write_appends(&mut tx, &plan, db_int(stored_ms)?).await?;
-        tx.commit().await?;
+        write_appends_and_commit(group.connection(), &plan, db_int(stored_ms)?).await?;
+        group.committed();
         Ok(plan.outcomes)
     }
 
@@ -609,20 +616,20 @@ impl SqliteBackend {
     }
 }
 
-/// Writes a planned append group. Per topic, into its table: small segments' messages in one
-/// INSERT with a JSON row per message, each large segment in an INSERT of its own over a JSON
-/// array of its payloads (parsed once; a row per message would repeat its ids), after deleting
-/// up to [`DELETES_PER_APPEND`] times as many of the topic's messages below its start as the
-/// group inserts. Then, for all topics at once, their new ends, byte counts and newest times,
-/// and the producers' new sequence states.
+/// Writes a planned append group and commits it. Per topic, into its table: small segments'
+/// messages in one INSERT with a JSON row per message, each large segment in an INSERT of its
+/// own over a JSON array of its payloads (parsed once; a row per message would repeat its
+/// ids), after deleting up to [`DELETES_PER_APPEND`] times as many of the topic's messages
+/// below its start as the group inserts. Then, for all topics at once, their new ends, byte
+/// counts and newest times, and the producers' new sequence states; then `COMMIT`.
 ///
 /// Each hand-over to SQLite's thread costs a wake-up on each side, and the writer's commit
 /// cycle is serial, so statements travel together: a topic's delete and small INSERT in one
-/// script, the last topic's with the updates (a group of one topic and small batches, the
-/// common case, is one script). Each script's text depends only on its topic and shape, so it
-/// is prepared once.
-async fn write_appends(
-    tx: &mut Transaction<'static, Sqlite>,
+/// script, the last topic's with the updates and the COMMIT (a group of one topic and small
+/// batches, the common case, is one script). Each script's text depends only on its topic and
+/// shape, so it is prepared once.
+async fn write_appends_and_commit(
+    conn: &mut SqliteConnection,
     plan: &AppendPlan,
     now: i64,
 ) -> Result<()> {
@@ -634,22 +641,25 @@ async fn write_appends(
             .push(segment);
     }
     let last_topic = segments_by_topic.keys().next_back().copied();
+    // The script that the COMMIT can ride with: the last one, unless large INSERTs follow it.
+    let mut last = Script::default();
     for (topic_id, segments) in &segments_by_topic {
-        let mut script = Script::default();
-        let large = topic_appends(&mut script, *topic_id, segments, now)?;
+        last.execute_if_any(conn).await?;
+        let large = topic_appends(&mut last, *topic_id, segments, now)?;
         if Some(*topic_id) == last_topic {
-            update_ends(&mut script, plan, now)?;
+            update_ends(&mut last, plan, now)?;
         }
-        script.execute(tx).await?;
-        insert_large(tx, *topic_id, &large, now).await?;
+        if !large.is_empty() {
+            std::mem::take(&mut last).execute_if_any(conn).await?;
+            insert_large(conn, *topic_id, &large, now).await?;
+        }
     }
     if last_topic.is_none() {
         // Nothing stored (every batch a retried duplicate); the producers' states still move.
-        let mut script = Script::default();
-        update_ends(&mut script, plan, now)?;
-        script.execute(tx).await?;
+        update_ends(&mut last, plan, now)?;
     }
-    Ok(())
+    last.push("COMMIT");
+    last.execute_if_any(conn).await
 }
 
 /// Statements sent to SQLite's thread at once, their arguments numbered in order.
@@ -676,10 +686,14 @@ impl Script {
         self.sql.push_str(";\n");
     }
 
-    async fn execute(self, tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
-        sqlx::query_with(AssertSqlSafe(self.sql), self.arguments)
-            .execute(&mut **tx)
-            .await?;
+    /// Runs the statements, if there are any, and leaves the script empty.
+    async fn execute_if_any(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        let Script { sql, arguments } = std::mem::take(self);
+        if !sql.is_empty() {
+            sqlx::query_with(AssertSqlSafe(sql), arguments)
+                .execute(conn)
+                .await?;
+        }
         Ok(())
     }
 }
@@ -759,7 +773,7 @@ fn update_ends(script: &mut Script, plan: &AppendPlan, now: i64) -> Result<()> {
 
 /// Each large segment of one topic in an INSERT of its own.
 async fn insert_large(
-    tx: &mut Transaction<'static, Sqlite>,
+    conn: &mut SqliteConnection,
     topic_id: i64,
     large: &[&Segment],
     now: i64,
@@ -775,10 +789,45 @@ async fn insert_large(
             .bind(db_int(segment.producer_id)?)
             .bind(now)
             .bind(to_json(&segment.messages))
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
     }
     Ok(())
+}
+
+/// The writer connection of one append group, whose transaction sqlx does not count (it is
+/// opened and committed by the group's own statements). A group that stops before its COMMIT
+/// (an error, a panic) closes the connection instead of handing it back with the transaction
+/// open: closing rolls it back, and the pool opens a fresh one for the next group.
+struct GroupConnection {
+    conn: PoolConnection<Sqlite>,
+    committed: bool,
+}
+
+impl GroupConnection {
+    async fn acquire(pool: &SqlitePool) -> sqlx::Result<Self> {
+        Ok(GroupConnection {
+            conn: pool.acquire().await?,
+            committed: false,
+        })
+    }
+
+    fn connection(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+
+    /// The COMMIT ran: the connection goes back to the pool.
+    fn committed(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for GroupConnection {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 #[cfg(test)]
