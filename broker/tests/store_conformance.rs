@@ -1778,3 +1778,57 @@ async fn postgres_a_database_from_before_retention_is_migrated_into_partitions()
             .unwrap();
     assert!(leaves >= 1);
 }
+
+/// An append group's transaction is opened and committed by its own statements (sqlx does not
+/// count it): one that fails midway must be rolled back, and the writer must go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_failed_append_group_is_rolled_back_and_the_writer_goes_on() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    broker::store::sqlite_config::configure_once();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), manual_passes())
+        .await
+        .unwrap();
+    let producer = store.register_producer("t").await.unwrap();
+    let first = store
+        .append(append(producer, "t", &["m0", "m1"], Some(0)))
+        .await
+        .unwrap();
+    assert_eq!(first.base_offset, 0);
+
+    // A trigger fails the group's last statements, after its INSERT has run.
+    let raw = SqlitePool::connect_with(
+        SqliteConnectOptions::new().filename(dir.path().join("myqueue.sqlite3")),
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER fail_appends BEFORE UPDATE ON topics \
+         BEGIN SELECT RAISE(ABORT, 'injected'); END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let failed = store
+        .append(append(producer, "t", &["lost"], Some(2)))
+        .await;
+    assert!(
+        matches!(&failed, Err(err) if err.to_string().contains("injected")),
+        "the injected failure reaches the caller: {failed:?}"
+    );
+    sqlx::query("DROP TRIGGER fail_appends")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+
+    // Offset 2 is free again (a row left there would be a conflict) and the writer works.
+    let next = store
+        .append(append(producer, "t", &["m2"], Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(next.base_offset, 2);
+    let consumer = store.register_consumer("t", None, Beginning).await.unwrap();
+    assert_eq!(consume_all(&store, consumer, "t").await, ["m0", "m1", "m2"]);
+    store.close().await;
+}
