@@ -107,26 +107,36 @@ impl Harness {
                     path.join("myqueue.sqlite3").display()
                 );
                 let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                // A table per topic, `messages_{id}`: every topic's (of that name, if given).
-                let tables: Vec<String> = sqlx::query_scalar(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' \
-                     AND name GLOB 'messages_[0-9]*' AND ($1 IS NULL OR name = \
-                         'messages_' || (SELECT id FROM topics WHERE name = $1))",
+                // Segment tables, `messages_{id}_{first offset}`: every topic's (of that name,
+                // if given), in order, with the offsets they may hold as (first, next first).
+                let tables: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT name, CAST(substr(name, instr(substr(name, 10), '_') + 10) AS INTEGER) \
+                         AS first, CAST(substr(name, 10, instr(substr(name, 10), '_') - 1) \
+                         AS INTEGER) AS topic_id \
+                     FROM sqlite_master WHERE type = 'table' AND name GLOB 'messages_*_*' \
+                     AND ($1 IS NULL OR topic_id = (SELECT id FROM topics WHERE name = $1)) \
+                     ORDER BY topic_id, first",
                 )
                 .bind(topic)
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
                 let mut rows = 0;
-                for table in tables {
+                let mut segments = Vec::new();
+                for (i, (table, first, topic_id)) in tables.iter().enumerate() {
                     let sql = format!("SELECT count(*) FROM {table}");
                     let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                         .fetch_one(&mut conn)
                         .await
                         .unwrap();
                     rows += count;
+                    let next = tables
+                        .get(i + 1)
+                        .filter(|(_, _, topic)| topic == topic_id)
+                        .map_or(i64::MAX, |(_, first, _)| *first);
+                    segments.push((*first, next));
                 }
-                Some((rows, Vec::new()))
+                Some((rows, segments))
             }
             Reopen::Postgres(options) => {
                 let mut conn = PgConnection::connect_with(options).await.unwrap();
@@ -961,6 +971,65 @@ async fn retention_by_size_removes_the_oldest_chunks_and_keeps_the_limit(h: Harn
     assert_eq!(describe(s, "t").await.start_offset, 20);
 }
 
+/// Reads that span many chunks (SQLite keeps about a chunk per table, PostgreSQL per
+/// partition) get every message kept once, in order, wherever they begin and whatever their
+/// limit; before and after a restart, while retention drops the oldest.
+async fn reads_across_chunks_get_every_message_in_order(mut h: Harness) {
+    // Chunks of 1,000 bytes (ten unit messages); 200 messages in batches of 7.
+    h.store.create_topic("t", by_bytes(8000)).await.unwrap();
+    let p = fill_with_passes(&*h.store, "t", 20, 7).await;
+    h.store
+        .append(append(p, "t", &unit_messages(140, 60), None))
+        .await
+        .unwrap();
+    h.store.retention_pass(now()).await.unwrap();
+    for restarted in [false, true] {
+        if restarted && !h.restart().await {
+            return;
+        }
+        let s = &*h.store;
+        let info = describe(s, "t").await;
+        assert_eq!(info.end_offset, 200);
+        assert!(info.start_offset > 0, "retention dropped the oldest");
+        let (start, end) = (info.start_offset as usize, 200);
+        let c = s.register_consumer("t", None, Beginning).await.unwrap();
+        for limit in [1, 3, 11, 1000] {
+            let mut from = 0;
+            let mut read = Vec::new();
+            while from < end as u64 {
+                let fetched = s.fetch(c, "t", Some(from), messages(limit)).await.unwrap();
+                assert!(!fetched.messages.is_empty(), "from {from}, limit {limit}");
+                assert!(fetched.messages.len() <= limit);
+                assert_eq!(fetched.skipped, (start as u64).saturating_sub(from));
+                read.extend(
+                    fetched
+                        .messages
+                        .iter()
+                        .map(|m| (m.offset, m.payload.clone())),
+                );
+                from = fetched.next_offset;
+            }
+            let expected: Vec<(u64, String)> = (start as u64..)
+                .zip(unit_messages(start, end - start))
+                .collect();
+            assert_eq!(read, expected, "limit {limit}");
+        }
+        // From the consumer's position, one message at a time.
+        assert_eq!(
+            consume_all(s, c, "t").await,
+            unit_messages(start, end - start)
+        );
+        if let Some((rows, segments)) = h.stored(Some("t")).await {
+            assert!(rows >= (end - start) as i64);
+            assert!(segments.len() > 2, "{segments:?}");
+            assert!(
+                segments.iter().all(|&(_, next)| next > start as i64),
+                "{start} {segments:?}"
+            );
+        }
+    }
+}
+
 async fn retention_by_age_removes_expired_chunks_even_the_newest(h: Harness) {
     let s = &*h.store;
     // Chunks of 10 ms at most (an eighth of 80 ms).
@@ -1529,6 +1598,7 @@ conformance!(
     an_append_wakes_waiters_on_its_topic,
     empty_and_unicode_messages_are_kept_exactly,
     retention_by_size_removes_the_oldest_chunks_and_keeps_the_limit,
+    reads_across_chunks_get_every_message_in_order,
     retention_by_age_removes_expired_chunks_even_the_newest,
     positions_before_the_start_continue_from_the_start,
     registration_starts_on_a_retained_topic,
@@ -1724,9 +1794,9 @@ async fn sqlite_one_messages_table_is_split_into_a_table_per_topic() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(tables, ["messages_1", "messages_2"]);
+    assert_eq!(tables, ["messages_1_0", "messages_2_0"]);
     let below_start: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages_1 WHERE log_offset < 1")
+        sqlx::query_scalar("SELECT count(*) FROM messages_1_0 WHERE log_offset < 1")
             .fetch_one(&pool)
             .await
             .unwrap();

@@ -29,6 +29,7 @@ mod signals;
 pub mod sql;
 pub mod sqlite;
 pub mod sqlite_config;
+mod sqlite_segments;
 mod write_health;
 
 pub use error::{OpenError, StoreError};

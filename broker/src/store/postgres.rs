@@ -25,7 +25,7 @@ use super::catalog::Owner;
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::pg_partitions::{Reaper, empty_below};
 use super::plan::{AppendJob, AppendPlan, TopicEnds, plan_appends};
-use super::retention::{Chunk, RetentionConfig, partition_span, partitions_wanted_to};
+use super::retention::{Chunk, Log, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
     Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
     locked_state, pool_stats,
@@ -617,7 +617,7 @@ impl Backend for PgBackend {
 
     /// Makes partitions so that each topic's reach a few partitions past its end, each about
     /// as long as its last closed chunk.
-    async fn prepare_appends(&self, topics: &[(i64, u64, Vec<Chunk>)]) -> Result<()> {
+    async fn prepare_appends(&self, topics: &[(i64, Log, Vec<Chunk>)]) -> Result<()> {
         let reaches: Vec<PartitionReach> = sqlx::query_as(
             "SELECT topic_id, max(end_offset) AS reached, \
                  (array_agg(end_offset - first_offset ORDER BY first_offset DESC))[1] AS last_span \
@@ -627,12 +627,12 @@ impl Backend for PgBackend {
         .await?;
         let reaches: HashMap<i64, PartitionReach> =
             reaches.into_iter().map(|r| (r.topic_id, r)).collect();
-        for (topic_id, end, chunks) in topics {
+        for (topic_id, log, chunks) in topics {
             let Some(reach) = reaches.get(topic_id) else {
                 continue;
             };
             let span = partition_span(chunks, reach.last_span);
-            let wanted = partitions_wanted_to(*end, span, !chunks.is_empty());
+            let wanted = partitions_wanted_to(log.end, span, !chunks.is_empty());
             if reach.reached < wanted {
                 sqlx::query("SELECT myqueue_cover_partitions($1, $2, $3)")
                     .bind(topic_id)

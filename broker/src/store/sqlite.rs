@@ -10,35 +10,36 @@
 //! statement's text is fixed (per topic, for those that name a topic's table), prepared once,
 //! whatever the size of the group.
 //!
-//! Each topic's messages live in a table of their own, `messages_{topic id}`, keyed by offset
-//! as its `INTEGER PRIMARY KEY`: the offset is the row id, so a message is one entry of one
-//! b-tree (no separate index to keep), and the messages below a start are a range of row ids.
-//! The table is made in the transaction that makes the topic. (One `messages` table for all
+//! Each topic's messages live in tables of their own, one per range of offsets
+//! (`messages_{topic id}_{first offset}`, see [`super::sqlite_segments`]), keyed by offset as
+//! their `INTEGER PRIMARY KEY`: the offset is the row id, so a message is one entry of one
+//! b-tree (no separate index to keep). The first segment is made in the transaction that
+//! makes the topic; the retention pass makes the next ones. (One `messages` table for all
 //! topics, keyed by (topic, offset), cost an index entry per message on every insert and every
 //! delete: retention then took a third of the writer's time. An older data directory is moved
-//! to tables per topic once, at start: [`split_messages_by_topic`].)
+//! to tables per topic once, at start: [`split_messages_by_topic`], and a table per topic
+//! becomes that topic's first segment: [`name_tables_as_segments`].)
 //!
-//! Retention frees messages by DELETE, in bounded steps so that appends are never held up for
-//! long: each append group also deletes, in its own transaction, up to twice as many of its
-//! topics' messages below their start as it inserts (so the one writer frees at least as fast
-//! as it appends, whatever the rate), and each retention pass deletes up to
-//! [`DELETES_PER_PASS`] batches of [`DELETE_BATCH`] rows, each its own transaction (for topics
-//! no longer written to). A deleted topic's table is emptied the same way, then dropped.
-//! Freed pages are reused by later appends; beyond a slack, incremental auto-vacuum gives them
-//! back to the file system, and the WAL is truncated after checkpoints: the files stop growing
-//! under steady load.
+//! Retention frees messages by dropping the segments that lie wholly below a topic's start,
+//! each in a write of its own. A deleted topic's segments are dropped the same way. Freed
+//! pages are reused by later appends; beyond a slack, incremental auto-vacuum gives them back
+//! to the file system, and the WAL is truncated after checkpoints: the files stop growing under
+//! steady load.
 
 use super::catalog::Owner;
 use super::dir_lock::DirLock;
 use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
-use super::retention::RetentionConfig;
+use super::retention::{Chunk, Log, RetentionConfig};
 use super::sql::{
     Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
-    locked_state, pool_stats,
+    locked_state, pool_stats, stored_u64,
+};
+use super::sqlite_segments::{
+    SegmentTable, SegmentTables, parse_segment_table, segment_table, should_close, wholly_below,
 };
 use super::{
-    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, TopicSignals,
-    within_end,
+    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, StoredMessage,
+    TopicSignals, within_end,
 };
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -75,13 +76,9 @@ const STATEMENT_CACHE: usize = 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// The WAL is truncated to this size when a checkpoint lets it start over.
 const WAL_SIZE_LIMIT: &str = "67108864";
-/// Rows one retention DELETE removes at most: a few milliseconds of the writer's time.
-const DELETE_BATCH: i64 = 20_000;
-/// DELETEs one retention pass runs at most per topic; the rest waits for the next pass (and
-/// the topic's appends), so passes stay frequent.
-const DELETES_PER_PASS: usize = 5;
-/// An append group deletes this many times the messages it inserts (below the start).
-const DELETES_PER_APPEND: u64 = 2;
+/// Tries of a fetch whose segments are dropped under it (retention moved the start past
+/// them, or the topic was deleted) before it answers that the consumer is gone.
+const FETCH_TRIES: usize = 5;
 /// Free pages kept for reuse, at least (16 MiB of 4 KiB pages), beyond which incremental
 /// vacuum gives them back; also a quarter of the file.
 const FREE_PAGES_KEPT: i64 = 4096;
@@ -100,6 +97,8 @@ pub struct SqliteBackend {
     written: Arc<AtomicBool>,
     /// Held until the store closes: no second broker opens this directory meanwhile.
     lock: std::sync::Mutex<Option<DirLock>>,
+    /// Every topic's segment tables, changed only while holding the writer connection.
+    segments: SegmentTables,
 }
 
 impl SqliteStore {
@@ -136,7 +135,13 @@ impl SqliteStore {
             .map_err(OpenError::Connect)?;
         let migrator = sqlx::migrate!("./migrations/sqlite");
         migrator.run(&migrating).await.map_err(OpenError::Migrate)?;
+        name_tables_as_segments(&migrating)
+            .await
+            .map_err(OpenError::SplitByTopic)?;
         split_messages_by_topic(&migrating)
+            .await
+            .map_err(OpenError::SplitByTopic)?;
+        let segments = list_segments(&migrating)
             .await
             .map_err(OpenError::SplitByTopic)?;
         migrating.close().await;
@@ -194,6 +199,7 @@ impl SqliteStore {
             readers,
             written,
             lock: std::sync::Mutex::new(Some(lock)),
+            segments,
         };
         Ok(SqlStore::new(
             backend,
@@ -205,21 +211,19 @@ impl SqliteStore {
     }
 }
 
-/// The table of topic `topic_id`'s messages. (A table's name cannot be a bound parameter;
-/// this one is made of a number only.)
-fn log_table(topic_id: i64) -> String {
-    format!("messages_{topic_id}")
-}
-
-/// Makes topic `topic_id`'s table, unless it exists.
-async fn create_log_table(conn: &mut SqliteConnection, topic_id: i64) -> sqlx::Result<()> {
+/// Makes topic `topic_id`'s segment from offset `first` on, unless it exists.
+async fn create_segment_table(
+    conn: &mut SqliteConnection,
+    topic_id: i64,
+    first: u64,
+) -> sqlx::Result<()> {
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} (\
              log_offset  INTEGER PRIMARY KEY, \
              producer_id INTEGER NOT NULL, \
              stored_ms   INTEGER NOT NULL, \
              payload     TEXT    NOT NULL)",
-        log_table(topic_id)
+        segment_table(topic_id, first)
     );
     sqlx::query(AssertSqlSafe(sql))
         .persistent(false)
@@ -228,8 +232,8 @@ async fn create_log_table(conn: &mut SqliteConnection, topic_id: i64) -> sqlx::R
     Ok(())
 }
 
-/// Gives every topic its table, moving the messages of a database made before tables per
-/// topic (all in one `messages` table) into them: once, at start. A topic at a time, each in a
+/// Moves the messages of a database made before tables per topic (all in one `messages`
+/// table) into each topic's first segment: once, at start. A topic at a time, each in a
 /// transaction of its own (its table made, its messages from its start on copied, its rows in
 /// the old table deleted), so that the extra disk space is one topic's at most and a start
 /// that is interrupted goes on where it stopped. The old table goes last, with what no topic
@@ -240,6 +244,9 @@ async fn split_messages_by_topic(pool: &SqlitePool) -> sqlx::Result<()> {
     )
     .fetch_one(pool)
     .await?;
+    if !shared_table {
+        return Ok(());
+    }
     let topics: Vec<(i64, i64)> =
         sqlx::query_as("SELECT topic_id, start_offset FROM topic_starts ORDER BY topic_id")
             .fetch_all(pool)
@@ -247,43 +254,81 @@ async fn split_messages_by_topic(pool: &SqlitePool) -> sqlx::Result<()> {
     let started = std::time::Instant::now();
     for &(topic_id, start) in &topics {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        create_log_table(&mut tx, topic_id).await?;
-        if shared_table {
-            let copy = format!(
-                "INSERT INTO {} (log_offset, producer_id, stored_ms, payload) \
-                 SELECT log_offset, producer_id, stored_ms, payload FROM messages \
-                 WHERE topic_id = $1 AND log_offset >= $2 ORDER BY log_offset",
-                log_table(topic_id)
-            );
-            sqlx::query(AssertSqlSafe(copy))
-                .persistent(false)
-                .bind(topic_id)
-                .bind(start)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM messages WHERE topic_id = $1")
-                .persistent(false)
-                .bind(topic_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        create_segment_table(&mut tx, topic_id, 0).await?;
+        let copy = format!(
+            "INSERT INTO {} (log_offset, producer_id, stored_ms, payload) \
+             SELECT log_offset, producer_id, stored_ms, payload FROM messages \
+             WHERE topic_id = $1 AND log_offset >= $2 ORDER BY log_offset",
+            segment_table(topic_id, 0)
+        );
+        sqlx::query(AssertSqlSafe(copy))
+            .persistent(false)
+            .bind(topic_id)
+            .bind(start)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM messages WHERE topic_id = $1")
+            .persistent(false)
+            .bind(topic_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
     }
-    if shared_table {
-        sqlx::query("DROP TABLE messages").execute(pool).await?;
-        if !topics.is_empty() {
-            tracing::info!(topics = topics.len(), elapsed = ?started.elapsed(),
-                "SQLite messages moved into a table per topic");
-        }
+    sqlx::query("DROP TABLE messages").execute(pool).await?;
+    if !topics.is_empty() {
+        tracing::info!(topics = topics.len(), elapsed = ?started.elapsed(),
+            "SQLite messages moved into a table per topic");
     }
     Ok(())
 }
 
-/// Whether `err` says that topic `topic_id`'s table is missing: the topic was deleted and its
-/// table dropped. (Any other missing table is a fault, and reported as one.)
+/// Makes each table per topic of a data directory from before segments (`messages_{topic
+/// id}`) that topic's first segment, by its name: once, at start. A rename changes the schema
+/// only.
+async fn name_tables_as_segments(pool: &SqlitePool) -> sqlx::Result<()> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'messages_[0-9]*'",
+    )
+    .fetch_all(pool)
+    .await?;
+    for name in names {
+        let Some(topic_id) = name
+            .strip_prefix("messages_")
+            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|id| id.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let rename = format!(
+            "ALTER TABLE {name} RENAME TO {}",
+            segment_table(topic_id, 0)
+        );
+        sqlx::query(AssertSqlSafe(rename))
+            .persistent(false)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every topic's segments, from the schema.
+async fn list_segments(pool: &SqlitePool) -> sqlx::Result<SegmentTables> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'messages_*_*'",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(SegmentTables::from_table_names(names))
+}
+
+/// Whether `err` says that one of topic `topic_id`'s segment tables is missing: dropped by
+/// retention or with its deleted topic. (Any other missing table is a fault, and reported as
+/// one.)
 fn is_missing_table(err: &sqlx::Error, topic_id: i64) -> bool {
     matches!(err, sqlx::Error::Database(db)
-        if db.message() == format!("no such table: {}", log_table(topic_id)))
+        if db.message().strip_prefix("no such table: ")
+            .and_then(parse_segment_table)
+            .is_some_and(|(topic, _)| topic == topic_id))
 }
 
 /// Whether the writer connection may go back to its pool (`false` closes it, and the pool
@@ -416,7 +461,13 @@ impl Backend for SqliteBackend {
         .await?;
         let (ends, producers) = locked_state(locked)?;
         let plan = plan_appends(jobs, TopicEnds::Locked(ends), producers);
-        write_appends_and_commit(group.connection(), &plan, db_int(stored_ms)?).await?;
+        write_appends_and_commit(
+            group.connection(),
+            &plan,
+            db_int(stored_ms)?,
+            &self.segments,
+        )
+        .await?;
         group.committed();
         Ok(plan.outcomes)
     }
@@ -434,7 +485,7 @@ impl Backend for SqliteBackend {
         .await?)
     }
 
-    /// One read per topic, of its table. CROSS JOIN keeps SQLite from scanning the table in
+    /// One read per segment table. CROSS JOIN keeps SQLite from scanning the table in
     /// the outer loop.
     async fn move_and_take(
         &self,
@@ -451,16 +502,22 @@ impl Backend for SqliteBackend {
             .execute(&mut *tx)
             .await?;
         }
-        let mut offsets_by_topic: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+        // The writer's list of segments: this transaction holds the writer connection.
+        let mut offsets_by_table: BTreeMap<(i64, u64), Vec<u64>> = BTreeMap::new();
         for &(topic_id, offset) in taken {
-            offsets_by_topic.entry(topic_id).or_default().push(offset);
+            if let Some(segment) = self.segments.containing(topic_id, offset) {
+                offsets_by_table
+                    .entry((topic_id, segment))
+                    .or_default()
+                    .push(offset);
+            }
         }
         let mut rows = Vec::with_capacity(taken.len());
-        for (topic_id, offsets) in offsets_by_topic {
+        for ((topic_id, segment), offsets) in offsets_by_table {
             let sql = format!(
                 "SELECT $1 AS topic_id, m.log_offset, m.payload, m.stored_ms \
                  FROM json_each($2) AS k CROSS JOIN {} AS m ON m.log_offset = k.value",
-                log_table(topic_id)
+                segment_table(topic_id, segment)
             );
             let read = sqlx::query_as(AssertSqlSafe(sql))
                 .bind(topic_id)
@@ -477,6 +534,11 @@ impl Backend for SqliteBackend {
         Ok(rows)
     }
 
+    /// Reads the segment that holds the first message asked for (when `from` is given;
+    /// else the newest) in one statement with the topic's start and end and the consumer's
+    /// position, then what is left from the next segments, up to that end. Segments never lose
+    /// a row, so the reads need no common snapshot: a segment dropped in between (retention
+    /// moved the start past it) fails its read, and the fetch starts over.
     async fn fetch(
         &self,
         owner: &Owner,
@@ -484,54 +546,17 @@ impl Backend for SqliteBackend {
         from: Option<u64>,
         limit: FetchLimit,
     ) -> Result<Fetched> {
-        // One statement, one snapshot: the start, the end and the messages agree, and a
-        // retention pass that deletes meanwhile does not touch what this statement reads.
-        // Rows are streamed from SQLite's thread and the stream is dropped once the byte
-        // budget is spent: large messages are never all read at once.
-        let sql = format!(
-            "SELECT s.start_offset, t.next_offset AS end_offset, c.position, \
-                 m.log_offset, m.payload, m.stored_ms \
-             FROM consumers c JOIN topics t ON t.id = c.topic_id \
-                 JOIN topic_starts s ON s.topic_id = t.id \
-             LEFT JOIN {} m \
-                 ON m.log_offset >= max(coalesce($2, c.position), s.start_offset) \
-             WHERE c.id = $1 AND c.topic_id = $4 ORDER BY m.log_offset LIMIT $3",
-            log_table(owner.topic_id)
-        );
-        let mut rows = sqlx::query_as::<_, FetchRow>(AssertSqlSafe(sql))
-            .bind(db_id(consumer_id))
-            .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
-            .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
-            .bind(owner.topic_id)
-            .fetch(&self.readers);
-        let first = match rows.try_next().await {
-            Ok(first) => first,
-            // The topic was deleted, and its table dropped, since the id was looked up.
-            Err(err) if is_missing_table(&err, owner.topic_id) => None,
-            Err(err) => return Err(err.into()),
-        }
-        .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
-        let (start, end) = (first.start_offset, first.end_offset);
-        let from = within_end(&owner.topic, from.unwrap_or(first.position), end)?;
-        let mut messages = Vec::new();
-        let mut bytes = 0;
-        let mut next = Some(first);
-        while let Some(row) = next {
-            let Some(message) = row.into_message()? else {
-                break;
-            };
-            bytes += message.payload.len();
-            if !messages.is_empty() && bytes > limit.bytes {
-                break;
+        for _ in 0..FETCH_TRIES {
+            if let Some(fetched) = self.try_fetch(owner, consumer_id, from, limit).await? {
+                return Ok(fetched);
             }
-            messages.push(message);
-            next = rows.try_next().await?;
         }
-        Ok(Fetched::new(from, start, messages, end))
+        // Every try found a segment gone: the topic was deleted since the id was looked up.
+        Err(StoreError::ConsumerNotFound(consumer_id))
     }
 
     async fn create_topic_storage(&self, tx: &mut SqliteConnection, topic_id: i64) -> Result<()> {
-        Ok(create_log_table(tx, topic_id).await?)
+        Ok(create_segment_table(tx, topic_id, 0).await?)
     }
 
     async fn lock_topic(&self, tx: &mut SqliteConnection, name: &str) -> Result<Option<i64>> {
@@ -542,22 +567,45 @@ impl Backend for SqliteBackend {
             .await?)
     }
 
+    /// Drops the segments wholly below `start`, oldest first, each in a write of its own.
     async fn free_below(&self, topic_id: i64, start: u64) -> Result<bool> {
-        self.delete_messages(topic_id, db_int(start)?).await
+        for first in wholly_below(&self.segments.firsts(topic_id), start) {
+            self.drop_segment(topic_id, first).await?;
+        }
+        Ok(true)
     }
 
-    /// Empties the table in steps (a DROP of a large table would hold the writer while it
-    /// walks every page), then drops it.
+    /// Drops every segment of the deleted topic, as the schema lists them.
     async fn free_topic(&self, topic_id: i64) -> Result<bool> {
-        if !self.delete_messages(topic_id, i64::MAX).await? {
-            return Ok(false);
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB $1",
+        )
+        .bind(format!("messages_{topic_id}_*"))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut firsts: Vec<u64> = names
+            .iter()
+            .filter_map(|name| parse_segment_table(name))
+            .filter(|&(topic, _)| topic == topic_id)
+            .map(|(_, first)| first)
+            .collect();
+        firsts.sort_unstable();
+        for first in firsts {
+            self.drop_segment(topic_id, first).await?;
         }
-        let sql = format!("DROP TABLE IF EXISTS {}", log_table(topic_id));
-        sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
-            .execute(&self.writer)
-            .await?;
+        self.segments.forget(topic_id);
         Ok(true)
+    }
+
+    /// Closes each topic's newest segment once it holds about a chunk (see
+    /// [`should_close`]): the next appends go to a new one, from the topic's end.
+    async fn prepare_appends(&self, topics: &[(i64, Log, Vec<Chunk>)]) -> Result<()> {
+        for (topic_id, log, chunks) in topics {
+            if should_close(self.segments.newest(*topic_id), log, chunks) {
+                self.open_segment(*topic_id).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Gives free pages beyond the slack back to the file system, a step at a time.
@@ -589,49 +637,216 @@ impl Backend for SqliteBackend {
 }
 
 impl SqliteBackend {
-    /// Deletes the messages of `topic_id` below `below`, oldest first, [`DELETE_BATCH`] rows
-    /// per transaction (appends get the writer in between), at most [`DELETES_PER_PASS`]
-    /// times; true once none is left (or the table is gone with its topic).
-    async fn delete_messages(&self, topic_id: i64, below: i64) -> Result<bool> {
-        let sql = format!(
-            "DELETE FROM {table} WHERE log_offset < \
-             min($1, (SELECT min(log_offset) FROM {table}) + $2)",
-            table = log_table(topic_id)
+    /// Makes topic `topic_id`'s next segment, from its end on, and lists it before the writer
+    /// connection goes back: the next append goes to it.
+    async fn open_segment(&self, topic_id: i64) -> Result<()> {
+        let mut conn = self.writer.acquire().await?;
+        self.written.store(true, Ordering::Relaxed);
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let topic: Option<(i64, i64)> =
+            sqlx::query_as("SELECT next_offset, end_bytes FROM topics WHERE id = $1")
+                .bind(topic_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        // Deleted meanwhile: its segments go with it.
+        let Some((end, end_bytes)) = topic else {
+            return Ok(());
+        };
+        let first = stored_u64(end)?;
+        if first <= self.segments.newest(topic_id).first {
+            return Ok(());
+        }
+        create_segment_table(&mut tx, topic_id, first).await?;
+        tx.commit().await?;
+        self.segments.made(
+            topic_id,
+            SegmentTable {
+                first,
+                opened_bytes: stored_u64(end_bytes)?,
+            },
         );
-        for _ in 0..DELETES_PER_PASS {
-            self.written.store(true, Ordering::Relaxed);
-            let deleted = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(below)
-                .bind(DELETE_BATCH)
-                .execute(&self.writer)
-                .await;
-            match deleted {
-                Ok(deleted) if deleted.rows_affected() < DELETE_BATCH as u64 => return Ok(true),
-                Ok(_) => {}
-                Err(err) if is_missing_table(&err, topic_id) => return Ok(true),
-                Err(err) => return Err(err.into()),
+        Ok(())
+    }
+
+    /// Drops one segment of topic `topic_id` and unlists it once the DROP has committed,
+    /// before the writer connection goes back. (SQLite frees the table's pages whole, without
+    /// writing them: `secure_delete` is off.)
+    async fn drop_segment(&self, topic_id: i64, first: u64) -> Result<()> {
+        let mut conn = self.writer.acquire().await?;
+        self.written.store(true, Ordering::Relaxed);
+        let sql = format!("DROP TABLE IF EXISTS {}", segment_table(topic_id, first));
+        sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?;
+        self.segments.dropped(topic_id, first);
+        Ok(())
+    }
+
+    /// One try of [`Backend::fetch`]; `None` when a segment it read was dropped meanwhile.
+    async fn try_fetch(
+        &self,
+        owner: &Owner,
+        consumer_id: u64,
+        from: Option<u64>,
+        limit: FetchLimit,
+    ) -> Result<Option<Fetched>> {
+        let topic_id = owner.topic_id;
+        let guess = match from {
+            Some(offset) => self.segments.containing(topic_id, offset),
+            None => Some(self.segments.newest(topic_id).first),
+        }
+        .unwrap_or_else(|| self.segments.firsts(topic_id)[0]);
+        // One statement, one snapshot: the start, the end and the messages of the guessed
+        // segment agree. Rows are streamed from SQLite's thread and the stream is dropped once
+        // the byte budget is spent: large messages are never all read at once.
+        let sql = format!(
+            "SELECT s.start_offset, t.next_offset AS end_offset, c.position, \
+                 m.log_offset, m.payload, m.stored_ms \
+             FROM consumers c JOIN topics t ON t.id = c.topic_id \
+                 JOIN topic_starts s ON s.topic_id = t.id \
+             LEFT JOIN {} m \
+                 ON m.log_offset >= max(coalesce($2, c.position), s.start_offset) \
+             WHERE c.id = $1 AND c.topic_id = $4 ORDER BY m.log_offset LIMIT $3",
+            segment_table(topic_id, guess)
+        );
+        let mut rows = sqlx::query_as::<_, FetchRow>(AssertSqlSafe(sql))
+            .bind(db_id(consumer_id))
+            .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
+            .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
+            .bind(topic_id)
+            .fetch(&self.readers);
+        let first = match rows.try_next().await {
+            Ok(first) => first,
+            Err(err) if is_missing_table(&err, topic_id) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        }
+        .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
+        let (start, end) = (first.start_offset, first.end_offset);
+        let from = within_end(&owner.topic, from.unwrap_or(first.position), end)?;
+        let mut gathered = Gathered::new(from.max(start), end, limit);
+        let mut next = Some(first);
+        while let Some(row) = next {
+            if !gathered.take(row)? {
+                break;
+            }
+            next = rows.try_next().await?;
+        }
+        drop(rows);
+        // The rest, from the segments that hold it (the guess was another segment, or the
+        // messages asked for run into the next one).
+        while gathered.wants_more() {
+            let Some(segment) = self.segments.containing(topic_id, gathered.next) else {
+                return Ok(None);
+            };
+            let sql = format!(
+                "SELECT $1 AS start_offset, $2 AS end_offset, $3 AS position, \
+                     log_offset, payload, stored_ms FROM {} \
+                 WHERE log_offset >= $3 AND log_offset < $2 ORDER BY log_offset LIMIT $4",
+                segment_table(topic_id, segment)
+            );
+            let taken_before = gathered.messages.len();
+            let mut rows = sqlx::query_as::<_, FetchRow>(AssertSqlSafe(sql))
+                .bind(db_int(start)?)
+                .bind(db_int(end)?)
+                .bind(db_int(gathered.next)?)
+                .bind(db_int(gathered.wanted())?)
+                .fetch(&self.readers);
+            loop {
+                match rows.try_next().await {
+                    Ok(Some(row)) => {
+                        if !gathered.take(row)? {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) if is_missing_table(&err, topic_id) => return Ok(None),
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            if gathered.messages.len() == taken_before {
+                // The segment that should hold the next message does not: it went since.
+                return Ok(None);
             }
         }
-        Ok(false)
+        Ok(Some(Fetched::new(from, start, gathered.messages, end)))
     }
 }
 
-/// Writes a planned append group and commits it. Per topic, into its table: small segments'
-/// messages in one INSERT with a JSON row per message, each large segment in an INSERT of its
-/// own over a JSON array of its payloads (parsed once; a row per message would repeat its
-/// ids), after deleting up to [`DELETES_PER_APPEND`] times as many of the topic's messages
-/// below its start as the group inserts. Then, for all topics at once, their new ends, byte
-/// counts and newest times, and the producers' new sequence states; then `COMMIT`.
+/// A fetch's messages as they are read: consecutive from its first offset, within its limit,
+/// up to the topic's end.
+struct Gathered {
+    /// The offset of the next message to take.
+    next: u64,
+    end: u64,
+    limit: FetchLimit,
+    messages: Vec<StoredMessage>,
+    bytes: usize,
+    /// The limit is reached.
+    full: bool,
+}
+
+impl Gathered {
+    fn new(first: u64, end: u64, limit: FetchLimit) -> Self {
+        Gathered {
+            next: first,
+            end,
+            limit,
+            messages: Vec::new(),
+            bytes: 0,
+            full: limit.messages == 0,
+        }
+    }
+
+    /// Takes the row's message if it is the next one and within the limit; false once no more
+    /// is taken from the rows at hand (the limit is reached, they skip a message, or the
+    /// segment holds none from the offset asked for).
+    fn take(&mut self, row: FetchRow) -> Result<bool> {
+        let Some(message) = row.into_message()? else {
+            return Ok(false);
+        };
+        if self.full || message.offset != self.next {
+            return Ok(false);
+        }
+        let bytes = self.bytes + message.payload.len();
+        if !self.messages.is_empty() && bytes > self.limit.bytes {
+            self.full = true;
+            return Ok(false);
+        }
+        self.bytes = bytes;
+        self.next += 1;
+        self.messages.push(message);
+        self.full = self.messages.len() >= self.limit.messages;
+        Ok(!self.full)
+    }
+
+    /// Whether messages are still to be read from the next segments.
+    fn wants_more(&self) -> bool {
+        !self.full && self.next < self.end
+    }
+
+    /// How many messages the limit still allows.
+    fn wanted(&self) -> u64 {
+        (self.limit.messages - self.messages.len()) as u64
+    }
+}
+
+/// Writes a planned append group and commits it. Per topic, into its newest segment table:
+/// small segments' messages in one INSERT with a JSON row per message, each large segment in
+/// an INSERT of its own over a JSON array of its payloads (parsed once; a row per message
+/// would repeat its ids). Then, for all topics at once, their new ends, byte counts and newest
+/// times, and the producers' new sequence states; then `COMMIT`.
 ///
 /// Each hand-over to SQLite's thread costs a wake-up on each side, and the writer's commit
-/// cycle is serial, so statements travel together: a topic's delete and small INSERT in one
-/// script, the last topic's with the updates and the COMMIT (a group of one topic and small
-/// batches, the common case, is one script). Each script's text depends only on its topic and
-/// shape, so it is prepared once.
+/// cycle is serial, so statements travel together: a topic's small INSERT in one script, the
+/// last topic's with the updates and the COMMIT (a group of one topic and small batches, the
+/// common case, is one script). Each script's text depends only on its segment table and
+/// shape, so it is prepared once per segment.
 async fn write_appends_and_commit(
     conn: &mut SqliteConnection,
     plan: &AppendPlan,
     now: i64,
+    tables: &SegmentTables,
 ) -> Result<()> {
     let mut segments_by_topic: BTreeMap<i64, Vec<&Segment>> = BTreeMap::new();
     for segment in &plan.segments {
@@ -645,13 +860,14 @@ async fn write_appends_and_commit(
     let mut last = Script::default();
     for (topic_id, segments) in &segments_by_topic {
         last.execute_if_any(conn).await?;
-        let large = topic_appends(&mut last, *topic_id, segments, now)?;
+        let table = segment_table(*topic_id, tables.newest(*topic_id).first);
+        let large = topic_appends(&mut last, &table, segments, now)?;
         if Some(*topic_id) == last_topic {
             update_ends(&mut last, plan, now)?;
         }
         if !large.is_empty() {
             std::mem::take(&mut last).execute_if_any(conn).await?;
-            insert_large(conn, *topic_id, &large, now).await?;
+            insert_large(conn, &table, &large, now).await?;
         }
     }
     if last_topic.is_none() {
@@ -698,23 +914,14 @@ impl Script {
     }
 }
 
-/// One topic's part of [`write_appends`]: its retention quota, then its small segments, into
-/// `script`. Answers its large segments, for [`insert_large`].
+/// One topic's part of [`write_appends_and_commit`]: its small segments, into `script`, for
+/// its segment table `table`. Answers its large segments, for [`insert_large`].
 fn topic_appends<'a>(
     script: &mut Script,
-    topic_id: i64,
+    table: &str,
     segments: &[&'a Segment],
     now: i64,
 ) -> Result<Vec<&'a Segment>> {
-    let table = log_table(topic_id);
-    let inserted: usize = segments.iter().map(|s| s.messages.len()).sum();
-    let topic = script.bind(topic_id)?;
-    let quota = script.bind(db_int(inserted as u64 * DELETES_PER_APPEND)?)?;
-    script.push(&format!(
-        "DELETE FROM {table} WHERE log_offset < min( \
-             (SELECT start_offset FROM topic_starts WHERE topic_id = {topic}), \
-             (SELECT min(log_offset) FROM {table}) + {quota})"
-    ));
     let (large, small): (Vec<&Segment>, Vec<&Segment>) = segments
         .iter()
         .partition(|segment| segment.messages.len() >= LARGE_SEGMENT);
@@ -771,17 +978,16 @@ fn update_ends(script: &mut Script, plan: &AppendPlan, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Each large segment of one topic in an INSERT of its own.
+/// Each large segment of one topic in an INSERT of its own, into its segment table `table`.
 async fn insert_large(
     conn: &mut SqliteConnection,
-    topic_id: i64,
+    table: &str,
     large: &[&Segment],
     now: i64,
 ) -> Result<()> {
     let insert = format!(
-        "INSERT INTO {} (log_offset, producer_id, stored_ms, payload) \
-         SELECT $1 + key, $2, $3, value FROM json_each($4)",
-        log_table(topic_id)
+        "INSERT INTO {table} (log_offset, producer_id, stored_ms, payload) \
+         SELECT $1 + key, $2, $3, value FROM json_each($4)"
     );
     for segment in large {
         sqlx::query(AssertSqlSafe(insert.as_str()))

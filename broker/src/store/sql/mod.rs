@@ -16,7 +16,7 @@ pub use shared::SharedSql;
 use super::batcher::{Batcher, GroupLimits};
 use super::catalog::{Catalog, Owner, Role};
 use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
-use super::retention::{self, Chunk, Retention, RetentionConfig};
+use super::retention::{self, Chunk, Log, Retention, RetentionConfig};
 use super::signals::GroupTails;
 use super::write_health::WriteHealth;
 use super::{
@@ -147,8 +147,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Repeatable.
     async fn free_topic(&self, topic_id: i64) -> Result<bool>;
 
-    /// Makes ready for the appends to come, once a pass has seen every topic (id, end, chunks).
-    async fn prepare_appends(&self, _topics: &[(i64, u64, Vec<Chunk>)]) -> Result<()> {
+    /// Makes ready for the appends to come, once a pass has seen every topic (id, log as the
+    /// pass read it, chunks).
+    async fn prepare_appends(&self, _topics: &[(i64, Log, Vec<Chunk>)]) -> Result<()> {
         Ok(())
     }
 
@@ -254,7 +255,7 @@ async fn retention_pass<B: Backend>(
                 }
             };
         }
-        prepared.push((topic.id, log.end, topic_chunks));
+        prepared.push((topic.id, log, topic_chunks));
     }
     backend.prepare_appends(&prepared).await?;
     let mut freed = report.removed > 0;
