@@ -1021,7 +1021,10 @@ async fn reads_across_chunks_get_every_message_in_order(mut h: Harness) {
         );
         if let Some((rows, segments)) = h.stored(Some("t")).await {
             assert!(rows >= (end - start) as i64);
-            assert!(segments.len() > 2, "{segments:?}");
+            // PostgreSQL's partitions span thousands of offsets; SQLite's segments a chunk.
+            if matches!(h.reopen, Reopen::Sqlite(_)) {
+                assert!(segments.len() > 2, "{segments:?}");
+            }
             assert!(
                 segments.iter().all(|&(_, next)| next > start as i64),
                 "{start} {segments:?}"
