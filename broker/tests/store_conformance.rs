@@ -1014,6 +1014,20 @@ async fn reads_across_chunks_get_every_message_in_order(mut h: Harness) {
                 .collect();
             assert_eq!(read, expected, "limit {limit}");
         }
+        // Byte budgets that run out anywhere, also just before a segment's first message.
+        let payload = unit_messages(0, 1)[0].len();
+        for fit in [1, 2, 3, 5, 7] {
+            let limit = FetchLimit {
+                messages: 1000,
+                bytes: payload * fit,
+            };
+            for first in start as u64..end as u64 {
+                let fetched = s.fetch(c, "t", Some(first), limit).await.unwrap();
+                let offsets: Vec<u64> = fetched.messages.iter().map(|m| m.offset).collect();
+                let expected: Vec<u64> = (first..(first + fit as u64).min(end as u64)).collect();
+                assert_eq!(offsets, expected, "from {first}, {fit} fit");
+            }
+        }
         // From the consumer's position, one message at a time.
         assert_eq!(
             consume_all(s, c, "t").await,

@@ -79,6 +79,8 @@ const WAL_SIZE_LIMIT: &str = "67108864";
 /// Tries of a fetch whose segments are dropped under it (retention moved the start past
 /// them, or the topic was deleted) before it answers that the consumer is gone.
 const FETCH_TRIES: usize = 5;
+/// The pause before a fetch's second try, growing by as much before each next one.
+const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(1);
 /// Free pages kept for reuse, at least (16 MiB of 4 KiB pages), beyond which incremental
 /// vacuum gives them back; also a quarter of the file.
 const FREE_PAGES_KEPT: i64 = 4096;
@@ -546,7 +548,12 @@ impl Backend for SqliteBackend {
         from: Option<u64>,
         limit: FetchLimit,
     ) -> Result<Fetched> {
-        for _ in 0..FETCH_TRIES {
+        for attempt in 0..FETCH_TRIES {
+            if attempt > 0 {
+                // The writer unlists a segment before dropping it; a reader that found it
+                // gone lets that land before it looks again.
+                tokio::time::sleep(FETCH_RETRY_PAUSE * attempt as u32).await;
+            }
             if let Some(fetched) = self.try_fetch(owner, consumer_id, from, limit).await? {
                 return Ok(fetched);
             }
@@ -555,7 +562,13 @@ impl Backend for SqliteBackend {
         Err(StoreError::ConsumerNotFound(consumer_id))
     }
 
+    /// Makes a new topic's first segment. Called on every registration that may create the
+    /// topic: an existing topic that has moved past its first segment (dropped by retention)
+    /// must not get it back. (The caller's transaction holds the writer: the list is current.)
     async fn create_topic_storage(&self, tx: &mut SqliteConnection, topic_id: i64) -> Result<()> {
+        if self.segments.firsts(topic_id) != [0] {
+            return Ok(());
+        }
         Ok(create_segment_table(tx, topic_id, 0).await?)
     }
 
@@ -668,18 +681,21 @@ impl SqliteBackend {
         Ok(())
     }
 
-    /// Drops one segment of topic `topic_id` and unlists it once the DROP has committed,
-    /// before the writer connection goes back. (SQLite frees the table's pages whole, without
-    /// writing them: `secure_delete` is off.)
+    /// Unlists one segment of topic `topic_id`, then drops it, holding the writer connection
+    /// (no consume or append runs in between). Unlisted first, so that readers that find it
+    /// gone look for the next segment at once; the start has moved past it, so no reader
+    /// needs it. A DROP that fails leaves the table unlisted until the next start lists and
+    /// drops it. (SQLite frees the table's pages whole, without writing them: `secure_delete`
+    /// is off.)
     async fn drop_segment(&self, topic_id: i64, first: u64) -> Result<()> {
         let mut conn = self.writer.acquire().await?;
         self.written.store(true, Ordering::Relaxed);
+        self.segments.dropped(topic_id, first);
         let sql = format!("DROP TABLE IF EXISTS {}", segment_table(topic_id, first));
         sqlx::query(AssertSqlSafe(sql))
             .persistent(false)
             .execute(&mut *conn)
             .await?;
-        self.segments.dropped(topic_id, first);
         Ok(())
     }
 
@@ -696,7 +712,7 @@ impl SqliteBackend {
             Some(offset) => self.segments.containing(topic_id, offset),
             None => Some(self.segments.newest(topic_id).first),
         }
-        .unwrap_or_else(|| self.segments.firsts(topic_id)[0]);
+        .unwrap_or_else(|| self.segments.firsts(topic_id).first().copied().unwrap_or(0));
         // One statement, one snapshot: the start, the end and the messages of the guessed
         // segment agree. Rows are streamed from SQLite's thread and the stream is dropped once
         // the byte budget is spent: large messages are never all read at once.
@@ -764,8 +780,9 @@ impl SqliteBackend {
                     Err(err) => return Err(err.into()),
                 }
             }
-            if gathered.messages.len() == taken_before {
-                // The segment that should hold the next message does not: it went since.
+            if gathered.messages.len() == taken_before && !gathered.full {
+                // The segment that should hold the next message does not: it went since. (A
+                // full budget took nothing because the next message did not fit: done.)
                 return Ok(None);
             }
         }

@@ -114,10 +114,14 @@ impl SegmentTables {
         })
     }
 
-    /// The segment appends go to.
+    /// The segment appends go to. (The first, for a topic whose segments are all being
+    /// dropped with it: readers then find no table and answer that the topic is gone.)
     pub fn newest(&self, topic_id: i64) -> SegmentTable {
         self.with(topic_id, |segments| {
-            *segments.last().expect("a topic has a segment")
+            segments.last().copied().unwrap_or(SegmentTable {
+                first: 0,
+                opened_bytes: 0,
+            })
         })
     }
 
@@ -135,7 +139,7 @@ impl SegmentTables {
         }
     }
 
-    /// Unlists a segment whose DROP committed.
+    /// Unlists a segment about to be dropped.
     pub fn dropped(&self, topic_id: i64, first: u64) {
         let mut map = self.0.lock().expect("segment list lock");
         if let Some(segments) = map.get_mut(&topic_id) {
