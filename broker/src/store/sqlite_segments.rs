@@ -23,7 +23,8 @@
 //! parameter), so the broker keeps the list of each topic's segments in memory
 //! ([`SegmentTables`]), read from the schema at start and changed by the writer alone, under
 //! the writer connection: a segment made is listed before any message goes into it, and a
-//! segment is unlisted once its DROP has committed.
+//! segment is unlisted just before its DROP (no reader needs it: the start has moved past it,
+//! and a reader that had looked it up finds it gone, looks again and finds the next).
 
 use super::retention::{Chunk, Log};
 use std::collections::HashMap;
