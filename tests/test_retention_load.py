@@ -12,10 +12,10 @@
   (about a second of them): a consumer that keeps up misses nothing and hears no warning; one
   that pauses longer than that gets a warning naming the topic and how many it missed, and
   continues from the topic's start.
-- ``kill -9`` of the broker, twice, while the flood runs (retention passes run every 62 to 250 ms
-  and SQLite makes and drops segment tables continually: a kill lands in the middle of the work): afterwards every message
-  the producer had accepted is stored once, in order, from the start on, the byte count agrees,
-  and at least the newest 20 MB are there.
+- ``kill -9`` of the broker, twice, while the flood runs (retention passes run every 62 to 250
+  ms and SQLite makes and drops segment tables continually: a kill lands in the middle of the
+  work): afterwards every message the producer had accepted is stored once, in order, from the
+  start on, the byte count agrees, and at least the newest 20 MB are there.
 """
 
 from __future__ import annotations

@@ -64,6 +64,12 @@ pub struct SegmentTable {
     pub opened_bytes: u64,
 }
 
+/// A topic's first segment, made with the topic.
+const FIRST_SEGMENT: SegmentTable = SegmentTable {
+    first: 0,
+    opened_bytes: 0,
+};
+
 /// Every topic's segments, oldest first. A topic not listed has one segment, from offset 0:
 /// a topic made since the list was read.
 #[derive(Debug, Default)]
@@ -89,12 +95,11 @@ impl SegmentTables {
     }
 
     fn with<T>(&self, topic_id: i64, read: impl FnOnce(&[SegmentTable]) -> T) -> T {
-        const FIRST: [SegmentTable; 1] = [SegmentTable {
-            first: 0,
-            opened_bytes: 0,
-        }];
         let map = self.0.lock().expect("segment list lock");
-        read(map.get(&topic_id).map_or(&FIRST[..], Vec::as_slice))
+        read(
+            map.get(&topic_id)
+                .map_or(&[FIRST_SEGMENT][..], Vec::as_slice),
+        )
     }
 
     /// The first offsets of topic `topic_id`'s segments, oldest first.
@@ -119,22 +124,14 @@ impl SegmentTables {
     /// dropped with it: readers then find no table and answer that the topic is gone.)
     pub fn newest(&self, topic_id: i64) -> SegmentTable {
         self.with(topic_id, |segments| {
-            segments.last().copied().unwrap_or(SegmentTable {
-                first: 0,
-                opened_bytes: 0,
-            })
+            segments.last().copied().unwrap_or(FIRST_SEGMENT)
         })
     }
 
     /// Lists a segment made (its CREATE committed, or about to).
     pub fn made(&self, topic_id: i64, segment: SegmentTable) {
         let mut map = self.0.lock().expect("segment list lock");
-        let segments = map.entry(topic_id).or_insert_with(|| {
-            vec![SegmentTable {
-                first: 0,
-                opened_bytes: 0,
-            }]
-        });
+        let segments = map.entry(topic_id).or_insert_with(|| vec![FIRST_SEGMENT]);
         if let Err(at) = segments.binary_search_by_key(&segment.first, |s| s.first) {
             segments.insert(at, segment);
         }
