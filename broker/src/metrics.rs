@@ -42,6 +42,7 @@ const APPENDED_MESSAGES: &str = "myqueue_appended_messages_total";
 const APPENDED_BYTES: &str = "myqueue_appended_bytes_total";
 const RETENTION_REMOVED: &str = "myqueue_retention_removed_messages_total";
 const LIMIT_HITS: &str = "myqueue_limit_hits_total";
+const GUESSED_GROUPS: &str = "myqueue_guessed_append_groups_total";
 
 // State metrics (read at scrape time).
 const STORE_UP: &str = "myqueue_store_up";
@@ -245,6 +246,13 @@ pub fn group_commit(batch: &'static str, requests: usize, took: Duration) {
     histogram!(GROUP_SECONDS, "batch" => batch).record(took.as_secs_f64());
 }
 
+/// Counts a PostgreSQL append group that wrote before it locked (store/guess.rs), by whether
+/// its guess held (`right`) or it started again (`wrong`).
+pub fn guessed_group(right: bool) {
+    let outcome = if right { "right" } else { "wrong" };
+    counter!(GUESSED_GROUPS, "outcome" => outcome).increment(1);
+}
+
 /// Counts a client's run into `limit` (network/hits.rs).
 pub fn limit_hit(limit: &'static str) {
     counter!(LIMIT_HITS, "limit" => limit).increment(1);
@@ -381,6 +389,11 @@ fn describe_events() {
     );
     describe_counter!(APPENDED_BYTES, "Payload bytes appended, by topic.");
     describe_counter!(RETENTION_REMOVED, "Messages removed by retention.");
+    describe_counter!(
+        GUESSED_GROUPS,
+        "PostgreSQL append groups written before their rows were locked, by whether the \
+         guess of those rows held (right) or the group started again (wrong)."
+    );
     describe_counter!(
         LIMIT_HITS,
         "Times clients ran into a limit (timeouts, connection and long-poll caps, TLS \

@@ -786,6 +786,88 @@ async fn concurrent_mixed_appends_get_the_offsets_they_are_stored_at(h: Harness)
     }
 }
 
+/// A batch as answered: its base offset, and its messages.
+type Answer = (u64, Vec<String>);
+
+/// Every worker's answers, together.
+async fn answers_of(workers: Vec<tokio::task::JoinHandle<Vec<Answer>>>) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.extend(worker.await.unwrap());
+    }
+    answers
+}
+
+/// `topic` holds exactly the `answers`, each where its answer says, and no gap.
+async fn assert_stored_as_answered(store: &dyn Store, topic: &str, answers: &[Answer]) {
+    let c = store
+        .register_consumer(topic, None, Beginning)
+        .await
+        .unwrap();
+    let stored = store
+        .fetch(c, topic, Some(0), messages(1_000_000))
+        .await
+        .unwrap()
+        .messages;
+    let offsets: Vec<u64> = stored.iter().map(|m| m.offset).collect();
+    assert_eq!(
+        offsets,
+        (0..stored.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    let expected: usize = answers.iter().map(|(_, texts)| texts.len()).sum();
+    assert_eq!(stored.len(), expected, "every message once");
+    for (base, texts) in answers {
+        let at = &stored[*base as usize..*base as usize + texts.len()];
+        let payloads: Vec<&String> = at.iter().map(|m| &m.payload).collect();
+        assert_eq!(payloads, texts.iter().collect::<Vec<_>>(), "at {base}");
+    }
+}
+
+/// Producers with sequence numbers sending batches large enough to be copied, first all to one
+/// broker, then half of them to a second broker where the store is shared (PostgreSQL): a
+/// broker guesses where each of its groups will go before the group ahead has committed, and
+/// the other broker's first appends make some of those guesses wrong. Every batch is stored
+/// once, where its answer says, in each producer's order, and the topic stays gap-free.
+async fn pipelined_groups_on_two_brokers_store_every_batch_once_where_answered(h: Harness) {
+    let other = h.second_broker().await;
+    let brokers = [
+        h.store.clone(),
+        other.clone().unwrap_or_else(|| h.store.clone()),
+    ];
+    const PRODUCERS: usize = 8;
+    const BATCHES: usize = 40;
+    let workers: Vec<_> = (0..PRODUCERS)
+        .map(|w| {
+            let brokers = brokers.clone();
+            tokio::spawn(async move {
+                let p = brokers[0].register_producer("t").await.unwrap();
+                let mut answered = Vec::new();
+                let mut sent = 0;
+                for batch in 0..BATCHES {
+                    let store = &brokers[if batch < BATCHES / 2 { 0 } else { w % 2 }];
+                    let size = 32 + (w * 7 + batch * 13) % 40;
+                    let texts: Vec<String> =
+                        (0..size).map(|i| format!("{w}:{batch}:{i}")).collect();
+                    let appended = store
+                        .append(append(p, "t", &texts, Some(sent)))
+                        .await
+                        .unwrap();
+                    assert_eq!((appended.count, appended.duplicate), (size as u64, false));
+                    sent += size as u64;
+                    answered.push((appended.base_offset, texts));
+                }
+                answered
+            })
+        })
+        .collect();
+    let answers = answers_of(workers).await;
+    assert_stored_as_answered(&*h.store, "t", &answers).await;
+    if let Some(other) = other {
+        other.close().await;
+    }
+}
+
 async fn a_restart_keeps_messages_positions_and_sequences(mut h: Harness) {
     let p = h.store.register_producer("t").await.unwrap();
     h.store
@@ -1611,6 +1693,7 @@ conformance!(
     concurrent_consumers_of_one_topic_each_get_every_message,
     concurrent_producers_lose_nothing_and_keep_their_order,
     concurrent_mixed_appends_get_the_offsets_they_are_stored_at,
+    pipelined_groups_on_two_brokers_store_every_batch_once_where_answered,
     a_restart_keeps_messages_positions_and_sequences,
     an_append_wakes_waiters_on_its_topic,
     empty_and_unicode_messages_are_kept_exactly,
@@ -1918,4 +2001,69 @@ async fn sqlite_a_failed_append_group_is_rolled_back_and_the_writer_goes_on() {
     let consumer = store.register_consumer("t", None, Beginning).await.unwrap();
     assert_eq!(consume_all(&store, consumer, "t").await, ["m0", "m1", "m2"]);
     store.close().await;
+}
+
+/// PostgreSQL: an append group that fails (a trigger refuses one of its messages) while the
+/// next group, guessed from what the failed one would have left, is already writing: the next
+/// group finds out under lock and starts again, so nothing is stored past the topic's end and
+/// every answer says where its batch is. The failed group's batches are sent again, as
+/// `MyProducer` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_group_guessed_after_a_failed_one_starts_again() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let Reopen::Postgres(options) = &h.reopen else {
+        unreachable!()
+    };
+    let mut admin = PgConnection::connect_with(options).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.payload = 'boom'::bytea THEN RAISE EXCEPTION 'injected'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_boom BEFORE INSERT ON messages \
+         FOR EACH ROW EXECUTE FUNCTION refuse_boom();",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    const PRODUCERS: usize = 6;
+    const BATCHES: usize = 30;
+    let workers: Vec<_> = (0..PRODUCERS)
+        .map(|w| {
+            let store = h.store.clone();
+            tokio::spawn(async move {
+                let p = store.register_producer("t").await.unwrap();
+                let (mut answered, mut sent, mut failures) = (Vec::new(), 0, 0);
+                for batch in 0..BATCHES {
+                    let mut texts: Vec<String> =
+                        (0..40).map(|i| format!("{w}:{batch}:{i}")).collect();
+                    if w == 0 && batch % 5 == 4 {
+                        texts[20] = "boom".to_owned();
+                    }
+                    let appended = loop {
+                        match store.append(append(p, "t", &texts, Some(sent))).await {
+                            Ok(appended) => break appended,
+                            Err(err) => {
+                                assert!(err.to_string().contains("injected"), "{err}");
+                                failures += 1;
+                                assert!(failures < 200, "too many failures");
+                                // Sent again, without the refused message.
+                                texts.retain(|text| text != "boom");
+                            }
+                        }
+                    };
+                    assert_eq!(
+                        (appended.count, appended.duplicate),
+                        (texts.len() as u64, false)
+                    );
+                    sent += texts.len() as u64;
+                    answered.push((appended.base_offset, texts));
+                }
+                answered
+            })
+        })
+        .collect();
+    let answers = answers_of(workers).await;
+    assert_stored_as_answered(&*h.store, "t", &answers).await;
 }

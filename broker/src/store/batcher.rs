@@ -5,8 +5,11 @@
 
 use super::{Result, StoreError};
 use futures_util::FutureExt;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,13 +33,58 @@ pub struct GroupLimits<Req> {
     pub weight: usize,
     /// A request's weight; a request heavier than the limit still forms a group of its own.
     pub weigh: fn(&Req) -> usize,
+    /// How many groups may be handled at once (at least 1). Groups are formed, and finish,
+    /// in order: a group's answers go out after those of every group formed before it.
+    pub in_flight: usize,
+}
+
+/// What handling a group gives: one answer per request, in order, and what must happen once
+/// the group's turn to finish comes, before its answers go out (long polls are woken in the
+/// order the groups were formed).
+pub struct Handled<T> {
+    pub answers: Vec<Result<T>>,
+    pub then: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<T> From<Vec<Result<T>>> for Handled<T> {
+    fn from(answers: Vec<Result<T>>) -> Self {
+        Handled {
+            answers,
+            then: None,
+        }
+    }
+}
+
+/// A group being handled: its requests' reply channels, then its answers and how long it took.
+type InFlight<T> = Pin<Box<dyn Future<Output = Finished<T>> + Send>>;
+
+struct Finished<T> {
+    replies: Vec<oneshot::Sender<Result<T>>>,
+    handled: Handled<T>,
+    took: Duration,
+}
+
+impl<T> Finished<T> {
+    /// Runs the group's last step and answers its requests.
+    fn deliver(self, name: &'static str) {
+        if let Some(then) = self.handled.then {
+            then();
+        }
+        crate::metrics::group_commit(name, self.replies.len(), self.took);
+        for (reply, answer) in self.replies.into_iter().zip(self.handled.answers) {
+            // The requester may have gone (client disconnected); the work is done.
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
     /// Starts the task on `tasks`. `handle` gets a group within `limits` and must answer each
-    /// request, in order (one answer per request). Once `stop` is cancelled the batcher takes
-    /// no new request, handles the ones already queued, and ends.
-    pub fn spawn<F, Fut>(
+    /// request, in order (one answer per request); it is called in the order groups are
+    /// formed, and what it does before its future first waits is done in that order too.
+    /// Once `stop` is cancelled the batcher takes no new request, handles the ones already
+    /// queued, and ends.
+    pub fn spawn<F, Fut, Out>(
         limits: GroupLimits<Req>,
         tasks: &TaskTracker,
         stop: CancellationToken,
@@ -44,28 +92,45 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
     ) -> Self
     where
         F: FnMut(Vec<Req>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<Result<T>>> + Send,
+        Fut: Future<Output = Out> + Send + 'static,
+        Out: Into<Handled<T>>,
     {
         let (queue, mut jobs) = mpsc::channel::<Job<Req, T>>(QUEUE_CAPACITY);
+        let in_flight = limits.in_flight.max(1);
         tasks.spawn(async move {
             // A request that did not fit in the last group opens the next one.
             let mut carried: Option<Job<Req, T>> = None;
             let mut stopping = false;
+            let mut handling: FuturesOrdered<InFlight<T>> = FuturesOrdered::new();
             loop {
+                let room = handling.len() < in_flight;
                 let first = match carried.take() {
-                    Some(job) => job,
-                    None => tokio::select! {
-                        job = jobs.recv() => match job {
-                            Some(job) => job,
-                            None => return,
-                        },
-                        _ = stop.cancelled(), if !stopping => {
-                            // Queued requests are still received, then `recv` ends the loop.
-                            jobs.close();
-                            stopping = true;
-                            continue;
+                    Some(job) if room => job,
+                    waiting => {
+                        carried = waiting;
+                        tokio::select! {
+                            biased;
+                            Some(finished) = handling.next(), if !handling.is_empty() => {
+                                finished.deliver(limits.name);
+                                continue;
+                            }
+                            job = jobs.recv(), if room && carried.is_none() => match job {
+                                Some(job) => job,
+                                None => {
+                                    while let Some(finished) = handling.next().await {
+                                        finished.deliver(limits.name);
+                                    }
+                                    return;
+                                }
+                            },
+                            _ = stop.cancelled(), if !stopping => {
+                                // Queued requests are still received, then `recv` ends the loop.
+                                jobs.close();
+                                stopping = true;
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
                 let mut weight = (limits.weigh)(&first.0);
                 let mut group = vec![first];
@@ -81,24 +146,30 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
                 }
                 let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
                 let n = replies.len();
-                // A bug that panics in one group must not stop every later one: that group's
-                // requests fail as internal errors, the task goes on.
                 let began = std::time::Instant::now();
-                let answers = match AssertUnwindSafe(handle(requests)).catch_unwind().await {
-                    Ok(answers) if answers.len() == n => answers,
-                    Ok(answers) => {
-                        failed(n, format!("a group of {n} got {} answers", answers.len()))
+                let work = AssertUnwindSafe(handle(requests)).catch_unwind();
+                handling.push_back(Box::pin(async move {
+                    // A bug that panics in one group must not stop every later one: that
+                    // group's requests fail as internal errors, the task goes on.
+                    let handled = match work.await.map(Into::into) {
+                        Ok(handled) if handled.answers.len() == n => handled,
+                        Ok(handled) => failed(
+                            n,
+                            format!("a group of {n} got {} answers", handled.answers.len()),
+                        )
+                        .into(),
+                        Err(panic) => failed(
+                            n,
+                            format!("a group commit panicked: {}", panic_text(&panic)),
+                        )
+                        .into(),
+                    };
+                    Finished {
+                        replies,
+                        handled,
+                        took: began.elapsed(),
                     }
-                    Err(panic) => failed(
-                        n,
-                        format!("a group commit panicked: {}", panic_text(&panic)),
-                    ),
-                };
-                crate::metrics::group_commit(limits.name, n, began.elapsed());
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    // The requester may have gone (client disconnected); the work is done.
-                    let _ = reply.send(answer);
-                }
+                }));
             }
         });
         Batcher { queue }
@@ -139,12 +210,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    fn spawn<Req: Send + 'static, T: Send + 'static, Fut>(
+    fn spawn<Req: Send + 'static, T: Send + 'static, Fut, Out>(
         limits: GroupLimits<Req>,
         handle: impl FnMut(Vec<Req>) -> Fut + Send + 'static,
     ) -> (Arc<Batcher<Req, T>>, TaskTracker, CancellationToken)
     where
-        Fut: Future<Output = Vec<Result<T>>> + Send,
+        Fut: Future<Output = Out> + Send + 'static,
+        Out: Into<Handled<T>>,
     {
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let batcher = Batcher::spawn(limits, &tasks, stop.clone(), handle);
@@ -160,6 +232,7 @@ mod tests {
             requests: 64,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
+            in_flight: 1,
         };
         let (batcher, _, _) = spawn(limits, move |requests: Vec<u32>| {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -191,12 +264,13 @@ mod tests {
             requests: 100,
             weight: 10,
             weigh: |r: &usize| *r,
+            in_flight: 1,
         };
         let (batcher, _, _) = spawn(limits, move |requests: Vec<usize>| {
             seen.lock().unwrap().push(requests.iter().sum::<usize>());
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                requests.into_iter().map(Ok).collect()
+                requests.into_iter().map(Ok).collect::<Vec<_>>()
             }
         });
         let tasks: Vec<_> = [4usize, 4, 4, 4, 25, 1]
@@ -216,16 +290,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn groups_in_flight_at_once_finish_in_the_order_they_were_formed() {
+        let limits = GroupLimits {
+            name: "test",
+            requests: 1,
+            weight: usize::MAX,
+            weigh: |_: &u64| 1,
+            in_flight: 2,
+        };
+        let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (batcher, _, _) = spawn(limits, {
+            let (finished, running, most) = (finished.clone(), running.clone(), most.clone());
+            move |requests: Vec<u64>| {
+                let (finished, running, most) = (finished.clone(), running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Earlier groups take longer: they would finish last if nothing ordered them.
+                    tokio::time::sleep(Duration::from_millis(40 - 3 * requests[0])).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    let answers = requests.iter().map(|&r| Ok(r)).collect();
+                    let then: Box<dyn FnOnce() + Send> =
+                        Box::new(move || finished.lock().unwrap().push(requests[0]));
+                    Handled {
+                        answers,
+                        then: Some(then),
+                    }
+                }
+            }
+        });
+        let submitted: Vec<_> = (0..10u64)
+            .map(|i| {
+                let b = batcher.clone();
+                tokio::spawn(async move { b.submit(i).await })
+            })
+            .collect();
+        for (i, task) in submitted.into_iter().enumerate() {
+            assert_eq!(task.await.unwrap(), Ok(i as u64));
+        }
+        let finished = finished.lock().unwrap().clone();
+        let mut sorted = finished.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            finished, sorted,
+            "each group's last step in the order groups were formed"
+        );
+        assert_eq!(finished.len(), 10);
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "two groups at once, never more"
+        );
+    }
+
+    #[tokio::test]
     async fn a_panicking_group_fails_as_internal_and_later_groups_still_run() {
         let limits = GroupLimits {
             name: "test",
             requests: 1,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
+            in_flight: 1,
         };
         let (batcher, _, _) = spawn(limits, |requests: Vec<u32>| async move {
             assert!(requests[0] != 13, "unlucky request");
-            requests.into_iter().map(Ok).collect()
+            requests.into_iter().map(Ok).collect::<Vec<_>>()
         });
         let err = batcher.submit(13).await.unwrap_err();
         assert!(
@@ -242,10 +373,11 @@ mod tests {
             requests: 2,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
+            in_flight: 1,
         };
         let (batcher, tasks, stop) = spawn(limits, |requests: Vec<u32>| async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            requests.into_iter().map(Ok).collect()
+            requests.into_iter().map(Ok).collect::<Vec<_>>()
         });
         let queued: Vec<_> = (0..10u32)
             .map(|i| {

@@ -120,6 +120,19 @@ impl StoreError {
         }
     }
 
+    /// A guessed append group met what its guess did not foresee (PostgreSQL,
+    /// [`super::guess`]): rows already at its offsets (another broker's), a lock it gave up
+    /// waiting for, or no partition for a row. It starts again the ordinary way.
+    pub fn refutes_guess(&self) -> bool {
+        let unique = match self {
+            StoreError::Unavailable(err) => err
+                .as_database_error()
+                .is_some_and(|db| db.is_unique_violation()),
+            _ => false,
+        };
+        unique || self.is_lock_wait_given_up() || self.is_missing_partition()
+    }
+
     /// A row found no partition to go to (PostgreSQL): the partitions made ahead did not
     /// reach far enough.
     pub fn is_missing_partition(&self) -> bool {

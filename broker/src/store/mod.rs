@@ -18,6 +18,7 @@ mod batcher;
 mod catalog;
 pub mod dir_lock;
 mod error;
+mod guess;
 pub mod memory;
 mod pg_copy;
 mod pg_partitions;

@@ -59,26 +59,39 @@ pub enum TopicEnds {
     FromZero,
 }
 
-/// Plans a group of appends. `ends` holds the current end offset of every topic the jobs name,
-/// `producers` the state of every producer that sent a sequence number; the store must hold
-/// both locked until it commits.
-pub fn plan_appends(
-    jobs: Vec<AppendJob>,
+/// What a group of appends does, decided without touching its messages: the answers, where
+/// each new batch goes, and the state the group leaves behind. [`plan_appends`] moves the
+/// messages into place; PostgreSQL's guessed groups ([`super::guess`]) decide first and keep
+/// their jobs, to start again should the guess prove wrong.
+pub struct Decisions {
+    /// One answer per job, in the order of the jobs.
+    pub outcomes: Vec<Result<Appended>>,
+    /// The jobs whose messages are stored, in planning order (offset order per topic).
+    pub stored: Vec<usize>,
+    /// Every topic that got messages.
+    pub topic_ends: Vec<TopicEnd>,
+    /// The new state of every producer that appended with a sequence number.
+    pub producers: Vec<(u64, ProducerSequence)>,
+}
+
+/// Decides a group of appends. `ends` holds the current end offset of every topic the jobs
+/// name, `producers` the state of every producer that sent a sequence number; the store must
+/// hold both locked until it commits.
+pub fn decide(
+    jobs: &[AppendJob],
     ends: TopicEnds,
     mut producers: HashMap<u64, ProducerSequence>,
-) -> AppendPlan {
+) -> Decisions {
     let (mut topic_ends, known) = match ends {
         TopicEnds::Locked(ends) => (ends, true),
         TopicEnds::FromZero => (HashMap::new(), false),
     };
-    let order = planning_order(&jobs);
     let mut outcomes: Vec<Option<Result<Appended>>> = (0..jobs.len()).map(|_| None).collect();
-    let mut jobs: Vec<Option<AppendJob>> = jobs.into_iter().map(Some).collect();
-    let mut segments = Vec::with_capacity(jobs.len());
+    let mut stored = Vec::with_capacity(jobs.len());
     let mut touched_topics: Vec<(i64, u64)> = Vec::new();
     let mut touched_producers = Vec::new();
-    for index in order {
-        let job = jobs[index].take().expect("each job is planned once");
+    for index in planning_order(jobs) {
+        let job = &jobs[index];
         let outcome = &mut outcomes[index];
         let count = job.messages.len() as u64;
         if known && !topic_ends.contains_key(&job.topic_id) {
@@ -128,20 +141,15 @@ pub fn plan_appends(
             duplicate: false,
         }));
         if count > 0 {
-            segments.push(Segment {
-                topic_id: job.topic_id,
-                producer_id: job.producer_id,
-                base_offset,
-                messages: job.messages,
-            });
+            stored.push(index);
         }
     }
-    AppendPlan {
+    Decisions {
         outcomes: outcomes
             .into_iter()
             .map(|outcome| outcome.expect("every job is answered"))
             .collect(),
-        segments,
+        stored,
         topic_ends: touched_topics
             .into_iter()
             .map(|(topic_id, added_bytes)| TopicEnd {
@@ -154,6 +162,39 @@ pub fn plan_appends(
             .into_iter()
             .map(|id| (id, producers[&id]))
             .collect(),
+    }
+}
+
+/// Plans a group of appends ([`decide`]), moving each new batch's messages into place.
+pub fn plan_appends(
+    jobs: Vec<AppendJob>,
+    ends: TopicEnds,
+    producers: HashMap<u64, ProducerSequence>,
+) -> AppendPlan {
+    let decisions = decide(&jobs, ends, producers);
+    let mut jobs: Vec<Option<AppendJob>> = jobs.into_iter().map(Some).collect();
+    let segments = decisions
+        .stored
+        .iter()
+        .map(|&index| {
+            let job = jobs[index].take().expect("each job is stored once");
+            let base_offset = decisions.outcomes[index]
+                .as_ref()
+                .map(|appended| appended.base_offset)
+                .expect("a stored job was appended");
+            Segment {
+                topic_id: job.topic_id,
+                producer_id: job.producer_id,
+                base_offset,
+                messages: job.messages,
+            }
+        })
+        .collect();
+    AppendPlan {
+        outcomes: decisions.outcomes,
+        segments,
+        topic_ends: decisions.topic_ends,
+        producers: decisions.producers,
     }
 }
 

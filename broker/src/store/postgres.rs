@@ -22,9 +22,10 @@
 //! (`plan_cache_mode`), so each statement locks and plans only its own topics' partitions.
 
 use super::catalog::Owner;
+use super::guess::{GroupState, Guess, Guesses, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::pg_partitions::{Reaper, empty_below};
-use super::plan::{AppendJob, AppendPlan, TopicEnds, plan_appends};
+use super::plan::{AppendJob, AppendPlan, TopicEnd, TopicEnds, decide, plan_appends};
 use super::retention::{Chunk, Log, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
     Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
@@ -50,9 +51,19 @@ const APPENDS_CHANNEL: &str = "myqueue_appends";
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// PostgreSQL's `statement_timeout` for the broker's connections.
 const STATEMENT_TIMEOUT: &str = "30s";
-/// Connections of the append groups' pool: groups commit one at a time (the batcher), and a
-/// second connection stands by while the first is dropped after an error.
-const APPEND_CONNECTIONS: u32 = 2;
+/// Append groups in flight at once: a guessed group writes its messages while the group ahead
+/// of it commits (see [`super::guess`]), so two server processes insert at once.
+const GROUPS_IN_FLIGHT: usize = 2;
+/// Connections of the append groups' pool: one per group in flight, and one that stands by
+/// while another is dropped after an error.
+const APPEND_CONNECTIONS: u32 = GROUPS_IN_FLIGHT as u32 + 1;
+/// How a guessed group's transaction begins. It writes before it locks, so it could wait for
+/// another broker's group that waits for its rows: it gives up first (PostgreSQL's
+/// `deadlock_timeout` is 1 s by default) and starts again the ordinary way.
+const GUESSED_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '500ms'";
+/// How long a guessed group waits for the group ahead to end, holding the rows it wrote
+/// ([`Turn::wait_at_most`]). A group of `MyProducer`'s takes tens of milliseconds.
+const TURN_WAIT: Duration = Duration::from_secs(1);
 /// The advisory lock whose holder runs the retention pass ("myqueue" and 1).
 const RETENTION_LOCK: i64 = 0x6d79_7175_6575_6501;
 /// Attempts of an append group that found no partition for its rows.
@@ -84,6 +95,8 @@ pub struct PgBackend {
     reach: std::sync::Mutex<HashMap<i64, u64>>,
     /// How this broker signs the appends it announces.
     announcer: Announcer,
+    /// What the next append groups will find under lock ([`super::guess`]).
+    guesses: Arc<Guesses>,
 }
 
 /// A broker's mark on the appends it announces (`NOTIFY` payload `<mark>/<topic>`). Its own
@@ -161,7 +174,13 @@ impl PostgresStore {
             .connect_lazy_with(options.clone());
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let announcer = Announcer::new();
-        let listening = listen_for_appends(listen_pool.clone(), signals.clone(), announcer.clone());
+        let guesses = Arc::new(Guesses::default());
+        let listening = listen_for_appends(
+            listen_pool.clone(),
+            signals.clone(),
+            announcer.clone(),
+            guesses.clone(),
+        );
         let stopped = stop.clone();
         tasks.spawn(async move {
             stopped.run_until_cancelled(listening).await;
@@ -177,6 +196,7 @@ impl PostgresStore {
             reaper,
             reach: Default::default(),
             announcer: announcer.clone(),
+            guesses,
         };
         Ok(SqlStore::new(backend, signals, tasks, stop, retention))
     }
@@ -199,8 +219,14 @@ fn append_pool(options: &PgConnectOptions) -> PgPool {
         )
 }
 
-/// Wakes this broker's long polls when another broker appends. Runs until stopped.
-async fn listen_for_appends(pool: PgPool, signals: Arc<TopicSignals>, announcer: Announcer) {
+/// Wakes this broker's long polls when another broker appends, and stops guessing where
+/// that topic's appends go ([`Guesses::shared`]). Runs until stopped.
+async fn listen_for_appends(
+    pool: PgPool,
+    signals: Arc<TopicSignals>,
+    announcer: Announcer,
+    guesses: Arc<Guesses>,
+) {
     let retry = || tokio::time::sleep(Duration::from_secs(1));
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -224,6 +250,7 @@ async fn listen_for_appends(pool: PgPool, signals: Arc<TopicSignals>, announcer:
                 Ok(Some(notification)) => {
                     if let Some(topic) = announcer.foreign_topic(notification.payload()) {
                         signals.notify(topic);
+                        guesses.shared(topic);
                     }
                 }
                 Ok(None) => signals.notify_all(), // reconnects on the next call
@@ -317,104 +344,54 @@ impl PgBackend {
     }
 }
 
-#[async_trait]
-impl Backend for PgBackend {
-    type Db = Postgres;
-
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn readers(&self) -> &PgPool {
-        &self.pool
-    }
-
-    fn pools(&self) -> Vec<PoolStats> {
-        vec![
-            pool_stats("main", &self.pool),
-            pool_stats("appends", &self.appends),
-        ]
-    }
-
-    async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await
-    }
-
-    /// One commit for a whole group of appends, in as few round trips as possible: a group of
-    /// plain appends to one topic is a single statement (its own transaction). Producers with
-    /// sequence numbers, or several topics, first lock their rows in id order (so brokers
-    /// never deadlock) inside a transaction; their offsets are then known, so the messages go
-    /// in by binary `COPY`, the cheaper way for the large groups of `MyProducer`.
-    async fn append_group(
+impl PgBackend {
+    async fn store_group(
         &self,
         jobs: Vec<AppendJob>,
         stored_ms: u64,
+        guess: &mut Guess,
     ) -> Result<Vec<Result<Appended>>> {
         let stored_ms = db_int(stored_ms)?;
-        let job_topics: Vec<(i64, u64)> = jobs
-            .iter()
-            .map(|job| (job.topic_id, job.producer_id))
-            .collect();
-        let producer_topics: HashMap<u64, i64> = jobs
-            .iter()
-            .map(|job| (job.producer_id, job.topic_id))
-            .collect();
-        let sequenced = distinct_ids(
-            jobs.iter()
-                .filter(|job| job.sequence.is_some())
-                .map(|job| job.producer_id),
-        );
-        let mut topics: Vec<i64> = job_topics.iter().map(|&(topic, _)| topic).collect();
-        topics.sort_unstable();
-        topics.dedup();
-        if sequenced.is_empty() && topics.len() == 1 {
-            // Offsets are planned from 0; the statement adds the topic's end under its lock.
-            let plan = plan_appends(jobs, TopicEnds::FromZero, HashMap::new());
-            let mut conn = self.appends.acquire().await?;
-            let (written, outcomes) = Written::new(
-                plan,
-                HashMap::new(),
-                &producer_topics,
-                stored_ms,
-                self.announcer.clone(),
-            )?;
-            let mut bases = written.execute(&mut conn).await;
-            for _ in 1..PARTITION_ATTEMPTS {
-                if !missing_partition(&bases) {
-                    break;
-                }
-                written.cover(&mut conn).await?;
-                bases = written.execute(&mut conn).await;
+        let keys = GroupKeys::new(&jobs);
+        if keys.sequenced.is_empty() && keys.topics.len() == 1 {
+            return self.append_unsequenced(jobs, stored_ms, guess, &keys).await;
+        }
+        let rows: usize = jobs.iter().map(|job| job.messages.len()).sum();
+        let mut record = true;
+        if let Some(found) = guess.found.take().filter(|_| rows >= COPY_FROM_ROWS) {
+            let found = &found;
+            let guessed = self
+                .append_guessed(&jobs, found, stored_ms, &keys, &mut guess.turn)
+                .await?;
+            crate::metrics::guessed_group(guessed.is_some());
+            if let Some(answers) = guessed {
+                return Ok(answers);
             }
-            return Ok(written.place(outcomes, &bases?, &job_topics));
+            // Wrong: the groups guessed after this one are wrong too, and find out under lock;
+            // another broker may be appending to these topics.
+            self.guesses.forget(guess);
+            for job in &jobs {
+                self.guesses.shared(&job.topic);
+            }
+            record = false;
         }
         let mut tx = self.appends.begin().await?;
-        // One statement locks the producers, then the topics (the UNION's branches run in
-        // order), each in id order: every broker takes locks in the same order.
-        let locked: Vec<LockedRow> = sqlx::query_as(
-            "WITH p AS ( \
-                 SELECT id, next_sequence, last_base_offset, last_count, recent_batches \
-                 FROM producers \
-                 WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE \
-             ), t AS ( \
-                 SELECT id, next_offset FROM topics \
-                 WHERE id = ANY($2) ORDER BY id FOR NO KEY UPDATE \
-             ) \
-             SELECT 'producer' AS kind, id, next_sequence AS next, last_base_offset, \
-                 last_count, recent_batches FROM p \
-             UNION ALL \
-             SELECT 'topic', id, next_offset, 0, 0, '' FROM t",
-        )
-        .bind(&sequenced)
-        .bind(&topics)
-        .fetch_all(&mut *tx)
-        .await?;
+        guess.turn.wait().await;
+        let locked = lock_group_rows(&mut tx, &keys, Wait::Yes).await?;
         let (ends, producers) = locked_state(locked)?;
+        let found = GroupState {
+            ends: ends.clone(),
+            producers: producers.clone(),
+        };
         let plan = plan_appends(jobs, TopicEnds::Locked(ends.clone()), producers);
+        if record {
+            let left = found.after(&plan.topic_ends, &plan.producers);
+            self.guesses.left(guess.generation, &left);
+        }
         let (written, outcomes) = Written::new(
             plan,
             ends,
-            &producer_topics,
+            &keys.producer_topics,
             stored_ms,
             self.announcer.clone(),
         )?;
@@ -443,7 +420,313 @@ impl Backend for PgBackend {
         }
         let bases = bases?;
         tx.commit().await?;
-        Ok(written.place(outcomes, &bases, &job_topics))
+        Ok(written.place(outcomes, &bases, &keys.job_topics))
+    }
+
+    /// Plain appends to one topic: one statement, its own transaction. Offsets are planned
+    /// from 0; the statement adds the topic's end under its lock.
+    async fn append_unsequenced(
+        &self,
+        jobs: Vec<AppendJob>,
+        stored_ms: i64,
+        guess: &mut Guess,
+        keys: &GroupKeys,
+    ) -> Result<Vec<Result<Appended>>> {
+        let plan = plan_appends(jobs, TopicEnds::FromZero, HashMap::new());
+        let mut conn = self.appends.acquire().await?;
+        let (written, outcomes) = Written::new(
+            plan,
+            HashMap::new(),
+            &keys.producer_topics,
+            stored_ms,
+            self.announcer.clone(),
+        )?;
+        // Its statement locks the topic's row, and commits.
+        guess.turn.wait().await;
+        let mut bases = written.execute(&mut conn).await;
+        for _ in 1..PARTITION_ATTEMPTS {
+            if !missing_partition(&bases) {
+                break;
+            }
+            written.cover(&mut conn).await?;
+            bases = written.execute(&mut conn).await;
+        }
+        let bases = bases?;
+        self.guesses.left(guess.generation, &written.ends(&bases));
+        Ok(written.place(outcomes, &bases, &keys.job_topics))
+    }
+
+    /// A group whose rows were guessed: its messages go in by `COPY` at the offsets the guess
+    /// gives, then its rows are locked (once the group ahead has committed) and compared with
+    /// the guess. `None` when the guess was wrong: nothing was written, and the group starts
+    /// again the ordinary way.
+    async fn append_guessed(
+        &self,
+        jobs: &[AppendJob],
+        found: &GroupState,
+        stored_ms: i64,
+        keys: &GroupKeys,
+        turn: &mut Turn,
+    ) -> Result<Option<Vec<Result<Appended>>>> {
+        let decided = decide(
+            jobs,
+            TopicEnds::Locked(found.ends.clone()),
+            found.producers.clone(),
+        );
+        let messages = jobs.iter().flat_map(|job| &job.messages);
+        let payload_bytes = messages.clone().map(String::len).sum();
+        let mut rows = MessageRows::with_capacity(messages.count(), payload_bytes);
+        // In (topic, offset) order, as every group that writes under lock does per topic: two
+        // transactions that meet at a row wait for each other one way only.
+        let mut stored = decided.stored.clone();
+        stored.sort_by_key(|&index| {
+            let base = decided.outcomes[index]
+                .as_ref()
+                .map_or(0, |a| a.base_offset);
+            (jobs[index].topic_id, base)
+        });
+        for &index in &stored {
+            let job = &jobs[index];
+            let Ok(appended) = &decided.outcomes[index] else {
+                continue;
+            };
+            for (offset, payload) in (appended.base_offset..).zip(&job.messages) {
+                let (offset, producer) = (db_int(offset)?, db_int(job.producer_id)?);
+                rows.push(
+                    job.topic_id,
+                    offset,
+                    producer,
+                    stored_ms,
+                    payload.as_bytes(),
+                );
+            }
+        }
+        self.cover_guessed(&decided.topic_ends, rows.len()).await?;
+        let mut tx = self.appends.begin_with(GUESSED_BEGIN).await?;
+        let locked = match copy_then_lock(&mut tx, rows, keys, turn).await {
+            Ok(Some(locked)) => locked_state(locked)?,
+            Ok(None) => {
+                tracing::debug!("an append group's turn did not come; its guess is dropped");
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            Err(err) if err.refutes_guess() => {
+                tracing::debug!(%err, "an append group's guess was refuted");
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        if locked.0 != found.ends || locked.1 != found.producers {
+            tracing::debug!(?found, ?locked, "an append group's guess was wrong");
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let plan = AppendPlan {
+            outcomes: decided.outcomes,
+            segments: Vec::new(),
+            topic_ends: decided.topic_ends,
+            producers: decided.producers,
+        };
+        let (written, outcomes) = Written::new(
+            plan,
+            locked.0,
+            &keys.producer_topics,
+            stored_ms,
+            self.announcer.clone(),
+        )?;
+        let bases = written.end_group(&mut tx, stored_ms, false).await?;
+        tx.commit().await?;
+        Ok(Some(written.place(outcomes, &bases, &keys.job_topics)))
+    }
+}
+
+impl PgBackend {
+    /// Makes partitions for a guessed group's rows where they are not known to exist, reaching
+    /// a group's worth past them (a topic's first partitions are small, and a fresh topic
+    /// outgrows them between retention passes). Its own statement, before the group's
+    /// transaction: a write that found no partition would end the transaction.
+    async fn cover_guessed(&self, ends: &[TopicEnd], rows: usize) -> Result<()> {
+        let ahead = u64::try_from(rows).unwrap_or(u64::MAX);
+        let wanted: Vec<(i64, u64)> = {
+            let reach = self.reach.lock().expect("reach lock");
+            ends.iter()
+                .filter(|ended| reach.get(&ended.topic_id).is_none_or(|&r| r < ended.end))
+                .map(|ended| (ended.topic_id, ended.end.saturating_add(ahead)))
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let topics: Vec<i64> = wanted.iter().map(|&(topic, _)| topic).collect();
+        let up_to = wanted
+            .iter()
+            .map(|&(_, end)| db_int(end))
+            .collect::<Result<Vec<i64>>>()?;
+        sqlx::query(
+            "SELECT myqueue_cover_partitions(u.id, u.up_to, 0) \
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, up_to) ORDER BY u.id",
+        )
+        .bind(&topics)
+        .bind(&up_to)
+        .execute(&self.appends)
+        .await?;
+        let mut reach = self.reach.lock().expect("reach lock");
+        for (topic, end) in wanted {
+            let known = reach.entry(topic).or_default();
+            *known = (*known).max(end);
+        }
+        Ok(())
+    }
+}
+
+/// The rows an append group touches.
+struct GroupKeys {
+    /// Each job's (topic, producer), in order.
+    job_topics: Vec<(i64, u64)>,
+    producer_topics: HashMap<u64, i64>,
+    /// The producers that sent sequence numbers, and the topics, each sorted.
+    sequenced: Vec<i64>,
+    topics: Vec<i64>,
+}
+
+impl GroupKeys {
+    fn new(jobs: &[AppendJob]) -> Self {
+        let job_topics: Vec<(i64, u64)> = jobs
+            .iter()
+            .map(|job| (job.topic_id, job.producer_id))
+            .collect();
+        let mut topics: Vec<i64> = job_topics.iter().map(|&(topic, _)| topic).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        GroupKeys {
+            producer_topics: jobs
+                .iter()
+                .map(|job| (job.producer_id, job.topic_id))
+                .collect(),
+            sequenced: distinct_ids(
+                jobs.iter()
+                    .filter(|job| job.sequence.is_some())
+                    .map(|job| job.producer_id),
+            ),
+            job_topics,
+            topics,
+        }
+    }
+}
+
+/// Whether a lock waits for rows locked by another transaction, or fails at once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    No,
+}
+
+/// Locks a group's rows: one statement locks the producers, then the topics (the UNION's
+/// branches run in order), each in id order: every broker takes locks in the same order.
+async fn lock_group_rows(
+    tx: &mut PgConnection,
+    keys: &GroupKeys,
+    wait: Wait,
+) -> Result<Vec<LockedRow>> {
+    static WAITING: LazyLock<String> = LazyLock::new(|| lock_statement(""));
+    static NOWAIT: LazyLock<String> = LazyLock::new(|| lock_statement(" NOWAIT"));
+    let statement: &'static str = if wait == Wait::Yes { &WAITING } else { &NOWAIT };
+    Ok(sqlx::query_as(statement)
+        .bind(&keys.sequenced)
+        .bind(&keys.topics)
+        .fetch_all(tx)
+        .await?)
+}
+
+fn lock_statement(nowait: &str) -> String {
+    format!(
+        "WITH p AS ( \
+             SELECT id, next_sequence, last_base_offset, last_count, recent_batches \
+             FROM producers \
+             WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE{nowait} \
+         ), t AS ( \
+             SELECT id, next_offset FROM topics \
+             WHERE id = ANY($2) ORDER BY id FOR NO KEY UPDATE{nowait} \
+         ) \
+         SELECT 'producer' AS kind, id, next_sequence AS next, last_base_offset, \
+             last_count, recent_batches FROM p \
+         UNION ALL \
+         SELECT 'topic', id, next_offset, 0, 0, '' FROM t"
+    )
+}
+
+/// A guessed group's messages by `COPY`, then its rows locked in its turn, without waiting:
+/// rows locked then are another broker's group's, which may be waiting for the rows just
+/// copied (a deadlock, if this one waited in turn). The guess is then wrong anyway. `None`
+/// when the turn did not come in [`TURN_WAIT`].
+async fn copy_then_lock(
+    tx: &mut PgConnection,
+    rows: MessageRows,
+    keys: &GroupKeys,
+    turn: &mut Turn,
+) -> Result<Option<Vec<LockedRow>>> {
+    if !rows.is_empty() {
+        let mut copy = tx.copy_in_raw(MESSAGES_COPY).await?;
+        copy.send(rows.finish()).await?;
+        copy.finish().await?;
+    }
+    if !turn.wait_at_most(TURN_WAIT).await {
+        return Ok(None);
+    }
+    lock_group_rows(tx, keys, Wait::No).await.map(Some)
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    type Db = Postgres;
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn readers(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn pools(&self) -> Vec<PoolStats> {
+        vec![
+            pool_stats("main", &self.pool),
+            pool_stats("appends", &self.appends),
+        ]
+    }
+
+    async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await
+    }
+
+    fn append_groups_in_flight(&self) -> usize {
+        GROUPS_IN_FLIGHT
+    }
+
+    fn guess_group(&self, jobs: &[AppendJob]) -> Guess {
+        self.guesses.guess(jobs)
+    }
+
+    /// One commit for a whole group of appends, in as few round trips as possible: a group of
+    /// plain appends to one topic is a single statement (its own transaction). Producers with
+    /// sequence numbers, or several topics, lock their rows in id order (so brokers never
+    /// deadlock) inside a transaction; their offsets are then known, so the messages go in by
+    /// binary `COPY`, the cheaper way for the large groups of `MyProducer`. A large group
+    /// whose rows were guessed writes its messages before it locks ([`super::guess`]).
+    async fn append_group(
+        &self,
+        jobs: Vec<AppendJob>,
+        stored_ms: u64,
+        guess: Guess,
+    ) -> Result<Vec<Result<Appended>>> {
+        let mut guess = guess;
+        let result = self.store_group(jobs, stored_ms, &mut guess).await;
+        guess.turn.done();
+        if result.is_err() {
+            self.guesses.forget(&guess);
+        }
+        result
     }
 
     /// Locked in id order, like appends' rows: brokers never deadlock.
@@ -837,6 +1120,23 @@ impl Written {
             .fetch_all(conn)
             .await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
+    }
+
+    /// What an unsequenced group left: its topics' ends, from where the statement put them.
+    fn ends(&self, bases: &HashMap<i64, u64>) -> GroupState {
+        let ends = self
+            .topic_ids
+            .iter()
+            .zip(&self.counts)
+            .filter_map(|(topic, &count)| {
+                let count = u64::try_from(count).ok()?;
+                Some((*topic, bases.get(topic)? + count))
+            })
+            .collect();
+        GroupState {
+            ends,
+            producers: HashMap::new(),
+        }
     }
 
     /// The answers: new batches were planned from `planned_from` and move to where their

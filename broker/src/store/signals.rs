@@ -105,11 +105,11 @@ impl GroupTails {
         GroupTails { jobs }
     }
 
-    /// After the commit: wakes the waiters of each topic that got messages, with them when
-    /// every batch stored in the topic was copied and together they run without a gap (a
+    /// After the commit: what wakes the waiters of each topic that got messages, with them
+    /// when every batch stored in the topic was copied and together they run without a gap (a
     /// producer's batches that arrived out of order are stored in sequence order: the
     /// group's jobs are not), else to read the store.
-    pub fn wake(self, signals: &TopicSignals, outcomes: &[Result<Appended>], stored_ms: u64) {
+    pub fn wakes(self, outcomes: &[Result<Appended>], stored_ms: u64) -> Wakes {
         // Per topic, in the order first stored: its batches (first offset, copy).
         let mut topics: Vec<(Arc<str>, Vec<CopiedBatch>)> = Vec::new();
         for ((topic, copy), outcome) in self.jobs.into_iter().zip(outcomes) {
@@ -123,8 +123,24 @@ impl GroupTails {
                 None => topics.push((topic, vec![batch])),
             }
         }
-        for (topic, batches) in topics {
-            match Tail::joined(batches, stored_ms) {
+        Wakes(
+            topics
+                .into_iter()
+                .map(|(topic, batches)| (topic, Tail::joined(batches, stored_ms)))
+                .collect(),
+        )
+    }
+}
+
+/// The wake-ups of an append group's topics, each with the group's messages where it has
+/// them ([`GroupTails::wakes`]). They are sent in the order groups commit in, so that a
+/// topic's last wake-up says where it ends ([`Wake::ends_at`]).
+pub struct Wakes(Vec<(Arc<str>, Option<Tail>)>);
+
+impl Wakes {
+    pub fn send(self, signals: &TopicSignals) {
+        for (topic, tail) in self.0 {
+            match tail {
                 Some(tail) => signals.appended(&topic, tail),
                 None => signals.notify(&topic),
             }

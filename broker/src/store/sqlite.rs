@@ -28,6 +28,7 @@
 
 use super::catalog::Owner;
 use super::dir_lock::DirLock;
+use super::guess::Guess;
 use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
 use super::retention::{Chunk, Log, RetentionConfig};
 use super::sql::{
@@ -432,10 +433,12 @@ impl Backend for SqliteBackend {
     /// commits with the last write (two hand-overs to SQLite's thread, not four: at a message
     /// at a time each is a tenth of a millisecond or more), so sqlx does not track it:
     /// [`GroupConnection`] closes the connection if the group stops before its COMMIT.
+    /// Groups are not guessed (one writer commits them one at a time anyway).
     async fn append_group(
         &self,
         jobs: Vec<AppendJob>,
         stored_ms: u64,
+        _guess: Guess,
     ) -> Result<Vec<Result<Appended>>> {
         // Id lists travel as JSON arrays, for `IN (SELECT value FROM json_each($N))`.
         let topic_ids: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();

@@ -13,8 +13,9 @@ pub use rows::{
 use rows::{answer_positions, taken_keys};
 pub use shared::SharedSql;
 
-use super::batcher::{Batcher, GroupLimits};
+use super::batcher::{Batcher, GroupLimits, Handled};
 use super::catalog::{Catalog, Owner, Role};
+use super::guess::Guess;
 use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
 use super::retention::{self, Chunk, Log, Retention, RetentionConfig};
 use super::signals::GroupTails;
@@ -78,6 +79,16 @@ pub trait Backend: Send + Sync + 'static {
     /// A transaction that will write.
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Self::Db>>;
 
+    /// How many append groups may be in flight at once (each on its own connection).
+    fn append_groups_in_flight(&self) -> usize {
+        1
+    }
+
+    /// What a group will find under lock, guessed as the batcher forms it ([`super::guess`]).
+    fn guess_group(&self, _jobs: &[AppendJob]) -> Guess {
+        Guess::none()
+    }
+
     /// Stores a group of appends in one transaction, each message with the time `stored_ms`;
     /// one answer per job, in order. Announces the appends to other brokers, if the database
     /// is shared.
@@ -85,6 +96,7 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         jobs: Vec<AppendJob>,
         stored_ms: u64,
+        guess: Guess,
     ) -> Result<Vec<Result<Appended>>>;
 
     /// Reads the positions of consumers `ids` and their topics' ends, locked until commit.
@@ -313,6 +325,7 @@ impl<B: Backend> SqlStore<B> {
             requests: MAX_GROUP,
             weight: GROUP_SHARES,
             weigh: group_share,
+            in_flight: backend.append_groups_in_flight(),
         };
         let write_health = Arc::new(WriteHealth::default());
         let appends = Batcher::spawn(append_limits, &tasks, stop.clone(), {
@@ -320,7 +333,14 @@ impl<B: Backend> SqlStore<B> {
             let signals = signals.clone();
             let health = write_health.clone();
             move |jobs: Vec<AppendJob>| {
-                commit_appends(backend.clone(), signals.clone(), health.clone(), jobs)
+                let guess = backend.guess_group(&jobs);
+                commit_appends(
+                    backend.clone(),
+                    signals.clone(),
+                    health.clone(),
+                    jobs,
+                    guess,
+                )
             }
         });
         let position_limits = GroupLimits {
@@ -328,6 +348,7 @@ impl<B: Backend> SqlStore<B> {
             requests: MAX_GROUP,
             weight: MAX_GROUP,
             weigh: |_: &(u64, PositionOp)| 1,
+            in_flight: 1,
         };
         let positions = Batcher::spawn(position_limits, &tasks, stop.clone(), {
             let backend = backend.clone();
@@ -441,26 +462,30 @@ async fn position_group<B: Backend>(
 }
 
 /// One append group: commit, then wake the long polls of the topics that got messages (with
-/// the messages, where they wait for them: [`GroupTails`]).
+/// the messages, where they wait for them: [`GroupTails`]), in the order groups were formed.
 async fn commit_appends<B: Backend>(
     backend: Arc<B>,
     signals: Arc<TopicSignals>,
     write_health: Arc<WriteHealth>,
     jobs: Vec<AppendJob>,
-) -> Vec<Result<Appended>> {
+    guess: Guess,
+) -> Handled<Appended> {
     let n = jobs.len();
     let tails = GroupTails::keep(&signals, &jobs);
     let stored_ms = now_ms();
     let started = std::time::Instant::now();
-    let result = backend.append_group(jobs, stored_ms).await;
+    let result = backend.append_group(jobs, stored_ms, guess).await;
     tracing::trace!(requests = n, elapsed = ?started.elapsed(), "append group");
     write_health.record(result.as_ref().map(|_| ()));
     match result {
         Ok(outcomes) => {
-            tails.wake(&signals, &outcomes, stored_ms);
-            outcomes
+            let wakes = tails.wakes(&outcomes, stored_ms);
+            Handled {
+                answers: outcomes,
+                then: Some(Box::new(move || wakes.send(&signals))),
+            }
         }
-        Err(err) => fail_all(n, err),
+        Err(err) => fail_all(n, err).into(),
     }
 }
 
