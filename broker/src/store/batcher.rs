@@ -33,9 +33,37 @@ pub struct GroupLimits<Req> {
     pub weight: usize,
     /// A request's weight; a request heavier than the limit still forms a group of its own.
     pub weigh: fn(&Req) -> usize,
-    /// How many groups may be handled at once (at least 1). Groups are formed, and finish,
-    /// in order: a group's answers go out after those of every group formed before it.
+    pub overlap: Overlap<Req>,
+}
+
+/// Whether a group may start while others are being handled: at most `in_flight` at once,
+/// and a group that would start beside another must reach `from` in `size` (a smaller one
+/// waits and grows meanwhile: started at once it would only split the commits in two).
+/// Groups finish in the order they were formed: a group's answers go out after those of
+/// every group formed before it.
+#[derive(Clone, Copy)]
+pub struct Overlap<Req> {
     pub in_flight: usize,
+    pub size: fn(&Req) -> usize,
+    pub from: usize,
+}
+
+impl<Req> Overlap<Req> {
+    /// One group at a time.
+    pub fn none() -> Self {
+        Overlap {
+            in_flight: 1,
+            size: |_| 0,
+            from: usize::MAX,
+        }
+    }
+
+    /// Whether `group` may start beside `handling` groups in flight.
+    fn allows<T>(&self, group: &[Job<Req, T>], handling: usize) -> bool {
+        handling == 0
+            || (handling < self.in_flight
+                && group.iter().map(|(req, _)| (self.size)(req)).sum::<usize>() >= self.from)
+    }
 }
 
 /// What handling a group gives: one answer per request, in order, and what must happen once
@@ -96,80 +124,56 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
         Out: Into<Handled<T>>,
     {
         let (queue, mut jobs) = mpsc::channel::<Job<Req, T>>(QUEUE_CAPACITY);
-        let in_flight = limits.in_flight.max(1);
         tasks.spawn(async move {
-            // A request that did not fit in the last group opens the next one.
+            // The group being formed, its weight, and a request that did not fit in it (it
+            // opens the next one).
+            let mut forming: Vec<Job<Req, T>> = Vec::new();
+            let mut weight = 0;
             let mut carried: Option<Job<Req, T>> = None;
-            let mut stopping = false;
+            let (mut stopping, mut closed) = (false, false);
             let mut handling: FuturesOrdered<InFlight<T>> = FuturesOrdered::new();
             loop {
-                let room = handling.len() < in_flight;
-                let first = match carried.take() {
-                    Some(job) if room => job,
-                    waiting => {
-                        carried = waiting;
-                        tokio::select! {
-                            biased;
-                            Some(finished) = handling.next(), if !handling.is_empty() => {
-                                finished.deliver(limits.name);
-                                continue;
-                            }
-                            job = jobs.recv(), if room && carried.is_none() => match job {
-                                Some(job) => job,
-                                None => {
-                                    while let Some(finished) = handling.next().await {
-                                        finished.deliver(limits.name);
-                                    }
-                                    return;
-                                }
-                            },
-                            _ = stop.cancelled(), if !stopping => {
-                                // Queued requests are still received, then `recv` ends the loop.
-                                jobs.close();
-                                stopping = true;
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let mut weight = (limits.weigh)(&first.0);
-                let mut group = vec![first];
-                while group.len() < limits.requests {
-                    let Ok(job) = jobs.try_recv() else { break };
+                while forming.len() < limits.requests {
+                    let job = match carried.take() {
+                        Some(job) => job,
+                        None => match jobs.try_recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                    };
                     let more = (limits.weigh)(&job.0);
-                    if weight + more > limits.weight {
+                    if !forming.is_empty() && weight + more > limits.weight {
                         carried = Some(job);
                         break;
                     }
                     weight += more;
-                    group.push(job);
+                    forming.push(job);
                 }
-                let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
-                let n = replies.len();
-                let began = std::time::Instant::now();
-                let work = AssertUnwindSafe(handle(requests)).catch_unwind();
-                handling.push_back(Box::pin(async move {
-                    // A bug that panics in one group must not stop every later one: that
-                    // group's requests fail as internal errors, the task goes on.
-                    let handled = match work.await.map(Into::into) {
-                        Ok(handled) if handled.answers.len() == n => handled,
-                        Ok(handled) => failed(
-                            n,
-                            format!("a group of {n} got {} answers", handled.answers.len()),
-                        )
-                        .into(),
-                        Err(panic) => failed(
-                            n,
-                            format!("a group commit panicked: {}", panic_text(&panic)),
-                        )
-                        .into(),
-                    };
-                    Finished {
-                        replies,
-                        handled,
-                        took: began.elapsed(),
+                if !forming.is_empty() && limits.overlap.allows(&forming, handling.len()) {
+                    weight = 0;
+                    let group = std::mem::take(&mut forming);
+                    handling.push_back(start(group, &mut handle));
+                    continue;
+                }
+                if closed && forming.is_empty() && handling.is_empty() {
+                    return;
+                }
+                let full = forming.len() >= limits.requests || carried.is_some();
+                tokio::select! {
+                    biased;
+                    Some(finished) = handling.next(), if !handling.is_empty() => {
+                        finished.deliver(limits.name);
                     }
-                }));
+                    job = jobs.recv(), if !full && !closed => match job {
+                        Some(job) => carried = Some(job),
+                        None => closed = true,
+                    },
+                    _ = stop.cancelled(), if !stopping => {
+                        // Queued requests are still received, then `recv` ends the loop.
+                        jobs.close();
+                        stopping = true;
+                    }
+                }
             }
         });
         Batcher { queue }
@@ -184,6 +188,43 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, T> {
             .map_err(|_| StoreError::ShuttingDown)?;
         answer.await.unwrap_or(Err(StoreError::ShuttingDown))
     }
+}
+
+/// Starts handling `group`: calls `handle` now (in the order groups are formed), and answers
+/// the group once its future is done.
+fn start<Req, T, F, Fut, Out>(group: Vec<Job<Req, T>>, handle: &mut F) -> InFlight<T>
+where
+    T: Send + 'static,
+    F: FnMut(Vec<Req>) -> Fut,
+    Fut: Future<Output = Out> + Send + 'static,
+    Out: Into<Handled<T>>,
+{
+    let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
+    let n = replies.len();
+    let began = std::time::Instant::now();
+    let work = AssertUnwindSafe(handle(requests)).catch_unwind();
+    Box::pin(async move {
+        // A bug that panics in one group must not stop every later one: that group's
+        // requests fail as internal errors, the task goes on.
+        let handled = match work.await.map(Into::into) {
+            Ok(handled) if handled.answers.len() == n => handled,
+            Ok(handled) => failed(
+                n,
+                format!("a group of {n} got {} answers", handled.answers.len()),
+            )
+            .into(),
+            Err(panic) => failed(
+                n,
+                format!("a group commit panicked: {}", panic_text(&panic)),
+            )
+            .into(),
+        };
+        Finished {
+            replies,
+            handled,
+            took: began.elapsed(),
+        }
+    })
 }
 
 /// The same internal error for every request of a group, logged once.
@@ -232,7 +273,7 @@ mod tests {
             requests: 64,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
-            in_flight: 1,
+            overlap: Overlap::none(),
         };
         let (batcher, _, _) = spawn(limits, move |requests: Vec<u32>| {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -264,7 +305,7 @@ mod tests {
             requests: 100,
             weight: 10,
             weigh: |r: &usize| *r,
-            in_flight: 1,
+            overlap: Overlap::none(),
         };
         let (batcher, _, _) = spawn(limits, move |requests: Vec<usize>| {
             seen.lock().unwrap().push(requests.iter().sum::<usize>());
@@ -296,7 +337,11 @@ mod tests {
             requests: 1,
             weight: usize::MAX,
             weigh: |_: &u64| 1,
-            in_flight: 2,
+            overlap: Overlap {
+                in_flight: 2,
+                size: |_| 1,
+                from: 1,
+            },
         };
         let finished = Arc::new(std::sync::Mutex::new(Vec::new()));
         let running = Arc::new(AtomicUsize::new(0));
@@ -346,13 +391,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_small_group_waits_and_grows_until_it_is_worth_starting_beside_another() {
+        let limits = GroupLimits {
+            name: "test",
+            requests: 64,
+            weight: usize::MAX,
+            weigh: |_: &usize| 1,
+            overlap: Overlap {
+                in_flight: 2,
+                size: |r: &usize| *r,
+                from: 10,
+            },
+        };
+        // Each group, and how many were being handled when it started (itself included).
+        let groups = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let running = Arc::new(AtomicUsize::new(0));
+        let (batcher, _, _) = spawn(limits, {
+            let (groups, running) = (groups.clone(), running.clone());
+            move |requests: Vec<usize>| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                groups.lock().unwrap().push((requests.clone(), now));
+                let running = running.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    requests.into_iter().map(Ok).collect::<Vec<_>>()
+                }
+            }
+        });
+        let submit = |r: usize| {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.submit(r).await })
+        };
+        let first = submit(1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let small = submit(2);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(groups.lock().unwrap().len(), 1, "the small group waits");
+        let large = submit(30);
+        for task in [first, small, large] {
+            assert!(task.await.unwrap().is_ok());
+        }
+        assert_eq!(*groups.lock().unwrap(), [(vec![1], 1), (vec![2, 30], 2)]);
+    }
+
+    #[tokio::test]
     async fn a_panicking_group_fails_as_internal_and_later_groups_still_run() {
         let limits = GroupLimits {
             name: "test",
             requests: 1,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
-            in_flight: 1,
+            overlap: Overlap::none(),
         };
         let (batcher, _, _) = spawn(limits, |requests: Vec<u32>| async move {
             assert!(requests[0] != 13, "unlucky request");
@@ -373,7 +463,7 @@ mod tests {
             requests: 2,
             weight: usize::MAX,
             weigh: |_: &u32| 1,
-            in_flight: 1,
+            overlap: Overlap::none(),
         };
         let (batcher, tasks, stop) = spawn(limits, |requests: Vec<u32>| async move {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -21,6 +21,7 @@
 //! Statements name the topics they read (`topic_id = $N`), and plans are made per execution
 //! (`plan_cache_mode`), so each statement locks and plans only its own topics' partitions.
 
+use super::batcher::Overlap;
 use super::catalog::Owner;
 use super::guess::{GroupState, Guess, Guesses, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
@@ -700,8 +701,14 @@ impl Backend for PgBackend {
         self.pool.begin().await
     }
 
-    fn append_groups_in_flight(&self) -> usize {
-        GROUPS_IN_FLIGHT
+    /// Two groups at once, when the second is large enough to be guessed (a small one would
+    /// take the ordinary way after the first anyway, and only split the commits).
+    fn append_overlap(&self) -> Overlap<AppendJob> {
+        Overlap {
+            in_flight: GROUPS_IN_FLIGHT,
+            size: |job| job.messages.len(),
+            from: COPY_FROM_ROWS,
+        }
     }
 
     fn guess_group(&self, jobs: &[AppendJob]) -> Guess {

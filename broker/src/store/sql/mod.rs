@@ -13,7 +13,7 @@ pub use rows::{
 use rows::{answer_positions, taken_keys};
 pub use shared::SharedSql;
 
-use super::batcher::{Batcher, GroupLimits, Handled};
+use super::batcher::{Batcher, GroupLimits, Handled, Overlap};
 use super::catalog::{Catalog, Owner, Role};
 use super::guess::Guess;
 use super::plan::{AppendJob, PositionOp, Positioned, plan_positions};
@@ -79,9 +79,9 @@ pub trait Backend: Send + Sync + 'static {
     /// A transaction that will write.
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Self::Db>>;
 
-    /// How many append groups may be in flight at once (each on its own connection).
-    fn append_groups_in_flight(&self) -> usize {
-        1
+    /// Whether append groups may be in flight at once (each on its own connection).
+    fn append_overlap(&self) -> Overlap<AppendJob> {
+        Overlap::none()
     }
 
     /// What a group will find under lock, guessed as the batcher forms it ([`super::guess`]).
@@ -325,7 +325,7 @@ impl<B: Backend> SqlStore<B> {
             requests: MAX_GROUP,
             weight: GROUP_SHARES,
             weigh: group_share,
-            in_flight: backend.append_groups_in_flight(),
+            overlap: backend.append_overlap(),
         };
         let write_health = Arc::new(WriteHealth::default());
         let appends = Batcher::spawn(append_limits, &tasks, stop.clone(), {
@@ -348,7 +348,7 @@ impl<B: Backend> SqlStore<B> {
             requests: MAX_GROUP,
             weight: MAX_GROUP,
             weigh: |_: &(u64, PositionOp)| 1,
-            in_flight: 1,
+            overlap: Overlap::none(),
         };
         let positions = Batcher::spawn(position_limits, &tasks, stop.clone(), {
             let backend = backend.clone();
