@@ -701,12 +701,13 @@ impl Backend for PgBackend {
         self.pool.begin().await
     }
 
-    /// Two groups at once, when the second is large enough to be guessed (a small one would
-    /// take the ordinary way after the first anyway, and only split the commits).
+    /// Two groups at once, when the second has enough sequenced messages to be guessed (a
+    /// small group, or plain appends to one topic, would take the ordinary way after the
+    /// first anyway, and only split the commits).
     fn append_overlap(&self) -> Overlap<AppendJob> {
         Overlap {
             in_flight: GROUPS_IN_FLIGHT,
-            size: |job| job.messages.len(),
+            size: |job| job.sequence.map_or(0, |_| job.messages.len()),
             from: COPY_FROM_ROWS,
         }
     }
