@@ -2010,16 +2010,22 @@ async fn sqlite_a_failed_append_group_is_rolled_back_and_the_writer_goes_on() {
 /// `MyProducer` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_a_group_guessed_after_a_failed_one_starts_again() {
-    let Some(h) = Harness::postgres().await else {
+    let Some(url) = test_database_url() else {
         return;
     };
-    let Reopen::Postgres(options) = &h.reopen else {
-        unreachable!()
-    };
-    let mut admin = PgConnection::connect_with(options).await.unwrap();
+    let options = fresh_database(&url).await;
+    let store = Arc::new(
+        PostgresStore::open(options.clone(), 8, manual_passes())
+            .await
+            .unwrap(),
+    );
+    let mut admin = PgConnection::connect_with(&options).await.unwrap();
+    // The refusal comes late (50 ms), so that the next group is formed, and guessed from
+    // what the failing one would leave, while the failing one is still in flight.
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF NEW.payload = 'boom'::bytea THEN RAISE EXCEPTION 'injected'; END IF; \
+         BEGIN IF NEW.payload = 'boom'::bytea THEN \
+             PERFORM pg_sleep(0.05); RAISE EXCEPTION 'injected'; END IF; \
          RETURN NEW; END $$; \
          CREATE TRIGGER refuse_boom BEFORE INSERT ON messages \
          FOR EACH ROW EXECUTE FUNCTION refuse_boom();",
@@ -2031,7 +2037,7 @@ async fn postgres_a_group_guessed_after_a_failed_one_starts_again() {
     const BATCHES: usize = 30;
     let workers: Vec<_> = (0..PRODUCERS)
         .map(|w| {
-            let store = h.store.clone();
+            let store = store.clone();
             tokio::spawn(async move {
                 let p = store.register_producer("t").await.unwrap();
                 let (mut answered, mut sent, mut failures) = (Vec::new(), 0, 0);
@@ -2065,5 +2071,15 @@ async fn postgres_a_group_guessed_after_a_failed_one_starts_again() {
         })
         .collect();
     let answers = answers_of(workers).await;
-    assert_stored_as_answered(&*h.store, "t", &answers).await;
+    assert_stored_as_answered(&*store, "t", &answers).await;
+    let (right, wrong) = store.backend().guessed_groups();
+    assert!(
+        right > 0,
+        "groups were guessed: {right} right, {wrong} wrong"
+    );
+    assert!(
+        wrong > 0,
+        "a guess after a failed group was wrong: {right} right"
+    );
+    store.close().await;
 }

@@ -95,8 +95,10 @@ struct Finished<T> {
 impl<T> Finished<T> {
     /// Runs the group's last step and answers its requests.
     fn deliver(self, name: &'static str) {
-        if let Some(then) = self.handled.then {
-            then();
+        if let Some(then) = self.handled.then
+            && let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(then))
+        {
+            tracing::error!("a group's last step panicked: {}", panic_text(&panic));
         }
         crate::metrics::group_commit(name, self.replies.len(), self.took);
         for (reply, answer) in self.replies.into_iter().zip(self.handled.answers) {
@@ -202,11 +204,16 @@ where
     let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
     let n = replies.len();
     let began = std::time::Instant::now();
-    let work = AssertUnwindSafe(handle(requests)).catch_unwind();
+    // A bug that panics in one group must not stop every later one: that group's requests
+    // fail as internal errors, the task goes on. `handle` may panic before its future starts.
+    let work = std::panic::catch_unwind(AssertUnwindSafe(|| handle(requests)))
+        .map(|future| AssertUnwindSafe(future).catch_unwind());
     Box::pin(async move {
-        // A bug that panics in one group must not stop every later one: that group's
-        // requests fail as internal errors, the task goes on.
-        let handled = match work.await.map(Into::into) {
+        let outcome = match work {
+            Ok(future) => future.await,
+            Err(panic) => Err(panic),
+        };
+        let handled = match outcome.map(Into::into) {
             Ok(handled) if handled.answers.len() == n => handled,
             Ok(handled) => failed(
                 n,

@@ -1,23 +1,27 @@
-//! What the next append group will find under lock, as this broker's own groups left it: a
-//! guess that lets PostgreSQL write a group's messages *before* it waits for the group in
-//! flight ahead of it, so that two groups' writes run at once on two server processes.
+//! What the next append group will find under lock, as this broker's groups ahead of it will
+//! leave it: a guess that lets PostgreSQL write a group's messages *before* the group ahead
+//! has committed, so that two groups' writes run at once on two server processes.
 //!
 //! A guess is only ever a guess: the group that used one checks it against the rows it then
 //! locks, and starts again the ordinary way if they differ (another broker appended, a group
-//! before it failed). So nothing here needs to be right, only usually right: groups are
-//! guessed in the order the batcher forms them, each from what the one before it will leave
-//! (before that one has committed), and whatever a group finds or leaves is recorded unless a
-//! later group already recorded something newer.
+//! ahead failed). So nothing here needs to be right, only usually right. Each group, as the
+//! batcher forms it, takes the place of the last group formed on each of its rows (a topic's
+//! end, a sequenced producer's state) and tells the groups formed after it what it will leave
+//! ([`Published`]): a guessed group as soon as it has guessed (tentatively), every group once
+//! it holds its rows locked (for certain). A group that finds a guess wrong, or fails, starts a
+//! new epoch: tentative word from before it is not taken, so a wrong guess does not pass down
+//! the line of groups guessed from one another; they wait for certain word instead.
 
-use super::plan::{AppendJob, TopicEnd, TopicEnds, decide};
+use super::plan::{AppendJob, TopicEnd};
 use super::sequence::ProducerSequence;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-/// Past this many topics and producers the guesses are all forgotten (they grow with every
-/// producer registered; the next groups start over from what they lock).
+/// Past this many topics and producers the rows remembered are all forgotten (they grow with
+/// every producer registered; the next groups start over from what they lock).
 const MAX_REMEMBERED: usize = 10_000;
 /// How long a topic is not guessed after another broker appended to it, or a guess of it
 /// proved wrong: guesses are then mostly wrong, each a `COPY` thrown away, and a guessed
@@ -46,13 +50,33 @@ impl GroupState {
     }
 }
 
-/// One group's guess: its place in the order groups were formed, its rows, and what it
-/// expects to lock, if this broker knew all of it.
+/// What a group says it will leave its rows at, for the groups formed after it.
+#[derive(Clone, Default)]
+enum Published {
+    /// Nothing yet.
+    #[default]
+    Nothing,
+    /// Guessed, in `epoch`: right if the groups ahead of it do what they said.
+    Tentative { epoch: u64, state: Arc<GroupState> },
+    /// Planned from its rows locked.
+    Certain(Arc<GroupState>),
+    /// It failed: what it leaves is not known.
+    Failed,
+}
+
+type Word = watch::Receiver<Published>;
+
+/// One group's place in the line: the word of the group ahead of it on each of its rows, its
+/// own word for the groups after it, and its turn to lock.
 pub struct Guess {
-    pub generation: u64,
-    topics: Vec<i64>,
-    producers: Vec<u64>,
-    pub found: Option<GroupState>,
+    ends: Vec<(i64, Option<Word>)>,
+    producers: Vec<(u64, Option<Word>)>,
+    word: Option<watch::Sender<Published>>,
+    /// A topic of the group is appended to by another broker ([`Guesses::shared`]).
+    paused: bool,
+    epoch: Arc<AtomicU64>,
+    /// The epoch this group's guess was made in.
+    guessed_in: u64,
     pub turn: Turn,
 }
 
@@ -60,12 +84,84 @@ impl Guess {
     /// No guess (stores that do not guess).
     pub fn none() -> Self {
         Guess {
-            generation: 0,
-            topics: Vec::new(),
+            ends: Vec::new(),
             producers: Vec::new(),
-            found: None,
+            word: None,
+            paused: true,
+            epoch: Arc::default(),
+            guessed_in: 0,
             turn: Turn::default(),
         }
+    }
+
+    /// What this group will find under lock, as the groups ahead of it said they will leave
+    /// it; waits for their word. `None` when a row was never touched by this broker, a group
+    /// ahead failed or ended without a word, or the topic is paused.
+    pub async fn found(&mut self) -> Option<GroupState> {
+        if self.paused {
+            return None;
+        }
+        self.guessed_in = self.epoch.load(Ordering::SeqCst);
+        let mut found = GroupState::default();
+        for (topic, ahead) in &mut self.ends {
+            let state = word_of(ahead.as_mut()?, self.guessed_in).await?;
+            found.ends.insert(*topic, *state.ends.get(topic)?);
+        }
+        for (producer, ahead) in &mut self.producers {
+            let state = word_of(ahead.as_mut()?, self.guessed_in).await?;
+            found
+                .producers
+                .insert(*producer, *state.producers.get(producer)?);
+        }
+        Some(found)
+    }
+
+    /// Says what this group will leave, as guessed by [`Guess::found`].
+    pub fn tentative(&self, state: GroupState) {
+        self.say(Published::Tentative {
+            epoch: self.guessed_in,
+            state: Arc::new(state),
+        });
+    }
+
+    /// Says what this group leaves, planned from its rows locked.
+    pub fn certain(&self, state: GroupState) {
+        self.say(Published::Certain(Arc::new(state)));
+    }
+
+    /// Its guess was wrong, or the group failed: the groups guessed from its word (or from
+    /// theirs) are wrong too, and learn it under lock; groups guessing from now on wait for
+    /// certain word.
+    pub fn wrong(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The group failed.
+    pub fn failed(&self) {
+        self.wrong();
+        self.say(Published::Failed);
+    }
+
+    fn say(&self, word: Published) {
+        if let Some(sender) = &self.word {
+            sender.send_replace(word);
+        }
+    }
+}
+
+/// What the group behind `word` will leave: certain word, or tentative word from `epoch`
+/// (waited for). `None` if it failed, or ended without a word.
+async fn word_of(word: &mut Word, epoch: u64) -> Option<Arc<GroupState>> {
+    loop {
+        match &*word.borrow_and_update() {
+            Published::Certain(state) => return Some(state.clone()),
+            Published::Tentative { epoch: said, state } if *said == epoch => {
+                return Some(state.clone());
+            }
+            Published::Failed => return None,
+            Published::Nothing | Published::Tentative { .. } => {}
+        }
+        word.changed().await.ok()?;
     }
 }
 
@@ -112,25 +208,22 @@ impl Turn {
     }
 }
 
-/// A remembered value, and the generation of the group that left it; `None` while a group
-/// that will change it without a guess is in flight.
-type Entry<T> = (u64, Option<T>);
-
 #[derive(Default)]
 struct Remembered {
     /// Topics (by name) not guessed until then: [`SHARED_TOPIC_PAUSE`].
     paused: HashMap<String, Instant>,
     /// The turn of the group formed last, for the next one to wait on.
     last_turn: Option<oneshot::Receiver<()>>,
-    next_generation: u64,
-    ends: HashMap<i64, Entry<u64>>,
-    producers: HashMap<u64, Entry<ProducerSequence>>,
+    /// The word of the last group formed on each row.
+    ends: HashMap<i64, Word>,
+    producers: HashMap<u64, Word>,
 }
 
-/// This broker's guesses (one per store).
+/// This broker's line of append groups (one per store).
 #[derive(Default)]
 pub struct Guesses {
     remembered: Mutex<Remembered>,
+    epoch: Arc<AtomicU64>,
 }
 
 /// The topics and sequenced producers of a group.
@@ -148,93 +241,43 @@ fn keys(jobs: &[AppendJob]) -> (Vec<i64>, Vec<u64>) {
     (topics, producers)
 }
 
-/// Records `value` as left by `generation`, unless a later group left or holds it.
-fn record<K: std::hash::Hash + Eq, T>(map: &mut HashMap<K, Entry<T>>, key: K, at: Entry<T>) {
-    match map.get(&key) {
-        Some((generation, _)) if *generation > at.0 => {}
-        _ => {
-            map.insert(key, at);
-        }
-    }
-}
-
 impl Guesses {
-    /// The guess for a group, called in the order groups are formed. When every row the
-    /// group locks is known, the guess is what they hold and the group's outcome is
-    /// remembered for the next group; otherwise the group's rows are marked unknown until it
-    /// is done.
+    /// A group's place in the line, called in the order groups are formed: it takes the place
+    /// of the last group formed on each of its rows.
     pub fn guess(&self, jobs: &[AppendJob]) -> Guess {
         let (topics, producers) = keys(jobs);
+        let (word, heard) = watch::channel(Published::Nothing);
         let mut remembered = self.lock();
-        remembered.next_generation += 1;
-        let generation = remembered.next_generation;
+        if remembered.ends.len() + remembered.producers.len() > MAX_REMEMBERED {
+            remembered.ends.clear();
+            remembered.producers.clear();
+        }
         let now = Instant::now();
         remembered.paused.retain(|_, until| *until > now);
         let paused = jobs
             .iter()
             .any(|job| remembered.paused.contains_key(&*job.topic));
-        let found = (|| {
-            if paused {
-                return None;
-            }
-            let mut found = GroupState::default();
-            for topic in &topics {
-                found.ends.insert(*topic, remembered.ends.get(topic)?.1?);
-            }
-            for producer in &producers {
-                found
-                    .producers
-                    .insert(*producer, remembered.producers.get(producer)?.1?);
-            }
-            Some(found)
-        })();
-        let after = found.as_ref().map(|found| {
-            let decided = decide(
-                jobs,
-                TopicEnds::Locked(found.ends.clone()),
-                found.producers.clone(),
-            );
-            found.after(&decided.topic_ends, &decided.producers)
-        });
-        for &topic in &topics {
-            let end = after.as_ref().map(|after| after.ends[&topic]);
-            remembered.ends.insert(topic, (generation, end));
-        }
-        for &producer in &producers {
-            let state = after.as_ref().map(|after| after.producers[&producer]);
-            remembered.producers.insert(producer, (generation, state));
-        }
+        let ends = topics
+            .into_iter()
+            .map(|topic| (topic, remembered.ends.insert(topic, heard.clone())))
+            .collect();
+        let producers = producers
+            .into_iter()
+            .map(|id| (id, remembered.producers.insert(id, heard.clone())))
+            .collect();
         let (done, next) = oneshot::channel();
         let turn = Turn {
             after: remembered.last_turn.replace(next),
             done: Some(done),
         };
         Guess {
-            generation,
-            topics,
+            ends,
             producers,
-            found,
+            word: Some(word),
+            paused,
+            epoch: self.epoch.clone(),
+            guessed_in: 0,
             turn,
-        }
-    }
-
-    /// What a group of `generation` leaves, once it knows (it holds its rows locked, or has
-    /// committed).
-    pub fn left(&self, generation: u64, state: &GroupState) {
-        let mut remembered = self.lock();
-        if remembered.ends.len() + remembered.producers.len() > MAX_REMEMBERED {
-            remembered.ends.clear();
-            remembered.producers.clear();
-        }
-        for (&topic, &end) in &state.ends {
-            record(&mut remembered.ends, topic, (generation, Some(end)));
-        }
-        for (&producer, &sequence) in &state.producers {
-            record(
-                &mut remembered.producers,
-                producer,
-                (generation, Some(sequence)),
-            );
         }
     }
 
@@ -242,18 +285,6 @@ impl Guesses {
     pub fn shared(&self, topic: &str) {
         let until = Instant::now() + SHARED_TOPIC_PAUSE;
         self.lock().paused.insert(topic.to_owned(), until);
-    }
-
-    /// Forgets the rows of a group that failed, or found its guess wrong: what it leaves is
-    /// not known, nor what the groups guessed after it will (they find out under lock).
-    pub fn forget(&self, guess: &Guess) {
-        let mut remembered = self.lock();
-        for topic in &guess.topics {
-            remembered.ends.remove(topic);
-        }
-        for producer in &guess.producers {
-            remembered.producers.remove(producer);
-        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
@@ -264,7 +295,7 @@ impl Guesses {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::store::plan::{TopicEnds, decide};
 
     fn job(topic_id: i64, producer_id: u64, sequence: u64, count: usize) -> AppendJob {
         AppendJob {
@@ -287,33 +318,89 @@ mod tests {
         }
     }
 
-    #[test]
-    fn nothing_is_guessed_until_a_group_left_its_rows() {
-        let guesses = Guesses::default();
-        let first = guesses.guess(&[job(1, 7, 0, 3)]);
-        assert_eq!(first.found, None);
-        // While that group is in flight its rows are unknown: no guess from older values.
-        guesses.left(0, &state(&[(1, 40)], &[(7, 0)]));
-        assert_eq!(guesses.guess(&[job(1, 7, 0, 3)]).found, None);
+    /// What `jobs`, planned from `found`, leave.
+    fn leaves(jobs: &[AppendJob], found: &GroupState) -> GroupState {
+        let decided = decide(
+            jobs,
+            TopicEnds::Locked(found.ends.clone()),
+            found.producers.clone(),
+        );
+        found.after(&decided.topic_ends, &decided.producers)
+    }
+
+    /// Whether `guess` has found its rows without waiting.
+    fn found_now(guess: &mut Guess) -> Option<Option<GroupState>> {
+        use futures_util::FutureExt;
+        guess.found().now_or_never()
     }
 
     #[test]
-    fn each_group_is_guessed_from_what_the_one_before_will_leave() {
+    fn rows_no_group_touched_are_not_guessed() {
+        let guesses = Guesses::default();
+        let mut first = guesses.guess(&[job(1, 7, 0, 3)]);
+        assert_eq!(found_now(&mut first), Some(None));
+    }
+
+    #[test]
+    fn a_group_is_guessed_from_what_the_one_ahead_says_it_will_leave() {
         let guesses = Guesses::default();
         let first = guesses.guess(&[job(1, 7, 0, 3)]);
-        guesses.left(first.generation, &state(&[(1, 10)], &[(7, 0)]));
-        let second = guesses.guess(&[job(1, 7, 0, 3)]);
-        assert_eq!(second.found, Some(state(&[(1, 10)], &[(7, 0)])));
-        // The second group is not committed yet; the third expects what it will leave.
-        let third = guesses.guess(&[job(1, 7, 3, 2)]).found.expect("a guess");
-        assert_eq!(third.ends[&1], 13);
-        assert_eq!(third.producers[&7].next, 3);
-        // An older group's news does not overwrite a newer guess.
-        guesses.left(second.generation - 1, &state(&[(1, 99)], &[(7, 0)]));
+        let mut second = guesses.guess(&[job(1, 7, 0, 3)]);
         assert_eq!(
-            guesses.guess(&[job(1, 7, 5, 1)]).found.unwrap().ends[&1],
-            15
+            found_now(&mut second),
+            None,
+            "it waits for the word of the first"
         );
+        first.certain(state(&[(1, 10)], &[(7, 0)]));
+        let found = found_now(&mut second).unwrap().unwrap();
+        assert_eq!(found, state(&[(1, 10)], &[(7, 0)]));
+        // The second says, tentatively, what it leaves; the third takes that word.
+        second.tentative(leaves(&[job(1, 7, 0, 3)], &found));
+        let mut third = guesses.guess(&[job(1, 7, 3, 2)]);
+        let found = found_now(&mut third).unwrap().unwrap();
+        assert_eq!(found.ends[&1], 13);
+        assert_eq!(found.producers[&7].next, 3);
+    }
+
+    #[test]
+    fn after_a_wrong_guess_tentative_word_waits_to_be_made_certain() {
+        let guesses = Guesses::default();
+        let first = guesses.guess(&[job(1, 7, 0, 3)]);
+        let mut second = guesses.guess(&[job(1, 7, 0, 3)]);
+        first.certain(state(&[(1, 10)], &[(7, 0)]));
+        let found = found_now(&mut second).unwrap().unwrap();
+        second.tentative(leaves(&[job(1, 7, 0, 3)], &found));
+        let mut third = guesses.guess(&[job(1, 7, 3, 2)]);
+        second.wrong();
+        assert_eq!(
+            found_now(&mut third),
+            None,
+            "the second's word is from before"
+        );
+        second.certain(state(&[(1, 20)], &[(7, 3)]));
+        assert_eq!(found_now(&mut third).unwrap().unwrap().ends[&1], 20);
+    }
+
+    #[test]
+    fn a_failed_group_or_one_that_ended_without_a_word_leaves_nothing_to_guess_from() {
+        let guesses = Guesses::default();
+        let first = guesses.guess(&[job(1, 7, 0, 3)]);
+        let mut second = guesses.guess(&[job(1, 7, 3, 3)]);
+        first.failed();
+        assert_eq!(found_now(&mut second), Some(None));
+        let mut third = guesses.guess(&[job(1, 7, 3, 3)]);
+        drop(second);
+        assert_eq!(found_now(&mut third), Some(None));
+    }
+
+    #[test]
+    fn a_topic_another_broker_appends_to_is_not_guessed() {
+        let guesses = Guesses::default();
+        let first = guesses.guess(&[job(1, 7, 0, 3)]);
+        first.certain(state(&[(1, 10)], &[(7, 0)]));
+        guesses.shared("t");
+        let mut second = guesses.guess(&[job(1, 7, 0, 3)]);
+        assert_eq!(found_now(&mut second), Some(None));
     }
 
     #[tokio::test]
@@ -328,17 +415,8 @@ mod tests {
         assert!(!waiting.is_finished());
         first.turn.done();
         waiting.await.unwrap();
-        // The second ended without locking (its turn dropped): the third goes on.
+        // The second ended without saying so (its turn dropped): the third goes on.
         third.turn.wait().await;
-    }
-
-    #[test]
-    fn a_topic_another_broker_appends_to_is_not_guessed() {
-        let guesses = Guesses::default();
-        let first = guesses.guess(&[job(1, 7, 0, 3)]);
-        guesses.left(first.generation, &state(&[(1, 10)], &[(7, 0)]));
-        guesses.shared("t");
-        assert_eq!(guesses.guess(&[job(1, 7, 0, 3)]).found, None);
     }
 
     #[tokio::test]
@@ -347,16 +425,5 @@ mod tests {
         let _first = guesses.guess(&[job(1, 7, 0, 3)]);
         let mut second = guesses.guess(&[job(1, 7, 3, 3)]);
         assert!(!second.turn.wait_at_most(Duration::from_millis(10)).await);
-    }
-
-    #[test]
-    fn a_failed_group_is_forgotten() {
-        let guesses = Guesses::default();
-        let first = guesses.guess(&[job(1, 7, 0, 3)]);
-        guesses.left(first.generation, &state(&[(1, 10)], &[(7, 0)]));
-        let second = guesses.guess(&[job(1, 7, 0, 3)]);
-        assert!(second.found.is_some());
-        guesses.forget(&second);
-        assert_eq!(guesses.guess(&[job(1, 7, 0, 3)]).found, None);
     }
 }

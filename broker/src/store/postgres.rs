@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -58,10 +59,6 @@ const GROUPS_IN_FLIGHT: usize = 2;
 /// Connections of the append groups' pool: one per group in flight, and one that stands by
 /// while another is dropped after an error.
 const APPEND_CONNECTIONS: u32 = GROUPS_IN_FLIGHT as u32 + 1;
-/// How a guessed group's transaction begins. It writes before it locks, so it could wait for
-/// another broker's group that waits for its rows: it gives up first (PostgreSQL's
-/// `deadlock_timeout` is 1 s by default) and starts again the ordinary way.
-const GUESSED_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '500ms'";
 /// How long a guessed group waits for the group ahead to end, holding the rows it wrote
 /// ([`Turn::wait_at_most`]). A group of `MyProducer`'s takes tens of milliseconds.
 const TURN_WAIT: Duration = Duration::from_secs(1);
@@ -98,6 +95,8 @@ pub struct PgBackend {
     announcer: Announcer,
     /// What the next append groups will find under lock ([`super::guess`]).
     guesses: Arc<Guesses>,
+    /// Guessed groups whose guess held, and those that started again.
+    guessed: [AtomicU64; 2],
 }
 
 /// A broker's mark on the appends it announces (`NOTIFY` payload `<mark>/<topic>`). Its own
@@ -198,6 +197,7 @@ impl PostgresStore {
             reach: Default::default(),
             announcer: announcer.clone(),
             guesses,
+            guessed: Default::default(),
         };
         Ok(SqlStore::new(backend, signals, tasks, stop, retention))
     }
@@ -346,6 +346,13 @@ impl PgBackend {
 }
 
 impl PgBackend {
+    /// How many guessed append groups this broker's guess held for, and how many started
+    /// again ([`super::guess`]).
+    pub fn guessed_groups(&self) -> (u64, u64) {
+        let [right, wrong] = &self.guessed;
+        (right.load(Ordering::Relaxed), wrong.load(Ordering::Relaxed))
+    }
+
     async fn store_group(
         &self,
         jobs: Vec<AppendJob>,
@@ -358,23 +365,23 @@ impl PgBackend {
             return self.append_unsequenced(jobs, stored_ms, guess, &keys).await;
         }
         let rows: usize = jobs.iter().map(|job| job.messages.len()).sum();
-        let mut record = true;
-        if let Some(found) = guess.found.take().filter(|_| rows >= COPY_FROM_ROWS) {
-            let found = &found;
+        if rows >= COPY_FROM_ROWS
+            && let Some(found) = guess.found().await
+        {
             let guessed = self
-                .append_guessed(&jobs, found, stored_ms, &keys, &mut guess.turn)
+                .append_guessed(&jobs, &found, stored_ms, &keys, guess)
                 .await?;
             crate::metrics::guessed_group(guessed.is_some());
+            self.guessed[usize::from(guessed.is_none())].fetch_add(1, Ordering::Relaxed);
             if let Some(answers) = guessed {
                 return Ok(answers);
             }
             // Wrong: the groups guessed after this one are wrong too, and find out under lock;
             // another broker may be appending to these topics.
-            self.guesses.forget(guess);
+            guess.wrong();
             for job in &jobs {
                 self.guesses.shared(&job.topic);
             }
-            record = false;
         }
         let mut tx = self.appends.begin().await?;
         guess.turn.wait().await;
@@ -385,10 +392,7 @@ impl PgBackend {
             producers: producers.clone(),
         };
         let plan = plan_appends(jobs, TopicEnds::Locked(ends.clone()), producers);
-        if record {
-            let left = found.after(&plan.topic_ends, &plan.producers);
-            self.guesses.left(guess.generation, &left);
-        }
+        guess.certain(found.after(&plan.topic_ends, &plan.producers));
         let (written, outcomes) = Written::new(
             plan,
             ends,
@@ -453,7 +457,7 @@ impl PgBackend {
             bases = written.execute(&mut conn).await;
         }
         let bases = bases?;
-        self.guesses.left(guess.generation, &written.ends(&bases));
+        guess.certain(written.ends(&bases));
         Ok(written.place(outcomes, &bases, &keys.job_topics))
     }
 
@@ -467,13 +471,15 @@ impl PgBackend {
         found: &GroupState,
         stored_ms: i64,
         keys: &GroupKeys,
-        turn: &mut Turn,
+        guess: &mut Guess,
     ) -> Result<Option<Vec<Result<Appended>>>> {
         let decided = decide(
             jobs,
             TopicEnds::Locked(found.ends.clone()),
             found.producers.clone(),
         );
+        let leaves = found.after(&decided.topic_ends, &decided.producers);
+        guess.tentative(leaves.clone());
         let messages = jobs.iter().flat_map(|job| &job.messages);
         let payload_bytes = messages.clone().map(String::len).sum();
         let mut rows = MessageRows::with_capacity(messages.count(), payload_bytes);
@@ -503,8 +509,8 @@ impl PgBackend {
             }
         }
         self.cover_guessed(&decided.topic_ends, rows.len()).await?;
-        let mut tx = self.appends.begin_with(GUESSED_BEGIN).await?;
-        let locked = match copy_then_lock(&mut tx, rows, keys, turn).await {
+        let mut tx = self.appends.begin().await?;
+        let locked = match copy_then_lock(&mut tx, rows, keys, &mut guess.turn).await {
             Ok(Some(locked)) => locked_state(locked)?,
             Ok(None) => {
                 tracing::debug!("an append group's turn did not come; its guess is dropped");
@@ -523,6 +529,7 @@ impl PgBackend {
             tx.rollback().await?;
             return Ok(None);
         }
+        guess.certain(leaves);
         let plan = AppendPlan {
             outcomes: decided.outcomes,
             segments: Vec::new(),
@@ -730,10 +737,10 @@ impl Backend for PgBackend {
     ) -> Result<Vec<Result<Appended>>> {
         let mut guess = guess;
         let result = self.store_group(jobs, stored_ms, &mut guess).await;
-        guess.turn.done();
         if result.is_err() {
-            self.guesses.forget(&guess);
+            guess.failed();
         }
+        guess.turn.done();
         result
     }
 

@@ -386,6 +386,12 @@ impl<B: Backend> SqlStore<B> {
         }
     }
 
+    /// The database's own side (for what only one database has, such as PostgreSQL's
+    /// guessed groups).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     async fn describe(&self, name: &str) -> Result<TopicInfo> {
         let readers = self.backend.readers();
         let topic = B::Db::topic(readers, name)
