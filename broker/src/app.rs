@@ -61,6 +61,8 @@ impl App {
     /// When this broker's last append to the topic ended there (the topic's signal says so),
     /// the fetch waits without reading first, and when woken by an append of this broker it
     /// answers with the appended messages themselves ([`crate::store::Tail`]): no read at all.
+    /// So does a fetch from among the messages of that last append (a consumer answered just
+    /// before it committed, coming back for it).
     pub async fn fetch_waiting(
         &self,
         consumer_id: u64,
@@ -82,7 +84,17 @@ impl App {
                 self.store.check_consumer(consumer_id, topic).await?;
                 (appended, None)
             }
-            (Some(appended), None) => (appended, Some(read().await?)),
+            (Some(appended), None) => {
+                // A consumer that was answered as a group committed comes back for that
+                // group's messages: the topic's last wake-up holds them (committed, newest
+                // first in line), so the store is not read.
+                let tail = appended.borrow().tail.clone();
+                if let Some(answer) = tail.zip(from).and_then(|(t, from)| t.answer(from, limit)) {
+                    self.store.check_consumer(consumer_id, topic).await?;
+                    return Ok(answer);
+                }
+                (appended, Some(read().await?))
+            }
             (None, _) => {
                 let fetched = read().await?;
                 if !fetched.messages.is_empty() {

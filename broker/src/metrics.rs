@@ -43,6 +43,7 @@ const APPENDED_BYTES: &str = "myqueue_appended_bytes_total";
 const RETENTION_REMOVED: &str = "myqueue_retention_removed_messages_total";
 const LIMIT_HITS: &str = "myqueue_limit_hits_total";
 const GUESSED_GROUPS: &str = "myqueue_guessed_append_groups_total";
+const KNOWN_STATE_GROUPS: &str = "myqueue_known_state_append_groups_total";
 
 // State metrics (read at scrape time).
 const STORE_UP: &str = "myqueue_store_up";
@@ -253,6 +254,13 @@ pub fn guessed_group(right: bool) {
     counter!(GUESSED_GROUPS, "outcome" => outcome).increment(1);
 }
 
+/// Counts an append group planned from the state the groups ahead of it left, stored by one
+/// statement that checks it (`stored`), or not: its rows were not as planned (`changed`), or
+/// it was no group for one statement (`unsuited`, a retry among its batches, say).
+pub fn known_state_group(outcome: &'static str) {
+    counter!(KNOWN_STATE_GROUPS, "outcome" => outcome).increment(1);
+}
+
 /// Counts a client's run into `limit` (network/hits.rs).
 pub fn limit_hit(limit: &'static str) {
     counter!(LIMIT_HITS, "limit" => limit).increment(1);
@@ -393,6 +401,12 @@ fn describe_events() {
         GUESSED_GROUPS,
         "PostgreSQL append groups written before their rows were locked, by whether the \
          guess of those rows held (right) or the group started again (wrong)."
+    );
+    describe_counter!(
+        KNOWN_STATE_GROUPS,
+        "Append groups planned from the state the groups ahead of them left, by whether one \
+         statement that checks that state stored them (stored), found it changed (changed), \
+         or they were not tried (unsuited)."
     );
     describe_counter!(
         LIMIT_HITS,

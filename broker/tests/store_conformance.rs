@@ -2083,3 +2083,116 @@ async fn postgres_a_group_guessed_after_a_failed_one_starts_again() {
     );
     store.close().await;
 }
+
+/// Another writer appends behind the broker's back (another broker whose announcement has not
+/// arrived yet, for PostgreSQL; for SQLite, anything the broker's line of groups did not see).
+/// The next group, planned from the state the group ahead of it left, finds its rows changed,
+/// writes nothing, and is stored the ordinary way: after the other writer's message, with the
+/// producer's state right (its retry is answered where it went).
+async fn a_group_planned_from_changed_state_is_stored_the_ordinary_way(
+    store: &dyn Store,
+    producer: u64,
+    known_state_groups: impl Fn() -> (u64, u64),
+    append_behind_its_back: impl AsyncFnOnce(),
+) {
+    let first = store.append(append(producer, "t", &["a"], Some(0)));
+    assert_eq!(first.await.unwrap().base_offset, 0);
+    let second = store.append(append(producer, "t", &["b"], Some(1)));
+    assert_eq!(second.await.unwrap().base_offset, 1);
+    assert_eq!(
+        known_state_groups(),
+        (1, 0),
+        "the second planned from known state"
+    );
+
+    append_behind_its_back().await;
+    let third = store
+        .append(append(producer, "t", &["c"], Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        known_state_groups(),
+        (1, 1),
+        "the third found its rows changed"
+    );
+    assert_eq!((third.base_offset, third.duplicate), (3, false));
+    let retried = store
+        .append(append(producer, "t", &["c"], Some(2)))
+        .await
+        .unwrap();
+    assert_eq!((retried.base_offset, retried.duplicate), (3, true));
+    let fourth = store.append(append(producer, "t", &["d"], Some(3)));
+    assert_eq!(fourth.await.unwrap().base_offset, 4);
+
+    let c = store.register_consumer("t", None, Beginning).await.unwrap();
+    let stored = store.fetch(c, "t", Some(0), messages(10)).await.unwrap();
+    let payloads: Vec<&str> = stored.messages.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(payloads, ["a", "b", "x", "c", "d"]);
+}
+
+#[tokio::test]
+async fn postgres_a_group_planned_from_changed_state_is_stored_the_ordinary_way() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let options = fresh_database(&url).await;
+    let store = PostgresStore::open(options.clone(), 8, manual_passes())
+        .await
+        .unwrap();
+    let producer = store.register_producer("t").await.unwrap();
+    // A pass makes the topic's partitions known to reach ahead, as one statement needs.
+    store.retention_pass(now()).await.unwrap();
+    let behind_its_back = async || {
+        let mut admin = PgConnection::connect_with(&options).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
+                 SELECT id, next_offset, 0, 0, 'x'::bytea FROM topics WHERE name = 't'; \
+             UPDATE topics SET next_offset = next_offset + 1 WHERE name = 't';",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    };
+    a_group_planned_from_changed_state_is_stored_the_ordinary_way(
+        &store,
+        producer,
+        || store.backend().known_state_groups(),
+        behind_its_back,
+    )
+    .await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_a_group_planned_from_changed_state_is_stored_the_ordinary_way() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    broker::store::sqlite_config::configure_once();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), manual_passes())
+        .await
+        .unwrap();
+    let producer = store.register_producer("t").await.unwrap();
+    let file = dir.path().join("myqueue.sqlite3");
+    let behind_its_back = async || {
+        let raw = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&file))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO messages_1_0 (log_offset, producer_id, stored_ms, payload) \
+                 SELECT next_offset, 0, 0, 'x' FROM topics WHERE name = 't'; \
+             UPDATE topics SET next_offset = next_offset + 1 WHERE name = 't';",
+        )
+        .execute(&raw)
+        .await
+        .unwrap();
+        raw.close().await;
+    };
+    a_group_planned_from_changed_state_is_stored_the_ordinary_way(
+        &store,
+        producer,
+        || store.backend().known_state_groups(),
+        behind_its_back,
+    )
+    .await;
+    store.close().await;
+}

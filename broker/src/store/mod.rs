@@ -29,6 +29,7 @@ mod sequence;
 mod signals;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_check;
 pub mod sqlite_config;
 mod sqlite_segments;
 mod write_health;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One validated append in a group.
+#[derive(Clone)]
 pub struct AppendJob {
     pub topic_id: i64,
     /// The topic's name, to wake its long polls after the commit.

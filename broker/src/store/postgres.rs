@@ -97,6 +97,9 @@ pub struct PgBackend {
     guesses: Arc<Guesses>,
     /// Guessed groups whose guess held, and those that started again.
     guessed: [AtomicU64; 2],
+    /// Groups planned from known state and stored by one statement, and those whose rows
+    /// were not as planned ([`PgBackend::append_known`]).
+    known: [AtomicU64; 2],
 }
 
 /// A broker's mark on the appends it announces (`NOTIFY` payload `<mark>/<topic>`). Its own
@@ -198,6 +201,7 @@ impl PostgresStore {
             announcer: announcer.clone(),
             guesses,
             guessed: Default::default(),
+            known: Default::default(),
         };
         Ok(SqlStore::new(backend, signals, tasks, stop, retention))
     }
@@ -286,7 +290,37 @@ struct PartitionReach {
 /// The statement that ends an append group, with the messages or without them (they went in
 /// by `COPY`). Both forms take the same parameters; without the messages, `$4`–`$7` are bound
 /// empty and unused (sqlx sends their types, so PostgreSQL need not infer them).
-fn group_statement(with_messages: bool) -> String {
+///
+/// `checked`: the group was planned from the state the groups ahead of it left
+/// ([`PgBackend::append_known`]), not from rows it locked, and runs as its own transaction.
+/// The statement first locks its producers, then its topics (in id order, as
+/// [`lock_statement`] does), each only if its row is as planned (`$17`: the topics' ends
+/// before the group, `$18`, `$19`: the producers' states); unless every row is, it changes
+/// nothing and answers no rows.
+fn group_statement(with_messages: bool, checked: bool) -> String {
+    let (held, if_held) = match checked {
+        true => (
+            "held_producers AS MATERIALIZED ( \
+                 SELECT p.id FROM producers p \
+                 JOIN UNNEST($8::bigint[], $18::bigint[], $19::text[]) \
+                     AS e(id, next_sequence, recent_batches) ON p.id = e.id \
+                 WHERE p.next_sequence = e.next_sequence \
+                     AND p.recent_batches = e.recent_batches \
+                 ORDER BY p.id FOR NO KEY UPDATE OF p \
+             ), held_topics AS MATERIALIZED ( \
+                 SELECT t.id FROM topics t \
+                 JOIN UNNEST($1::bigint[], $17::bigint[]) AS e(id, next_offset) \
+                     ON t.id = e.id \
+                 WHERE t.next_offset = e.next_offset \
+                 ORDER BY t.id FOR NO KEY UPDATE OF t \
+             ), held AS ( \
+                 SELECT (SELECT count(*) FROM held_producers) = cardinality($8::bigint[]) \
+                     AND (SELECT count(*) FROM held_topics) = cardinality($1::bigint[]) AS ok \
+             ), ",
+            " AND (SELECT ok FROM held)",
+        ),
+        false => ("", ""),
+    };
     let inserted = match with_messages {
         true => {
             "inserted AS ( \
@@ -300,11 +334,11 @@ fn group_statement(with_messages: bool) -> String {
         false => "",
     };
     format!(
-        "WITH bumped AS ( \
+        "WITH {held}bumped AS ( \
              UPDATE topics t SET next_offset = t.next_offset + u.count, \
                  end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
              FROM UNNEST($1::bigint[], $2::bigint[], $14::bigint[]) AS u(id, count, bytes) \
-             WHERE t.id = u.id \
+             WHERE t.id = u.id{if_held} \
              RETURNING t.id, t.next_offset - u.count AS base, t.name \
          ), {inserted}sequenced AS ( \
              UPDATE producers p SET next_sequence = s.next_sequence, \
@@ -320,8 +354,9 @@ fn group_statement(with_messages: bool) -> String {
     )
 }
 
-static GROUP_WITH_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(true));
-static GROUP_WITHOUT_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(false));
+static GROUP_WITH_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(true, false));
+static GROUP_WITHOUT_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(false, false));
+static GROUP_CHECKED: LazyLock<String> = LazyLock::new(|| group_statement(true, true));
 
 /// Whether an append's statement found no partition for a row.
 fn missing_partition<T>(result: &Result<T>) -> bool {
@@ -353,6 +388,16 @@ impl PgBackend {
         (right.load(Ordering::Relaxed), wrong.load(Ordering::Relaxed))
     }
 
+    /// How many append groups planned from known state one statement stored, and how many
+    /// found their rows changed and were stored the ordinary way.
+    pub fn known_state_groups(&self) -> (u64, u64) {
+        let [stored, changed] = &self.known;
+        (
+            stored.load(Ordering::Relaxed),
+            changed.load(Ordering::Relaxed),
+        )
+    }
+
     async fn store_group(
         &self,
         jobs: Vec<AppendJob>,
@@ -365,6 +410,30 @@ impl PgBackend {
             return self.append_unsequenced(jobs, stored_ms, guess, &keys).await;
         }
         let rows: usize = jobs.iter().map(|job| job.messages.len()).sum();
+        if rows < COPY_FROM_ROWS
+            && !keys.sequenced.is_empty()
+            && let Some(found) = guess.found().await
+        {
+            let known = self
+                .append_known(&jobs, &found, stored_ms, &keys, guess)
+                .await?;
+            crate::metrics::known_state_group(known.kind());
+            match known {
+                Known::Stored(answers) => {
+                    self.known[0].fetch_add(1, Ordering::Relaxed);
+                    return Ok(answers);
+                }
+                Known::Unsuited => {}
+                Known::Changed => {
+                    self.known[1].fetch_add(1, Ordering::Relaxed);
+                    // Another broker appends to these topics, or a group ahead failed.
+                    guess.wrong();
+                    for job in &jobs {
+                        self.guesses.shared(&job.topic);
+                    }
+                }
+            }
+        }
         if rows >= COPY_FROM_ROWS
             && let Some(found) = guess.found().await
         {
@@ -459,6 +528,63 @@ impl PgBackend {
         let bases = bases?;
         guess.certain(written.ends(&bases));
         Ok(written.place(outcomes, &bases, &keys.job_topics))
+    }
+
+    /// A small group whose topics and producers the groups ahead of it left in a known state
+    /// ([`Guess::found`]): planned from that state and stored by one statement that checks
+    /// it under lock, as its own transaction ([`group_statement`], `checked`). One round
+    /// trip, where a group planned from its rows locked takes four (`BEGIN`, the lock, the
+    /// statement, `COMMIT`): a producer sending messages as they come, to a consumer that
+    /// waits, feels each one. Only for a group whose every batch is new and whose partitions
+    /// are known to exist; a retry, a refused batch or a missing partition is handled under
+    /// lock by the ordinary way.
+    async fn append_known(
+        &self,
+        jobs: &[AppendJob],
+        found: &GroupState,
+        stored_ms: i64,
+        keys: &GroupKeys,
+        guess: &mut Guess,
+    ) -> Result<Known> {
+        let plan = plan_appends(
+            jobs.to_vec(),
+            TopicEnds::Locked(found.ends.clone()),
+            found.producers.clone(),
+        );
+        if !plan
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(a) if !a.duplicate))
+        {
+            return Ok(Known::Unsuited);
+        }
+        let leaves = found.after(&plan.topic_ends, &plan.producers);
+        let (written, outcomes) = Written::new(
+            plan,
+            found.ends.clone(),
+            &keys.producer_topics,
+            stored_ms,
+            self.announcer.clone(),
+        )?;
+        let Some(expected) = written.expected(found) else {
+            return Ok(Known::Unsuited);
+        };
+        if !self.partitions_hold(&written) {
+            return Ok(Known::Unsuited);
+        }
+        let mut conn = self.appends.acquire().await?;
+        guess.turn.wait().await;
+        let bases = written.end_checked_group(&mut conn, &expected).await?;
+        if bases.len() != written.topic_ids.len() {
+            tracing::debug!(?found, "an append group's rows were not as planned");
+            return Ok(Known::Changed);
+        }
+        guess.certain(leaves);
+        Ok(Known::Stored(written.place(
+            outcomes,
+            &bases,
+            &keys.job_topics,
+        )))
     }
 
     /// A group whose rows were guessed: its messages go in by `COPY` at the offsets the guess
@@ -585,6 +711,28 @@ impl PgBackend {
             *known = (*known).max(end);
         }
         Ok(())
+    }
+}
+
+/// What became of a group planned from the state the groups ahead of it left
+/// ([`PgBackend::append_known`]).
+enum Known {
+    /// Stored, by one statement.
+    Stored(Vec<Result<Appended>>),
+    /// Its rows were not as planned: nothing was written.
+    Changed,
+    /// Not a group for one statement: nothing was tried.
+    Unsuited,
+}
+
+impl Known {
+    /// The outcome's label for [`crate::metrics::known_state_group`].
+    fn kind(&self) -> &'static str {
+        match self {
+            Known::Stored(_) => "stored",
+            Known::Changed => "changed",
+            Known::Unsuited => "unsuited",
+        }
     }
 }
 
@@ -970,6 +1118,15 @@ fn columns(pairs: impl Iterator<Item = (u64, u64)>) -> Result<(Vec<i64>, Vec<i64
     Ok(columns)
 }
 
+/// What a checked group statement expects its rows to hold ([`group_statement`], `checked`):
+/// the topics' ends in the order of [`Written::topic_ids`], the producers' next sequence
+/// numbers and recent batches in the order of their ids (`Written::sequences[0]`).
+struct Expected {
+    ends: Vec<i64>,
+    next_sequences: Vec<i64>,
+    recent_batches: Vec<String>,
+}
+
 /// A planned append group as the columns of one statement. `planned_from` holds the topic
 /// ends the plan started from (read under lock); a topic missing from it was planned from 0,
 /// and the statement adds its real end, which its UPDATE locks.
@@ -1110,12 +1267,36 @@ impl Written {
         stored_ms: i64,
         with_messages: bool,
     ) -> Result<HashMap<i64, u64>> {
+        self.run_group_statement(conn, stored_ms, with_messages, None)
+            .await
+    }
+
+    /// A checked group ([`PgBackend::append_known`]): [`Written::end_group`] with the messages,
+    /// if its rows are as `expected`. Answers no topics if they are not; nothing changed then.
+    async fn end_checked_group(
+        &self,
+        conn: &mut PgConnection,
+        expected: &Expected,
+    ) -> Result<HashMap<i64, u64>> {
+        self.run_group_statement(conn, self.stored_ms, true, Some(expected))
+            .await
+    }
+
+    async fn run_group_statement(
+        &self,
+        conn: &mut PgConnection,
+        stored_ms: i64,
+        with_messages: bool,
+        expected: Option<&Expected>,
+    ) -> Result<HashMap<i64, u64>> {
         let no_rows: [Vec<i64>; 3] = Default::default();
-        let (sql, rows, payloads): (&str, &[Vec<i64>; 3], &[Vec<u8>]) = match with_messages {
-            true => (&GROUP_WITH_MESSAGES, &self.rows, &self.payloads),
-            false => (&GROUP_WITHOUT_MESSAGES, &no_rows, &[]),
-        };
-        let bases: Vec<TopicBase> = sqlx::query_as(sql)
+        let (sql, rows, payloads): (&str, &[Vec<i64>; 3], &[Vec<u8>]) =
+            match (with_messages, expected) {
+                (true, Some(_)) => (&GROUP_CHECKED, &self.rows, &self.payloads),
+                (true, None) => (&GROUP_WITH_MESSAGES, &self.rows, &self.payloads),
+                (false, _) => (&GROUP_WITHOUT_MESSAGES, &no_rows, &[]),
+            };
+        let mut statement = sqlx::query_as(sql)
             .bind(&self.topic_ids)
             .bind(&self.counts)
             .bind(stored_ms)
@@ -1131,10 +1312,38 @@ impl Written {
             .bind(APPENDS_CHANNEL)
             .bind(&self.bytes)
             .bind(&self.recent_batches)
-            .bind(self.announcer.as_str())
-            .fetch_all(conn)
-            .await?;
+            .bind(self.announcer.as_str());
+        if let Some(expected) = expected {
+            statement = statement
+                .bind(&expected.ends)
+                .bind(&expected.next_sequences)
+                .bind(&expected.recent_batches);
+        }
+        let bases: Vec<TopicBase> = statement.fetch_all(conn).await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
+    }
+
+    /// What the rows of this group, planned from `found`, must hold for a checked statement:
+    /// each topic's end and each sequenced producer's state as `found` has them.
+    fn expected(&self, found: &GroupState) -> Option<Expected> {
+        let ends = self
+            .topic_ids
+            .iter()
+            .map(|topic| found.ends.get(topic).map(|&end| db_int(end)))
+            .collect::<Option<Result<Vec<i64>>>>()?
+            .ok()?;
+        let mut next_sequences = Vec::with_capacity(self.sequences[0].len());
+        let mut recent_batches = Vec::with_capacity(self.sequences[0].len());
+        for id in &self.sequences[0] {
+            let state = found.producers.get(&u64::try_from(*id).ok()?)?;
+            next_sequences.push(db_int(state.next).ok()?);
+            recent_batches.push(state.recent_json());
+        }
+        Some(Expected {
+            ends,
+            next_sequences,
+            recent_batches,
+        })
     }
 
     /// What an unsequenced group left: its topics' ends, from where the statement put them.

@@ -28,13 +28,14 @@
 
 use super::catalog::Owner;
 use super::dir_lock::DirLock;
-use super::guess::Guess;
+use super::guess::{GroupState, Guess, Guesses};
 use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
 use super::retention::{Chunk, Log, RetentionConfig};
 use super::sql::{
     Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
     locked_state, pool_stats, stored_u64,
 };
+use super::sqlite_check::{self, CHECK_SETUP, Expected};
 use super::sqlite_segments::{
     SegmentTable, SegmentTables, parse_segment_table, segment_table, should_close, wholly_below,
 };
@@ -54,7 +55,7 @@ use sqlx::{Arguments, AssertSqlSafe, Connection, Sqlite, Transaction};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,6 +86,10 @@ const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(1);
 /// Free pages kept for reuse, at least (16 MiB of 4 KiB pages), beyond which incremental
 /// vacuum gives them back; also a quarter of the file.
 const FREE_PAGES_KEPT: i64 = 4096;
+/// Groups of up to this many messages are planned from the state the groups ahead of them left
+/// ([`sqlite_check`]): they are copied first, to be planned again should the check fail. A
+/// larger group is planned from what it reads; one more hand-over is little beside its writes.
+const KNOWN_STATE_ROWS: usize = 256;
 /// Pages one incremental vacuum step gives back.
 const VACUUM_STEP: &str = "PRAGMA incremental_vacuum(2048)";
 const VACUUM_STEP_PAGES: i64 = 2048;
@@ -102,6 +107,11 @@ pub struct SqliteBackend {
     lock: std::sync::Mutex<Option<DirLock>>,
     /// Every topic's segment tables, changed only while holding the writer connection.
     segments: SegmentTables,
+    /// What the append groups ahead of each one leave ([`sqlite_check`]).
+    guesses: Guesses,
+    /// Groups planned from known state and stored in one script, and those whose rows were
+    /// not as planned.
+    known: [AtomicU64; 2],
 }
 
 impl SqliteStore {
@@ -161,6 +171,12 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .after_release(|conn, _| Box::pin(replace_if_stuck_in_transaction(conn)))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(CHECK_SETUP).execute(conn).await?;
+                    Ok(())
+                })
+            })
             .connect_with(
                 options
                     .clone()
@@ -203,6 +219,8 @@ impl SqliteStore {
             written,
             lock: std::sync::Mutex::new(Some(lock)),
             segments,
+            guesses: Guesses::default(),
+            known: Default::default(),
         };
         Ok(SqlStore::new(
             backend,
@@ -428,53 +446,32 @@ impl Backend for SqliteBackend {
         Ok(tx)
     }
 
-    /// One transaction, one fsync, for a whole group of appends: read the topics' ends and
-    /// the sequenced producers' states, plan, write. The transaction opens with the read and
-    /// commits with the last write (two hand-overs to SQLite's thread, not four: at a message
-    /// at a time each is a tenth of a millisecond or more), so sqlx does not track it:
-    /// [`GroupConnection`] closes the connection if the group stops before its COMMIT.
-    /// Groups are not guessed (one writer commits them one at a time anyway).
+    /// What the group will find: the groups are formed, and committed, one at a time.
+    fn guess_group(&self, jobs: &[AppendJob]) -> Guess {
+        self.guesses.guess(jobs)
+    }
+
+    /// One transaction, one fsync, for a whole group of appends. A small group whose rows the
+    /// groups ahead of it left in a known state goes to SQLite's thread once: it is planned
+    /// from that state, and its script opens the transaction and checks it
+    /// ([`sqlite_check`]). Any other group reads its topics' ends and sequenced producers'
+    /// states first, then plans: its transaction opens with the read and commits with the
+    /// last write (two hand-overs, not four: at a message at a time each is a tenth of a
+    /// millisecond or more). sqlx tracks neither transaction: [`GroupConnection`] closes the
+    /// connection if the group stops before its COMMIT.
     async fn append_group(
         &self,
         jobs: Vec<AppendJob>,
         stored_ms: u64,
-        _guess: Guess,
+        guess: Guess,
     ) -> Result<Vec<Result<Appended>>> {
-        // Id lists travel as JSON arrays, for `IN (SELECT value FROM json_each($N))`.
-        let topic_ids: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
-        let producer_ids = distinct_ids(
-            jobs.iter()
-                .filter(|job| job.sequence.is_some())
-                .map(|job| job.producer_id),
-        );
-        let mut group = GroupConnection::acquire(&self.writer).await?;
-        self.written.store(true, Ordering::Relaxed);
-        // `BEGIN IMMEDIATE` takes the write lock before the read (see `begin_write`).
-        let locked: Vec<LockedRow> = sqlx::query_as(
-            "BEGIN IMMEDIATE; \
-             SELECT 'topic' AS kind, id, next_offset AS next, 0 AS last_base_offset, \
-                 0 AS last_count, '' AS recent_batches \
-                 FROM topics WHERE id IN (SELECT value FROM json_each($1)) \
-             UNION ALL \
-             SELECT 'producer', id, next_sequence, last_base_offset, last_count, \
-                 recent_batches FROM producers \
-                 WHERE id IN (SELECT value FROM json_each($2))",
-        )
-        .bind(to_json(&topic_ids))
-        .bind(to_json(&producer_ids))
-        .fetch_all(group.connection())
-        .await?;
-        let (ends, producers) = locked_state(locked)?;
-        let plan = plan_appends(jobs, TopicEnds::Locked(ends), producers);
-        write_appends_and_commit(
-            group.connection(),
-            &plan,
-            db_int(stored_ms)?,
-            &self.segments,
-        )
-        .await?;
-        group.committed();
-        Ok(plan.outcomes)
+        let mut guess = guess;
+        let result = self.store_group(jobs, stored_ms, &mut guess).await;
+        if result.is_err() {
+            guess.failed();
+        }
+        guess.turn.done();
+        result
     }
 
     async fn lock_cursors(&self, tx: &mut SqliteConnection, ids: &[u64]) -> Result<Vec<CursorRow>> {
@@ -851,6 +848,118 @@ impl Gathered {
     }
 }
 
+impl SqliteBackend {
+    /// How many append groups planned from known state one script stored, and how many
+    /// found their rows changed and were stored the ordinary way.
+    pub fn known_state_groups(&self) -> (u64, u64) {
+        let [stored, changed] = &self.known;
+        (
+            stored.load(Ordering::Relaxed),
+            changed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// [`Backend::append_group`]'s work: checked from known state when it can be, else read,
+    /// planned and written; `guess` learns what the group left.
+    async fn store_group(
+        &self,
+        jobs: Vec<AppendJob>,
+        stored_ms: u64,
+        guess: &mut Guess,
+    ) -> Result<Vec<Result<Appended>>> {
+        let stored_ms = db_int(stored_ms)?;
+        let mut group = GroupConnection::acquire(&self.writer).await?;
+        self.written.store(true, Ordering::Relaxed);
+        let rows: usize = jobs.iter().map(|job| job.messages.len()).sum();
+        if rows <= KNOWN_STATE_ROWS
+            && let Some(found) = guess.found().await
+            && let Some(expected) = Expected::new(&found)
+        {
+            let plan = plan_appends(
+                jobs.clone(),
+                TopicEnds::Locked(found.ends.clone()),
+                found.producers.clone(),
+            );
+            let leaves = found.after(&plan.topic_ends, &plan.producers);
+            let opening = checked_opening(&expected)?;
+            match write_appends_and_commit(
+                group.connection(),
+                opening,
+                &plan,
+                stored_ms,
+                &self.segments,
+            )
+            .await
+            {
+                Ok(()) => {
+                    group.committed();
+                    guess.certain(leaves);
+                    crate::metrics::known_state_group("stored");
+                    self.known[0].fetch_add(1, Ordering::Relaxed);
+                    return Ok(plan.outcomes);
+                }
+                Err(err) if sqlite_check::is_refusal(&err) => {
+                    tracing::warn!(?found, "an append group's rows were not as planned");
+                    crate::metrics::known_state_group("changed");
+                    self.known[1].fetch_add(1, Ordering::Relaxed);
+                    sqlx::query("ROLLBACK").execute(group.connection()).await?;
+                    guess.wrong();
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        // Id lists travel as JSON arrays, for `IN (SELECT value FROM json_each($N))`.
+        let topic_ids: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
+        let producer_ids = distinct_ids(
+            jobs.iter()
+                .filter(|job| job.sequence.is_some())
+                .map(|job| job.producer_id),
+        );
+        // `BEGIN IMMEDIATE` takes the write lock before the read (see `begin_write`).
+        let locked: Vec<LockedRow> = sqlx::query_as(
+            "BEGIN IMMEDIATE; \
+             SELECT 'topic' AS kind, id, next_offset AS next, 0 AS last_base_offset, \
+                 0 AS last_count, '' AS recent_batches \
+                 FROM topics WHERE id IN (SELECT value FROM json_each($1)) \
+             UNION ALL \
+             SELECT 'producer', id, next_sequence, last_base_offset, last_count, \
+                 recent_batches FROM producers \
+                 WHERE id IN (SELECT value FROM json_each($2))",
+        )
+        .bind(to_json(&topic_ids))
+        .bind(to_json(&producer_ids))
+        .fetch_all(group.connection())
+        .await?;
+        let (ends, producers) = locked_state(locked)?;
+        let found = GroupState {
+            ends: ends.clone(),
+            producers: producers.clone(),
+        };
+        let plan = plan_appends(jobs, TopicEnds::Locked(ends), producers);
+        write_appends_and_commit(
+            group.connection(),
+            Script::default(),
+            &plan,
+            stored_ms,
+            &self.segments,
+        )
+        .await?;
+        group.committed();
+        guess.certain(found.after(&plan.topic_ends, &plan.producers));
+        Ok(plan.outcomes)
+    }
+}
+
+/// The start of a checked group's first script: its transaction, and the check.
+fn checked_opening(expected: &Expected) -> Result<Script> {
+    let mut opening = Script::default();
+    let topics = opening.bind(expected.topics.clone())?;
+    let producers = opening.bind(expected.producers.clone())?;
+    opening.push("BEGIN IMMEDIATE");
+    opening.push(&sqlite_check::check_statement(&topics, &producers));
+    Ok(opening)
+}
+
 /// Writes a planned append group and commits it. Per topic, into its newest segment table:
 /// small segments' messages in one INSERT with a JSON row per message, each large segment in
 /// an INSERT of its own over a JSON array of its payloads (parsed once; a row per message
@@ -862,8 +971,11 @@ impl Gathered {
 /// last topic's with the updates and the COMMIT (a group of one topic and small batches, the
 /// common case, is one script). Each script's text depends only on its segment table and
 /// shape, so it is prepared once per segment.
+///
+/// `opening` goes first, in the first script: a checked group's `BEGIN` and check.
 async fn write_appends_and_commit(
     conn: &mut SqliteConnection,
+    opening: Script,
     plan: &AppendPlan,
     now: i64,
     tables: &SegmentTables,
@@ -877,9 +989,11 @@ async fn write_appends_and_commit(
     }
     let last_topic = segments_by_topic.keys().next_back().copied();
     // The script that the COMMIT can ride with: the last one, unless large INSERTs follow it.
-    let mut last = Script::default();
-    for (topic_id, segments) in &segments_by_topic {
-        last.execute_if_any(conn).await?;
+    let mut last = opening;
+    for (index, (topic_id, segments)) in segments_by_topic.iter().enumerate() {
+        if index > 0 {
+            last.execute_if_any(conn).await?;
+        }
         let table = segment_table(*topic_id, tables.newest(*topic_id).first);
         let large = topic_appends(&mut last, &table, segments, now)?;
         if Some(*topic_id) == last_topic {
