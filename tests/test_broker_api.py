@@ -1687,6 +1687,14 @@ def test_a_woken_long_poll_answers_as_a_read_would(any_store_broker):
     assert (woken["next_offset"], woken["end_offset"]) == (3, 4)
     read = fetch(broker, "t", cid, offset=1, max_messages=2)
     assert woken == read
+    # Coming back for the rest of that append, or for part of it again, with a wait: answered
+    # at once (from the append's messages, which the broker still holds), as a read would be.
+    rest = fetch(broker, "t", cid, offset=3, wait_ms=20000)
+    assert [(m["offset"], m["message"]) for m in rest["messages"]] == [(3, "d")]
+    assert rest == fetch(broker, "t", cid, offset=3)
+    assert fetch(broker, "t", cid, offset=2, max_messages=1, wait_ms=20000) == fetch(
+        broker, "t", cid, offset=2, max_messages=1
+    )
     # Following the topic: each poll waits at the end and gets the next append, in order.
     offset = 4
     for n in range(3):
@@ -1726,6 +1734,15 @@ def test_a_long_poll_at_the_end_still_checks_the_consumer(any_store_broker):
     wait = {"offset": 1, "wait_ms": 20000}
     failed(
         broker.get("/consumer/fetch", {"topic": "t", "consumer_id": stranger, **wait}, timeout=10),
+        403,
+        "wrong_topic",
+    )
+    # From within the last append (which the broker holds): checked as well.
+    within = {"offset": 0, "wait_ms": 20000}
+    failed(
+        broker.get(
+            "/consumer/fetch", {"topic": "t", "consumer_id": stranger, **within}, timeout=10
+        ),
         403,
         "wrong_topic",
     )
