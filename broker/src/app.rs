@@ -61,8 +61,8 @@ impl App {
     /// When this broker's last append to the topic ended there (the topic's signal says so),
     /// the fetch waits without reading first, and when woken by an append of this broker it
     /// answers with the appended messages themselves ([`crate::store::Tail`]): no read at all.
-    /// So does a fetch from among the messages of that last append (a consumer answered just
-    /// before it committed, coming back for it).
+    /// So does a fetch from among the messages of that last append while they are recent (a
+    /// consumer answered just before it committed, coming back for it).
     pub async fn fetch_waiting(
         &self,
         consumer_id: u64,
@@ -86,10 +86,14 @@ impl App {
             }
             (Some(appended), None) => {
                 // A consumer that was answered as a group committed comes back for that
-                // group's messages: the topic's last wake-up holds them (committed, newest
-                // first in line), so the store is not read.
+                // group's messages: the topic's last wake-up holds them (committed), so the
+                // store is not read, while they are recent (retention or a deletion since
+                // would not show in them).
                 let tail = appended.borrow().tail.clone();
-                if let Some(answer) = tail.zip(from).and_then(|(t, from)| t.answer(from, limit)) {
+                let recent = tail
+                    .zip(from)
+                    .and_then(|(t, from)| t.answer_recent(from, limit));
+                if let Some(answer) = recent {
                     self.store.check_consumer(consumer_id, topic).await?;
                     return Ok(answer);
                 }

@@ -19,6 +19,12 @@ use tokio::sync::watch;
 /// consumer waiting at the end of a topic is one that keeps up; its batches are small.)
 const TAIL_BATCH_BYTES: usize = 256 * 1024;
 
+/// How long after its commit a tail answers a fetch that was not woken by it
+/// ([`Tail::answer_recent`]): long enough for a consumer answered as the group committed to
+/// come back for the rest, short enough that what retention or a topic's deletion did since
+/// is not hidden (the tail stays in the topic's signal until the next append).
+const RECENT_TAIL: Duration = Duration::from_millis(100);
+
 /// What the last append to a topic woke its waiters with.
 #[derive(Clone, Default)]
 pub struct Wake {
@@ -31,6 +37,8 @@ pub struct Wake {
 pub struct Tail {
     pub base: u64,
     pub messages: Vec<StoredMessage>,
+    /// When the tail was kept, just after the commit.
+    pub kept: Instant,
 }
 
 impl Tail {
@@ -41,6 +49,7 @@ impl Tail {
         let mut tail = Tail {
             base: batches.first()?.0,
             messages: Vec::new(),
+            kept: Instant::now(),
         };
         for (base, copy) in batches {
             if base != tail.end() {
@@ -71,6 +80,19 @@ impl Tail {
         let unread = &self.messages[(from - self.base) as usize..];
         let messages = limit.apply(unread.iter().cloned());
         Some(Fetched::new(from, from, messages, self.end()))
+    }
+
+    /// [`Tail::answer`] for a fetch that was not woken by this tail, while the tail is recent
+    /// ([`RECENT_TAIL`]); `None` after, when the fetch reads the store.
+    pub fn answer_recent(&self, from: u64, limit: FetchLimit) -> Option<Fetched> {
+        self.answer_recent_at(from, limit, Instant::now())
+    }
+
+    fn answer_recent_at(&self, from: u64, limit: FetchLimit, now: Instant) -> Option<Fetched> {
+        if now.saturating_duration_since(self.kept) > RECENT_TAIL {
+            return None;
+        }
+        self.answer(from, limit)
     }
 }
 
@@ -288,6 +310,7 @@ mod tests {
                     timestamp_ms: 7,
                 })
                 .collect(),
+            kept: Instant::now(),
         }
     }
 
@@ -304,6 +327,23 @@ mod tests {
         let offsets: Vec<u64> = got.messages.iter().map(|m| m.offset).collect();
         assert_eq!(offsets, [11, 12]);
         assert_eq!((got.next_offset, got.end_offset, got.skipped), (13, 13, 0));
+    }
+
+    #[test]
+    fn a_tail_answers_a_fetch_it_did_not_wake_only_while_recent() {
+        let tail = tail(10, &["a", "bb"]);
+        let soon = tail.kept + RECENT_TAIL / 2;
+        let got = tail.answer_recent_at(11, limit(100, 100), soon).unwrap();
+        assert_eq!(got.messages.len(), 1);
+        assert!(
+            tail.answer_recent_at(12, limit(100, 100), soon).is_none(),
+            "at the end"
+        );
+        let later = tail.kept + RECENT_TAIL * 2;
+        assert!(
+            tail.answer_recent_at(11, limit(100, 100), later).is_none(),
+            "retention may have moved the start since: the store answers"
+        );
     }
 
     fn batch(base: u64, payloads: &[&str]) -> CopiedBatch {
