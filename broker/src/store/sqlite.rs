@@ -871,6 +871,9 @@ impl SqliteBackend {
         let mut group = GroupConnection::acquire(&self.writer).await?;
         self.written.store(true, Ordering::Relaxed);
         let rows: usize = jobs.iter().map(|job| job.messages.len()).sum();
+        // `found()` waits for the word of the group ahead while this group holds the one
+        // writer connection: safe because SQLite's groups run one at a time (no `Overlap`),
+        // so the group ahead has ended. With an overlap, it would wait for this connection.
         if rows <= KNOWN_STATE_ROWS
             && let Some(found) = guess.found().await
             && let Some(expected) = Expected::new(&found)
