@@ -38,7 +38,7 @@ pub struct Tail {
     pub base: u64,
     pub messages: Vec<StoredMessage>,
     /// When the tail was kept, just after the commit.
-    pub kept: Instant,
+    kept: Instant,
 }
 
 impl Tail {
