@@ -292,6 +292,42 @@ impl Guesses {
     }
 }
 
+/// Append groups planned from the state the groups ahead of them left ([`Guess::found`]) and
+/// stored by one unit that checks it, by what became of them: counted for `/metrics`
+/// (`myqueue_known_state_append_groups_total`) and for the tests.
+#[derive(Default)]
+pub struct KnownStateGroups {
+    stored: AtomicU64,
+    changed: AtomicU64,
+}
+
+impl KnownStateGroups {
+    /// Stored by the one checked unit.
+    pub fn stored(&self) {
+        crate::metrics::known_state_group("stored");
+        self.stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Its rows were not as planned: nothing was written, it goes the ordinary way.
+    pub fn changed(&self) {
+        crate::metrics::known_state_group("changed");
+        self.changed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Not a group for one unit: nothing was tried.
+    pub fn unsuited(&self) {
+        crate::metrics::known_state_group("unsuited");
+    }
+
+    /// How many were stored, and how many found their rows changed.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.stored.load(Ordering::Relaxed),
+            self.changed.load(Ordering::Relaxed),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@
 
 use super::batcher::Overlap;
 use super::catalog::Owner;
-use super::guess::{GroupState, Guess, Guesses, Turn};
+use super::guess::{GroupState, Guess, Guesses, KnownStateGroups, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::pg_partitions::{Reaper, empty_below};
 use super::plan::{AppendJob, AppendPlan, TopicEnd, TopicEnds, decide, plan_appends};
@@ -99,7 +99,7 @@ pub struct PgBackend {
     guessed: [AtomicU64; 2],
     /// Groups planned from known state and stored by one statement, and those whose rows
     /// were not as planned ([`PgBackend::append_known`]).
-    known: [AtomicU64; 2],
+    known: KnownStateGroups,
 }
 
 /// A broker's mark on the appends it announces (`NOTIFY` payload `<mark>/<topic>`). Its own
@@ -391,11 +391,7 @@ impl PgBackend {
     /// How many append groups planned from known state one statement stored, and how many
     /// found their rows changed and were stored the ordinary way.
     pub fn known_state_groups(&self) -> (u64, u64) {
-        let [stored, changed] = &self.known;
-        (
-            stored.load(Ordering::Relaxed),
-            changed.load(Ordering::Relaxed),
-        )
+        self.known.counts()
     }
 
     async fn store_group(
@@ -414,18 +410,17 @@ impl PgBackend {
             && !keys.sequenced.is_empty()
             && let Some(found) = guess.found().await
         {
-            let known = self
+            match self
                 .append_known(&jobs, &found, stored_ms, &keys, guess)
-                .await?;
-            crate::metrics::known_state_group(known.kind());
-            match known {
+                .await?
+            {
                 Known::Stored(answers) => {
-                    self.known[0].fetch_add(1, Ordering::Relaxed);
+                    self.known.stored();
                     return Ok(answers);
                 }
-                Known::Unsuited => {}
+                Known::Unsuited => self.known.unsuited(),
                 Known::Changed => {
-                    self.known[1].fetch_add(1, Ordering::Relaxed);
+                    self.known.changed();
                     // Another broker appends to these topics, or a group ahead failed.
                     guess.wrong();
                     for job in &jobs {
@@ -723,17 +718,6 @@ enum Known {
     Changed,
     /// Not a group for one statement: nothing was tried.
     Unsuited,
-}
-
-impl Known {
-    /// The outcome's label for [`crate::metrics::known_state_group`].
-    fn kind(&self) -> &'static str {
-        match self {
-            Known::Stored(_) => "stored",
-            Known::Changed => "changed",
-            Known::Unsuited => "unsuited",
-        }
-    }
 }
 
 /// The rows an append group touches.

@@ -28,7 +28,7 @@
 
 use super::catalog::Owner;
 use super::dir_lock::DirLock;
-use super::guess::{GroupState, Guess, Guesses};
+use super::guess::{GroupState, Guess, Guesses, KnownStateGroups};
 use super::plan::{AppendJob, AppendPlan, Segment, TopicEnds, plan_appends};
 use super::retention::{Chunk, Log, RetentionConfig};
 use super::sql::{
@@ -55,7 +55,7 @@ use sqlx::{Arguments, AssertSqlSafe, Connection, Sqlite, Transaction};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -111,7 +111,7 @@ pub struct SqliteBackend {
     guesses: Guesses,
     /// Groups planned from known state and stored in one script, and those whose rows were
     /// not as planned.
-    known: [AtomicU64; 2],
+    known: KnownStateGroups,
 }
 
 impl SqliteStore {
@@ -852,11 +852,7 @@ impl SqliteBackend {
     /// How many append groups planned from known state one script stored, and how many
     /// found their rows changed and were stored the ordinary way.
     pub fn known_state_groups(&self) -> (u64, u64) {
-        let [stored, changed] = &self.known;
-        (
-            stored.load(Ordering::Relaxed),
-            changed.load(Ordering::Relaxed),
-        )
+        self.known.counts()
     }
 
     /// [`Backend::append_group`]'s work: checked from known state when it can be, else read,
@@ -897,14 +893,12 @@ impl SqliteBackend {
                 Ok(()) => {
                     group.committed();
                     guess.certain(leaves);
-                    crate::metrics::known_state_group("stored");
-                    self.known[0].fetch_add(1, Ordering::Relaxed);
+                    self.known.stored();
                     return Ok(plan.outcomes);
                 }
                 Err(err) if sqlite_check::is_refusal(&err) => {
                     tracing::warn!(?found, "an append group's rows were not as planned");
-                    crate::metrics::known_state_group("changed");
-                    self.known[1].fetch_add(1, Ordering::Relaxed);
+                    self.known.changed();
                     sqlx::query("ROLLBACK").execute(group.connection()).await?;
                     guess.wrong();
                 }
