@@ -41,6 +41,7 @@ const GROUP_SECONDS: &str = "myqueue_group_commit_duration_seconds";
 const APPENDED_MESSAGES: &str = "myqueue_appended_messages_total";
 const APPENDED_BYTES: &str = "myqueue_appended_bytes_total";
 const RETENTION_REMOVED: &str = "myqueue_retention_removed_messages_total";
+const RETENTION_PASS_SECONDS: &str = "myqueue_retention_pass_duration_seconds";
 const LIMIT_HITS: &str = "myqueue_limit_hits_total";
 const GUESSED_GROUPS: &str = "myqueue_guessed_append_groups_total";
 const KNOWN_STATE_GROUPS: &str = "myqueue_known_state_append_groups_total";
@@ -271,6 +272,11 @@ pub fn retention_removed(messages: u64) {
     counter!(RETENTION_REMOVED).increment(messages);
 }
 
+/// Times one retention pass, failed or not (the retention task).
+pub fn retention_pass(took: Duration) {
+    histogram!(RETENTION_PASS_SECONDS).record(took.as_secs_f64());
+}
+
 /// What the store holds, read at one scrape.
 enum State {
     Down,
@@ -397,6 +403,11 @@ fn describe_events() {
     );
     describe_counter!(APPENDED_BYTES, "Payload bytes appended, by topic.");
     describe_counter!(RETENTION_REMOVED, "Messages removed by retention.");
+    describe_histogram!(
+        RETENTION_PASS_SECONDS,
+        "How long retention passes take (a pass frees what lies below the starts and makes \
+         room for the appends to come; under load, the store grows by what arrives meanwhile)."
+    );
     describe_counter!(
         GUESSED_GROUPS,
         "PostgreSQL append groups written before their rows were locked, by whether the \

@@ -189,10 +189,12 @@ impl State {
         let mut report = PassReport {
             led: true,
             removed: 0,
+            outpaced: false,
         };
         for topic in self.topics.iter_mut().flatten() {
             let retention = config.defaults.for_topic(topic.settings);
             let plan = retention::plan_pass(&topic.log, &topic.chunks, retention, now_ms);
+            report.outpaced |= plan.outpaced;
             plan.apply(&mut topic.chunks);
             if let Some((start, start_bytes)) = plan.new_start {
                 report.removed += start - topic.log.start;

@@ -146,6 +146,9 @@ pub struct PassReport {
     pub led: bool,
     /// Messages whose topics' starts moved past them.
     pub removed: u64,
+    /// Some topic had a chunk's worth or more appended since the last pass
+    /// ([`retention::PassPlan::outpaced`]).
+    pub outpaced: bool,
 }
 
 /// A database connection pool's occupancy, for `GET /metrics`.

@@ -228,6 +228,7 @@ async fn retention_pass<B: Backend>(
     let mut report = PassReport {
         led: true,
         removed: 0,
+        outpaced: false,
     };
     let mut prepared = Vec::with_capacity(topics.len());
     for topic in &topics {
@@ -235,6 +236,7 @@ async fn retention_pass<B: Backend>(
         let retention = defaults.for_topic(topic.settings()?);
         let mut topic_chunks = chunks.remove(&topic.id).unwrap_or_default();
         let plan = retention::plan_pass(&log, &topic_chunks, retention, now_ms);
+        report.outpaced |= plan.outpaced;
         if plan.chunk.is_some() || plan.new_start.is_some() {
             let mut tx = backend.begin_write().await?;
             if let Some(chunk) = &plan.chunk {
