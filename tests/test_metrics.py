@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,37 @@ def test_group_commits_and_pools_are_exported_by_a_durable_store(make_broker, tm
     assert value(text, "myqueue_group_commit_duration_seconds_bucket", batch="appends", le="+Inf")
     assert value(text, "myqueue_db_pool_connections", pool="writer", state="in_use") is not None
     assert value(text, "myqueue_db_pool_connections", pool="readers", state="idle") is not None
+
+
+def test_retention_passes_and_what_they_removed_are_exported(make_broker, tmp_path) -> None:
+    broker = make_broker("--data-dir", str(tmp_path / "data"), "--retention-bytes", "2000")
+
+    def passes() -> float:
+        return value(scrape(broker), "myqueue_retention_pass_duration_seconds_count") or 0
+
+    def wait_for(what: str, done: Callable[[], object]) -> None:
+        deadline = time.monotonic() + 10
+        while not done():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    # 40 messages of 100 bytes count 164 bytes each (the payload and 64 of overhead): 6,560
+    # bytes, which a pass closes into one chunk. Once 40 more follow, what remains after that
+    # chunk still holds the 2,000 bytes kept, so it goes whole; the newest chunk stays.
+    produce(broker, "t", ["m" * 100] * 40)
+    # Two passes ended since: the second began after the batch was stored.
+    seen = passes()
+    wait_for("no passes ran", lambda: passes() >= seen + 2)
+    produce(broker, "t", ["m" * 100] * 40)
+    wait_for(
+        "retention never removed anything",
+        lambda: value(scrape(broker), "myqueue_retention_removed_messages_total"),
+    )
+    text = scrape(broker)
+    assert value(text, "myqueue_retention_removed_messages_total", store="sqlite") == 40
+    count = value(text, "myqueue_retention_pass_duration_seconds_count", store="sqlite")
+    assert count is not None and count >= 2
+    assert value(text, "myqueue_retention_pass_duration_seconds_bucket", le="+Inf") == count
 
 
 def test_long_polls_waiting_are_counted(make_broker) -> None:

@@ -272,7 +272,7 @@ pub fn retention_removed(messages: u64) {
     counter!(RETENTION_REMOVED).increment(messages);
 }
 
-/// Times one retention pass, failed or not (the retention task).
+/// Times one retention pass that ran to its end, failed or not (the retention task).
 pub fn retention_pass(took: Duration) {
     histogram!(RETENTION_PASS_SECONDS).record(took.as_secs_f64());
 }
