@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import requests
-from helpers import failed, is_json, ok
+from helpers import failed, is_json, ok, wait_for
 
 TIMEOUT = 15
 
@@ -171,15 +171,6 @@ class ConsumeStream(threading.Thread):
                 self.in_flight = False
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 # --------------------------------------------------------------------------------------------
 # SIGKILL
 # --------------------------------------------------------------------------------------------
@@ -208,7 +199,10 @@ def test_sigkill_mid_stream_keeps_every_acknowledged_message_once_and_in_order(
     stream.start()
     consumer.start()
     wait_for(
-        lambda: len(stream.acked) >= 200 or not stream.is_alive(), 20, "200 acknowledged produces"
+        lambda: len(stream.acked) >= 200 or not stream.is_alive(),
+        20,
+        "200 acknowledged produces",
+        every=0.01,
     )
     assert stream.is_alive(), f"the stream stopped early: {stream.errors}"
     broker.kill()
@@ -339,7 +333,7 @@ def wait_for_sessions_to_end(args: list[str]) -> None:
         )
         return int(out.stdout.strip())
 
-    wait_for(lambda: others() == 0, 20, "the killed broker's database sessions to end")
+    wait_for(lambda: others() == 0, 20, "the killed broker's database sessions to end", every=0.01)
 
 
 def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(
@@ -393,7 +387,12 @@ def test_sigkill_during_batches_then_retry_stores_each_batch_exactly_once(
 
     thread = threading.Thread(target=batches, daemon=True)
     thread.start()
-    wait_for(lambda: len(acked) >= 20 * 50 or not thread.is_alive(), 20, "20 acknowledged batches")
+    wait_for(
+        lambda: len(acked) >= 20 * 50 or not thread.is_alive(),
+        20,
+        "20 acknowledged batches",
+        every=0.01,
+    )
     assert thread.is_alive(), state["errors"]
     broker.kill()
     thread.join(timeout=20)
@@ -466,7 +465,10 @@ def test_sigterm_exits_0_and_keeps_everything(make_broker, durable_broker_args):
     stream = ProduceStream(broker.url, "t", pid, "live")
     stream.start()
     wait_for(
-        lambda: len(stream.acked) >= 100 or not stream.is_alive(), 20, "100 acknowledged produces"
+        lambda: len(stream.acked) >= 100 or not stream.is_alive(),
+        20,
+        "100 acknowledged produces",
+        every=0.01,
     )
     assert stream.is_alive(), stream.errors
     assert poller.is_alive()

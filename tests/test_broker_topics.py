@@ -14,7 +14,7 @@ from typing import Any
 import helpers
 import pytest
 from conftest import broker_binary
-from helpers import failed, ok
+from helpers import failed, ok, wait_for
 
 DAY_MS = 24 * 3600 * 1000
 TOPIC_FIELDS = (
@@ -91,17 +91,6 @@ def produce_batch(broker, topic: str, producer_id: int, messages: list[str]) -> 
         "count",
         "duplicate",
     )
-
-
-def wait_for(predicate, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------------------------

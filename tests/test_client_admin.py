@@ -7,7 +7,7 @@ import time
 import warnings
 
 import pytest
-from helpers import produce
+from helpers import produce, wait_for
 
 import myqueue
 from myqueue import Admin, MyConsumer, MyProducer
@@ -28,15 +28,6 @@ def fill_in_chunks(broker, topic: str, start: int, batches: int, each: int = 10)
         produce(broker.url, topic, [unit(i) for i in range(first, first + each)])
         time.sleep(0.3)
     return start + batches * each
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,12 +14,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
-from helpers import samples, scrape, value
+from helpers import samples, scrape, value, wait_for
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -122,23 +121,18 @@ def test_retention_passes_and_what_they_removed_are_exported(make_broker, tmp_pa
     def passes() -> float:
         return value(scrape(broker), "myqueue_retention_pass_duration_seconds_count") or 0
 
-    def wait_for(what: str, done: Callable[[], object]) -> None:
-        deadline = time.monotonic() + 10
-        while not done():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
-
     # 40 messages of 100 bytes count 164 bytes each (the payload and 64 of overhead): 6,560
     # bytes, which a pass closes into one chunk. Once 40 more follow, what remains after that
     # chunk still holds the 2,000 bytes kept, so it goes whole; the newest chunk stays.
     produce(broker, "t", ["m" * 100] * 40)
     # Two passes ended since: the second began after the batch was stored.
     seen = passes()
-    wait_for("no passes ran", lambda: passes() >= seen + 2)
+    wait_for(lambda: passes() >= seen + 2, 10, "two retention passes")
     produce(broker, "t", ["m" * 100] * 40)
     wait_for(
-        "retention never removed anything",
         lambda: value(scrape(broker), "myqueue_retention_removed_messages_total"),
+        10,
+        "retention to remove the first chunk",
     )
     text = scrape(broker)
     assert value(text, "myqueue_retention_removed_messages_total", store="sqlite") == 40

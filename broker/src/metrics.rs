@@ -3,8 +3,8 @@
 //! Two kinds of figures:
 //! - **events**, counted where they happen through the `metrics` facade into one global
 //!   `metrics-exporter-prometheus` recorder: requests, their durations, group commits,
-//!   appended messages and bytes, retention's removals and pass durations. Recording is a few atomic operations
-//!   on the request's own task: nothing waits for a scrape.
+//!   appended messages and bytes, retention's removals and pass durations. Recording is a few
+//!   atomic operations on the request's own task: nothing waits for a scrape.
 //! - **state**, read at scrape time from the store ([`Metrics::render`]): offsets, sizes,
 //!   consumer lag, store availability, connection pools, long polls waiting. It goes into a
 //!   recorder made for that one scrape, so a deleted topic's series disappear with it.

@@ -188,8 +188,7 @@ impl State {
     fn retention_pass(&mut self, config: &RetentionConfig, now_ms: u64) -> PassReport {
         let mut report = PassReport {
             led: true,
-            removed: 0,
-            outpaced: false,
+            ..PassReport::default()
         };
         for topic in self.topics.iter_mut().flatten() {
             let retention = config.defaults.for_topic(topic.settings);

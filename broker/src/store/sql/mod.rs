@@ -227,8 +227,7 @@ async fn retention_pass<B: Backend>(
     }
     let mut report = PassReport {
         led: true,
-        removed: 0,
-        outpaced: false,
+        ..PassReport::default()
     };
     let mut prepared = Vec::with_capacity(topics.len());
     for topic in &topics {
