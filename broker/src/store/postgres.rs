@@ -191,9 +191,17 @@ impl PostgresStore {
         });
         let (reaper, reaping) = Reaper::new(options.clone(), stop.clone());
         tasks.spawn(reaping);
+        let appends = append_pool(&options);
+        // One append connection opened now, not by the first append (a server process to start
+        // and authenticate: several milliseconds). Appends one at a time then all use it
+        // (each hands it back at once: `release_clean`). If the server does not answer yet,
+        // the first append connects as before.
+        if let Ok(conn) = appends.acquire().await {
+            conn.release_clean();
+        }
         let backend = PgBackend {
             pool,
-            appends: append_pool(&options),
+            appends,
             options,
             leader: tokio::sync::Mutex::new((None, false)),
             reaper,
@@ -447,7 +455,8 @@ impl PgBackend {
                 self.guesses.shared(&job.topic);
             }
         }
-        let mut tx = self.appends.begin().await?;
+        let mut conn = self.appends.acquire().await?;
+        let mut tx = conn.begin().await?;
         guess.turn.wait().await;
         let locked = lock_group_rows(&mut tx, &keys, Wait::Yes).await?;
         let (ends, producers) = locked_state(locked)?;
@@ -489,6 +498,7 @@ impl PgBackend {
         }
         let bases = bases?;
         tx.commit().await?;
+        conn.release_clean();
         Ok(written.place(outcomes, &bases, &keys.job_topics))
     }
 
@@ -521,6 +531,7 @@ impl PgBackend {
             bases = written.execute(&mut conn).await;
         }
         let bases = bases?;
+        conn.release_clean();
         guess.certain(written.ends(&bases));
         Ok(written.place(outcomes, &bases, &keys.job_topics))
     }
@@ -570,6 +581,7 @@ impl PgBackend {
         let mut conn = self.appends.acquire().await?;
         guess.turn.wait().await;
         let bases = written.end_checked_group(&mut conn, &expected).await?;
+        conn.release_clean();
         if bases.len() != written.topic_ids.len() {
             tracing::debug!(?found, "an append group's rows were not as planned");
             return Ok(Known::Changed);
@@ -630,17 +642,20 @@ impl PgBackend {
             }
         }
         self.cover_guessed(&decided.topic_ends, rows.len()).await?;
-        let mut tx = self.appends.begin().await?;
+        let mut conn = self.appends.acquire().await?;
+        let mut tx = conn.begin().await?;
         let locked = match copy_then_lock(&mut tx, rows, keys, &mut guess.turn).await {
             Ok(Some(locked)) => locked_state(locked)?,
             Ok(None) => {
                 tracing::debug!("an append group's turn did not come; its guess is dropped");
                 tx.rollback().await?;
+                conn.release_clean();
                 return Ok(None);
             }
             Err(err) if err.refutes_guess() => {
                 tracing::debug!(%err, "an append group's guess was refuted");
                 tx.rollback().await?;
+                conn.release_clean();
                 return Ok(None);
             }
             Err(err) => return Err(err),
@@ -648,6 +663,7 @@ impl PgBackend {
         if locked.0 != found.ends || locked.1 != found.producers {
             tracing::debug!(?found, ?locked, "an append group's guess was wrong");
             tx.rollback().await?;
+            conn.release_clean();
             return Ok(None);
         }
         guess.certain(leaves);
@@ -666,6 +682,7 @@ impl PgBackend {
         )?;
         let bases = written.end_group(&mut tx, stored_ms, false).await?;
         tx.commit().await?;
+        conn.release_clean();
         Ok(Some(written.place(outcomes, &bases, &keys.job_topics)))
     }
 }
@@ -952,6 +969,7 @@ impl Backend for PgBackend {
         // offset; and the rows are put in order here, not by a sort on the server after the
         // join (where they are in order already, which SQL does not promise). Together a
         // fetch of 5,000 messages ran in 2.4 ms of the server's time instead of 4.0.
+        let mut conn = self.pool.acquire().await?;
         let mut rows: Vec<FetchRow> = sqlx::query_as(
             "SELECT s.start_offset, t.next_offset AS end_offset, c.position, \
                  m.log_offset, m.payload, m.stored_ms \
@@ -978,8 +996,9 @@ impl Backend for PgBackend {
         .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
         .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
         .bind(owner.topic_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.release_clean();
         rows.sort_by_key(|row| row.log_offset); // linear when in order already
         let first = rows
             .first()
