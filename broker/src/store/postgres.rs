@@ -192,13 +192,7 @@ impl PostgresStore {
         let (reaper, reaping) = Reaper::new(options.clone(), stop.clone());
         tasks.spawn(reaping);
         let appends = append_pool(&options);
-        // One append connection opened now, not by the first append (a server process to start
-        // and authenticate: several milliseconds). Appends one at a time then all use it
-        // (each hands it back at once: `release_clean`). If the server does not answer yet,
-        // the first append connects as before.
-        if let Ok(conn) = appends.acquire().await {
-            conn.release_clean();
-        }
+        warm_append_connection(&appends, &announcer).await;
         let backend = PgBackend {
             pool,
             appends,
@@ -230,6 +224,44 @@ fn append_pool(options: &PgConnectOptions) -> PgPool {
                 .clone()
                 .options([("plan_cache_mode", "force_generic_plan")]),
         )
+}
+
+/// Opens one append connection now, not at the first append, and runs the append statements
+/// on it once, on no rows, in a transaction rolled back: a new server process to start and
+/// authenticate, then each statement's first preparation and plan, cost the first messages
+/// of a fresh broker about 10 ms otherwise. Appends one at a time all run on this connection
+/// (each hands it back at once: `release_clean`). Best effort: should it fail, the first
+/// append connects and prepares as before.
+async fn warm_append_connection(appends: &PgPool, announcer: &Announcer) {
+    let warmed = async {
+        let mut conn = appends.acquire().await?;
+        let no_rows = AppendPlan {
+            outcomes: Vec::new(),
+            segments: Vec::new(),
+            topic_ends: Vec::new(),
+            producers: Vec::new(),
+        };
+        let (written, _) = Written::new(
+            no_rows,
+            HashMap::new(),
+            &HashMap::new(),
+            0,
+            announcer.clone(),
+        )?;
+        let mut tx = conn.begin().await?;
+        lock_group_rows(&mut tx, &GroupKeys::new(&[]), Wait::Yes).await?;
+        written.end_group(&mut tx, 0, true).await?;
+        written.end_group(&mut tx, 0, false).await?;
+        if let Some(expected) = written.expected(&GroupState::default()) {
+            written.end_checked_group(&mut tx, &expected).await?;
+        }
+        tx.rollback().await?;
+        conn.release_clean();
+        Ok::<_, StoreError>(())
+    };
+    if let Err(err) = warmed.await {
+        tracing::debug!(error = %err, "the append connection was not warmed at start");
+    }
 }
 
 /// Wakes this broker's long polls when another broker appends, and stops guessing where
