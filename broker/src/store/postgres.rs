@@ -226,12 +226,13 @@ fn append_pool(options: &PgConnectOptions) -> PgPool {
         )
 }
 
-/// Opens one append connection now, not at the first append, and runs the append statements
-/// on it once, on no rows, in a transaction rolled back: a new server process to start and
-/// authenticate, then each statement's first preparation and plan, cost the first messages
-/// of a fresh broker about 10 ms otherwise. Appends one at a time all run on this connection
-/// (each hands it back at once: `release_clean`). Best effort: should it fail, the first
-/// append connects and prepares as before.
+/// Opens one append connection now, not at the first append, and runs the lock statement and
+/// the group statements on it once, on no rows, in a transaction rolled back: a new server
+/// process to start and authenticate, then each statement's first preparation and plan, cost
+/// the first messages of a fresh broker about 10 ms otherwise. While the pool holds only this
+/// connection, appends one at a time all run on it (each hands it back at once:
+/// `release_clean`). Best effort: should it fail, the first append connects and prepares as
+/// before.
 async fn warm_append_connection(appends: &PgPool, announcer: &Announcer) {
     let warmed = async {
         let mut conn = appends.acquire().await?;
@@ -741,14 +742,16 @@ impl PgBackend {
             .iter()
             .map(|&(_, end)| db_int(end))
             .collect::<Result<Vec<i64>>>()?;
+        let mut conn = self.appends.acquire().await?;
         sqlx::query(
             "SELECT myqueue_cover_partitions(u.id, u.up_to, 0) \
              FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, up_to) ORDER BY u.id",
         )
         .bind(&topics)
         .bind(&up_to)
-        .execute(&self.appends)
+        .execute(&mut *conn)
         .await?;
+        conn.release_clean(); // the group's transaction may take it next
         let mut reach = self.reach.lock().expect("reach lock");
         for (topic, end) in wanted {
             let known = reach.entry(topic).or_default();
