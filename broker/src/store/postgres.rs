@@ -236,12 +236,7 @@ fn append_pool(options: &PgConnectOptions) -> PgPool {
 async fn warm_append_connection(appends: &PgPool, announcer: &Announcer) {
     let warmed = async {
         let mut conn = appends.acquire().await?;
-        let no_rows = AppendPlan {
-            outcomes: Vec::new(),
-            segments: Vec::new(),
-            topic_ends: Vec::new(),
-            producers: Vec::new(),
-        };
+        let no_rows = plan_appends(Vec::new(), TopicEnds::FromZero, HashMap::new());
         let (written, _) = Written::new(
             no_rows,
             HashMap::new(),
