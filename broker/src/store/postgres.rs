@@ -37,6 +37,7 @@ use super::{
     TopicSignals, within_end,
 };
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Transaction};
 use std::collections::HashMap;
@@ -885,6 +886,12 @@ impl Backend for PgBackend {
 
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
         self.pool.begin().await
+    }
+
+    const BEGIN_WRITE: &'static str = "BEGIN";
+
+    async fn write_connection(&self) -> sqlx::Result<PoolConnection<Postgres>> {
+        self.pool.acquire().await
     }
 
     /// Two groups at once, when the second has enough sequenced messages to be guessed (a

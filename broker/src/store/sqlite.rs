@@ -441,9 +441,17 @@ impl Backend for SqliteBackend {
     /// `BEGIN IMMEDIATE` takes the write lock at once: a transaction that reads before it
     /// writes can never fail to upgrade its lock.
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
         self.written.store(true, Ordering::Relaxed);
         Ok(tx)
+    }
+
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    async fn write_connection(&self) -> sqlx::Result<PoolConnection<Sqlite>> {
+        let conn = self.writer.acquire().await?;
+        self.written.store(true, Ordering::Relaxed);
+        Ok(conn)
     }
 
     /// What the group will find: the groups are formed, and committed, one at a time.
