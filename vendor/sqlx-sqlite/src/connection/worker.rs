@@ -184,7 +184,6 @@ impl ConnectionWorker {
                                     // waiting task: a script of six statements woke it six
                                     // times. See vendor/README.md.
                                     let mut done: Option<SqliteQueryResult> = None;
-                                    let mut sent = true;
                                     for res in iter {
                                         let res = match res {
                                             Ok(Either::Left(result)) => {
@@ -198,17 +197,16 @@ impl ConnectionWorker {
                                         };
                                         if let Some(sum) = done.take() {
                                             if tx.send(Ok(Either::Left(sum))).is_err() {
-                                                sent = false;
                                                 break;
                                             }
                                         }
                                         let has_error = res.is_err();
                                         if tx.send(res).is_err() || has_error {
-                                            sent = false;
                                             break;
                                         }
                                     }
-                                    if let (true, Some(sum)) = (sent, done) {
+                                    // Left only by a loop that ran to its end.
+                                    if let Some(sum) = done {
                                         tx.send(Ok(Either::Left(sum))).ok();
                                     }
                                 },
