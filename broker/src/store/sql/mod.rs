@@ -474,7 +474,8 @@ async fn position_group<B: Backend>(
             continue;
         }
         tx.commit().await?;
-        // An error above drops the connection instead: its release sends the queued ROLLBACK.
+        // An error above drops the connection instead, and its release sees the queued ROLLBACK
+        // through (PostgreSQL's ping sends it; SQLite's hook waits for it).
         conn.release_clean();
         return Ok(answer_positions(plan.outcomes, taken));
     }
