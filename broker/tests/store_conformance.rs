@@ -1655,6 +1655,47 @@ async fn postgres_an_append_past_the_partitions_makes_one(h: Harness) {
     assert!(partitions.last().unwrap().1 >= 20_000, "{partitions:?}");
 }
 
+/// PostgreSQL: a topic that grows gets partitions made ahead of its end in the background,
+/// without a retention pass, each of a bounded span.
+async fn postgres_partitions_are_made_ahead_of_a_growing_topic(h: Harness) {
+    if h.second_broker().await.is_none() {
+        return;
+    }
+    let s = &*h.store;
+    let p = s.register_producer("t").await.unwrap();
+    const GROUP: usize = 1000;
+    for b in 0..5 {
+        let batch = unit_messages(b * GROUP, GROUP);
+        let appended = s
+            .append(append(p, "t", &batch, Some((b * GROUP) as u64)))
+            .await
+            .unwrap();
+        assert_eq!(appended.base_offset, (b * GROUP) as u64);
+    }
+    // Eight groups like the last past the end: 5,000 + 8,000.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (rows, partitions) = loop {
+        let (rows, partitions) = h.stored(Some("t")).await.unwrap();
+        if partitions.last().is_some_and(|&(_, end)| end >= 13_000) {
+            break (rows, partitions);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no partitions made ahead: {partitions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rows, 5000);
+    assert!(
+        partitions.iter().all(|&(first, end)| end - first <= 65_536),
+        "{partitions:?}"
+    );
+    let c = s.register_consumer("t", None, Beginning).await.unwrap();
+    let fetched = s.fetch(c, "t", Some(4_990), messages(20)).await.unwrap();
+    let payloads: Vec<String> = fetched.messages.into_iter().map(|m| m.payload).collect();
+    assert_eq!(payloads, unit_messages(4_990, 10));
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory { $(
@@ -1711,6 +1752,7 @@ conformance!(
     consumes_racing_retention_never_lose_the_message_they_move_past,
     postgres_drops_partitions_and_one_broker_leads,
     postgres_an_append_past_the_partitions_makes_one,
+    postgres_partitions_are_made_ahead_of_a_growing_topic,
     postgres_ids_cached_by_another_broker_end_with_their_topic,
 );
 

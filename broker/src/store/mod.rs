@@ -22,6 +22,7 @@ mod guess;
 pub mod memory;
 mod pg_copy;
 mod pg_partitions;
+mod pg_reach;
 mod plan;
 pub mod postgres;
 pub mod retention;

@@ -26,6 +26,7 @@ use super::catalog::Owner;
 use super::guess::{GroupState, Guess, Guesses, KnownStateGroups, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::pg_partitions::{Reaper, empty_below};
+use super::pg_reach::{Reaches, make_ahead};
 use super::plan::{AppendJob, AppendPlan, TopicEnd, TopicEnds, decide, plan_appends};
 use super::retention::{Chunk, Log, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
@@ -87,11 +88,12 @@ pub struct PgBackend {
     leader: tokio::sync::Mutex<(Option<PgConnection>, bool)>,
     /// Drops the partitions that retention emptied, in the background.
     reaper: Reaper,
-    /// How far each topic's partitions are known to reach (offsets below are covered from
-    /// the topic's start on), as the last retention pass of this broker saw or made them.
-    /// A reach only grows while its topic lives (partitions are dropped only below the start,
-    /// and topic ids are never reused), so this is never more than the truth.
-    reach: std::sync::Mutex<HashMap<i64, u64>>,
+    /// How far each topic's partitions are known to reach, as this broker's retention passes
+    /// and appends saw or made them.
+    reach: Arc<Reaches>,
+    /// Where partitions made ahead of the appends run ([`make_ahead`]), and what stops them.
+    tasks: TaskTracker,
+    stop: CancellationToken,
     /// How this broker signs the appends it announces.
     announcer: Announcer,
     /// What the next append groups will find under lock ([`super::guess`]).
@@ -201,6 +203,8 @@ impl PostgresStore {
             leader: tokio::sync::Mutex::new((None, false)),
             reaper,
             reach: Default::default(),
+            tasks: tasks.clone(),
+            stop: stop.clone(),
             announcer: announcer.clone(),
             guesses,
             guessed: Default::default(),
@@ -404,7 +408,6 @@ impl PgBackend {
     /// Whether every row of `written` lies below its topic's known reach: no statement of the
     /// group can then miss a partition, and the group needs no savepoint.
     fn partitions_hold(&self, written: &Written) -> bool {
-        let reach = self.reach.lock().expect("reach lock");
         written
             .topic_ids
             .iter()
@@ -412,7 +415,7 @@ impl PgBackend {
             .all(|(topic, count)| {
                 let from = written.planned_from.get(topic).copied().unwrap_or(0);
                 let end = from.saturating_add(u64::try_from(*count).unwrap_or(u64::MAX));
-                reach.get(topic).is_some_and(|&reached| end <= reached)
+                self.reach.covers(*topic, end)
             })
     }
 }
@@ -523,7 +526,7 @@ impl PgBackend {
         };
         if missing_partition(&bases) {
             // Known reaches are never more than the truth; should one be, forget them all.
-            self.reach.lock().expect("reach lock").clear();
+            self.reach.forget_all();
         }
         let bases = bases?;
         tx.commit().await?;
@@ -718,18 +721,18 @@ impl PgBackend {
 
 impl PgBackend {
     /// Makes partitions for a guessed group's rows where they are not known to exist, reaching
-    /// a group's worth past them (a topic's first partitions are small, and a fresh topic
-    /// outgrows them between retention passes). Its own statement, before the group's
+    /// past them as far as [`Reaches::cover_to`] says. Its own statement, before the group's
     /// transaction: a write that found no partition would end the transaction.
     async fn cover_guessed(&self, ends: &[TopicEnd], rows: usize) -> Result<()> {
-        let ahead = u64::try_from(rows).unwrap_or(u64::MAX);
-        let wanted: Vec<(i64, u64)> = {
-            let reach = self.reach.lock().expect("reach lock");
-            ends.iter()
-                .filter(|ended| reach.get(&ended.topic_id).is_none_or(|&r| r < ended.end))
-                .map(|ended| (ended.topic_id, ended.end.saturating_add(ahead)))
-                .collect()
-        };
+        let rows = u64::try_from(rows).unwrap_or(u64::MAX);
+        let wanted: Vec<(i64, u64)> = ends
+            .iter()
+            .filter(|ended| !self.reach.covers(ended.topic_id, ended.end))
+            .map(|ended| {
+                let up_to = self.reach.cover_to(ended.topic_id, ended.end, rows);
+                (ended.topic_id, up_to)
+            })
+            .collect();
         if wanted.is_empty() {
             return Ok(());
         }
@@ -748,10 +751,8 @@ impl PgBackend {
         .execute(&mut *conn)
         .await?;
         conn.release_clean(); // the group's transaction may take it next
-        let mut reach = self.reach.lock().expect("reach lock");
         for (topic, end) in wanted {
-            let known = reach.entry(topic).or_default();
-            *known = (*known).max(end);
+            self.reach.learn(topic, end);
         }
         Ok(())
     }
@@ -922,11 +923,21 @@ impl Backend for PgBackend {
         guess: Guess,
     ) -> Result<Vec<Result<Appended>>> {
         let mut guess = guess;
+        let job_topics: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
         let result = self.store_group(jobs, stored_ms, &mut guess).await;
         if result.is_err() {
             guess.failed();
         }
         guess.turn.done();
+        if let Ok(appended) = &result {
+            let ends = stored_ends(&job_topics, appended);
+            // Its rows are stored: partitions reach its ends, at least.
+            for &(topic, end, _) in &ends {
+                self.reach.learn(topic, end);
+            }
+            let due = self.reach.due(ends);
+            make_ahead(due, &self.pool, &self.reach, &self.tasks, &self.stop);
+        }
         result
     }
 
@@ -1135,11 +1146,10 @@ impl Backend for PgBackend {
                     .execute(&self.pool)
                     .await?;
             }
-            let reached = reach.reached.max(wanted);
-            self.reach
-                .lock()
-                .expect("reach lock")
-                .insert(*topic_id, reached);
+            self.reach.learn(*topic_id, reach.reached.max(wanted));
+            if !chunks.is_empty() {
+                self.reach.sized(*topic_id, span);
+            }
         }
         // Once per pass this broker leads: the partitions it emptied (or a broker before it
         // did and was stopped before dropping them) go now.
@@ -1154,6 +1164,24 @@ impl Backend for PgBackend {
         }
         self.pool.close().await;
     }
+}
+
+/// Each topic a group stored messages in, with its end after the group and the group's rows
+/// there (the group's jobs were for `job_topics`, in order).
+fn stored_ends(job_topics: &[i64], appended: &[Result<Appended>]) -> Vec<(i64, u64, u64)> {
+    let mut ends: HashMap<i64, (u64, u64)> = HashMap::new();
+    for (&topic, appended) in job_topics.iter().zip(appended) {
+        if let Ok(appended) = appended
+            && !appended.duplicate
+        {
+            let (end, rows) = ends.entry(topic).or_default();
+            *end = (*end).max(appended.base_offset + appended.count);
+            *rows += appended.count;
+        }
+    }
+    ends.into_iter()
+        .map(|(topic, (end, rows))| (topic, end, rows))
+        .collect()
 }
 
 /// Pairs of numbers as two BIGINT columns, for `UNNEST`.
