@@ -13,7 +13,7 @@
 //! partitions made in the background, while its appends go on.
 
 use super::Result;
-use super::retention::MIN_PARTITION_SPAN;
+use super::retention::{MESSAGE_OVERHEAD_BYTES, MIN_PARTITION_SPAN};
 use super::sql::db_int;
 use sqlx::postgres::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -26,9 +26,10 @@ use tokio_util::task::TaskTracker;
 /// 30 ms)...
 const LOOKAHEAD_GROUPS: u64 = 8;
 
-/// ...but no more than this many offsets: a young topic's partitions are made that long, and
-/// before its first retention pass its size limit is unknown here, while a partition is freed
-/// only once it lies wholly below the start (65,536 rows of 100 bytes: about 10 MB).
+/// ...but no more than this many offsets, nor more than a chunk of the topic's size limit can
+/// hold (of messages no smaller than [`MESSAGE_OVERHEAD_BYTES`]): a young topic's partitions
+/// are made as long as the look-ahead, and a partition is freed only once it lies wholly
+/// below the start (65,536 rows of 100 bytes: about 10 MB).
 const MAX_LOOKAHEAD: u64 = 1 << 16;
 
 /// What this broker knows of a topic's partitions.
@@ -49,6 +50,32 @@ pub struct Reaches {
     known: Mutex<HashMap<i64, Known>>,
     /// Topics with partitions being made ahead: one cover at a time per topic.
     covering: Mutex<HashSet<i64>>,
+}
+
+/// A topic after a stored append group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grown {
+    pub topic_id: i64,
+    /// The topic's end after the group.
+    pub end: u64,
+    /// The group's rows in the topic.
+    pub rows: u64,
+    /// A chunk of the topic's size limit, when it has one.
+    pub chunk_bytes: Option<u64>,
+}
+
+impl Grown {
+    /// How far past the topic's end its partitions should reach.
+    fn lookahead(&self) -> u64 {
+        let chunk_rows = self
+            .chunk_bytes
+            .map_or(u64::MAX, |bytes| bytes / MESSAGE_OVERHEAD_BYTES);
+        self.rows
+            .saturating_mul(LOOKAHEAD_GROUPS)
+            .min(MAX_LOOKAHEAD)
+            .min(chunk_rows)
+            .max(MIN_PARTITION_SPAN)
+    }
 }
 
 /// Partitions to make ahead of a topic's appends.
@@ -81,14 +108,15 @@ impl Reaches {
         self.known().entry(topic_id).or_default().span = Some(span);
     }
 
-    /// How far an append group that found no partition for its rows (`rows` of them, up to
-    /// `end`) makes its topic's partitions reach: a group's worth past them once retention
-    /// sizes the partitions, the look-ahead while the topic is young (its first partition is
-    /// small, and a fresh topic at full speed outgrows it and each next one at once).
-    pub fn cover_to(&self, topic_id: i64, end: u64, rows: u64) -> u64 {
-        let young = self.known().get(&topic_id).is_none_or(|k| k.span.is_none());
-        let ahead = if young { lookahead(rows) } else { rows };
-        end.saturating_add(ahead)
+    /// How far an append group that found no partition for its rows makes its topic's
+    /// partitions reach: a group's worth past them once retention sizes the partitions, the
+    /// look-ahead while the topic is young (its first partition is small, and a fresh topic at
+    /// full speed outgrows it and each next one at once).
+    pub fn cover_to(&self, grown: &Grown) -> u64 {
+        let known = self.known().get(&grown.topic_id).copied();
+        let young = known.is_none_or(|k| k.span.is_none());
+        let ahead = if young { grown.lookahead() } else { grown.rows };
+        grown.end.saturating_add(ahead)
     }
 
     /// Forgets every reach: one was more than the truth (an append found no partition where
@@ -97,27 +125,29 @@ impl Reaches {
         self.known().clear();
     }
 
-    /// The partitions to make ahead after a stored group that left each topic at `end` with
-    /// `rows` new rows there: where the known reach is less than the look-ahead past the end,
+    /// The partitions to make ahead after a stored group: where a topic's known reach is less
+    /// than the look-ahead past its end,
     /// partitions reaching that far, each as long as retention sizes them (a young topic's:
     /// the look-ahead, so that one is made at a time). A topic whose reach is unknown is left to its
     /// appends; one with partitions being made waits for them. Each topic returned is marked
     /// as being covered until [`Self::made`].
-    pub fn due(&self, ends: impl IntoIterator<Item = (i64, u64, u64)>) -> Vec<Ahead> {
+    pub fn due(&self, grown: impl IntoIterator<Item = Grown>) -> Vec<Ahead> {
         let known = self.known();
         let mut covering = self.covering.lock().expect("covering lock");
         let mut due = Vec::new();
-        for (topic_id, end, rows) in ends {
-            let Some(known) = known.get(&topic_id) else {
+        for grown in grown {
+            let Some(known) = known.get(&grown.topic_id) else {
                 continue;
             };
-            let lookahead = lookahead(rows);
-            if known.reached.saturating_sub(end) >= lookahead || !covering.insert(topic_id) {
+            let lookahead = grown.lookahead();
+            if known.reached.saturating_sub(grown.end) >= lookahead
+                || !covering.insert(grown.topic_id)
+            {
                 continue;
             }
             due.push(Ahead {
-                topic_id,
-                up_to: end.saturating_add(lookahead),
+                topic_id: grown.topic_id,
+                up_to: grown.end.saturating_add(lookahead),
                 span: known.span.unwrap_or(lookahead),
             });
         }
@@ -135,12 +165,6 @@ impl Reaches {
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Known>> {
         self.known.lock().expect("reach lock")
     }
-}
-
-/// How far past a topic's end its partitions should reach after a group of `rows` rows.
-fn lookahead(rows: u64) -> u64 {
-    rows.saturating_mul(LOOKAHEAD_GROUPS)
-        .clamp(MIN_PARTITION_SPAN, MAX_LOOKAHEAD)
 }
 
 /// Makes each of `due` in a task of its own on `tasks`, which ends early once `stop` is
@@ -192,13 +216,22 @@ async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<u64> {
 mod tests {
     use super::*;
 
+    fn grown(topic_id: i64, end: u64, rows: u64) -> Grown {
+        Grown {
+            topic_id,
+            end,
+            rows,
+            chunk_bytes: None,
+        }
+    }
+
     #[test]
     fn partitions_are_due_once_less_than_the_lookahead_remains() {
         let reaches = Reaches::default();
         reaches.learn(1, 10_000);
         // A look-ahead of 8 groups of 1,000: 8,000 left is enough, 7,000 is not.
-        assert_eq!(reaches.due([(1, 2_000, 1_000)]), vec![]);
-        let due = reaches.due([(1, 3_000, 1_000)]);
+        assert_eq!(reaches.due([grown(1, 2_000, 1_000)]), vec![]);
+        let due = reaches.due([grown(1, 3_000, 1_000)]);
         let young = Ahead {
             topic_id: 1,
             up_to: 11_000,
@@ -206,7 +239,7 @@ mod tests {
         };
         assert_eq!(due, vec![young]);
         // One cover at a time per topic, until made.
-        assert_eq!(reaches.due([(1, 7_000, 1_000)]), vec![]);
+        assert_eq!(reaches.due([grown(1, 7_000, 1_000)]), vec![]);
         reaches.made(&due[0]);
         reaches.learn(1, 18_000);
         // Sized by retention, partitions are as long as it says.
@@ -216,28 +249,36 @@ mod tests {
             up_to: 19_000,
             span: 500,
         };
-        assert_eq!(reaches.due([(1, 11_000, 1_000)]), vec![sized]);
+        assert_eq!(reaches.due([grown(1, 11_000, 1_000)]), vec![sized]);
     }
 
     #[test]
     fn unknown_reaches_are_left_to_the_appends_and_lookaheads_are_bounded() {
         let reaches = Reaches::default();
-        assert_eq!(reaches.due([(2, 100, 50)]), vec![]);
+        assert_eq!(reaches.due([grown(2, 100, 50)]), vec![]);
         reaches.learn(2, 100);
         reaches.learn(3, 100);
-        let due = reaches.due([(2, 100, 1), (3, 100, 1_000_000)]);
+        let due = reaches.due([grown(2, 100, 1), grown(3, 100, 1_000_000)]);
         assert_eq!(due[0].span, MIN_PARTITION_SPAN);
         assert_eq!(due[1].span, MAX_LOOKAHEAD);
+        // A chunk of 64,000 bytes holds at most 1,000 messages.
+        reaches.learn(4, 100);
+        let limited = Grown {
+            chunk_bytes: Some(64_000),
+            ..grown(4, 100, 1_000)
+        };
+        assert_eq!(reaches.due([limited])[0].span, 1_000);
+        assert_eq!(reaches.cover_to(&limited), 1_100);
     }
 
     #[test]
     fn a_young_topic_that_found_no_partition_covers_the_lookahead() {
         let reaches = Reaches::default();
-        assert_eq!(reaches.cover_to(1, 5_000, 1_000), 13_000);
+        assert_eq!(reaches.cover_to(&grown(1, 5_000, 1_000)), 13_000);
         reaches.learn(1, 13_000);
-        assert_eq!(reaches.cover_to(1, 5_000, 1_000), 13_000);
+        assert_eq!(reaches.cover_to(&grown(1, 5_000, 1_000)), 13_000);
         reaches.sized(1, 500);
-        assert_eq!(reaches.cover_to(1, 5_000, 1_000), 6_000);
+        assert_eq!(reaches.cover_to(&grown(1, 5_000, 1_000)), 6_000);
     }
 
     #[test]

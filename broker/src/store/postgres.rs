@@ -26,7 +26,7 @@ use super::catalog::Owner;
 use super::guess::{GroupState, Guess, Guesses, KnownStateGroups, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::pg_partitions::{Reaper, empty_below};
-use super::pg_reach::{Reaches, make_ahead};
+use super::pg_reach::{Grown, Reaches, make_ahead};
 use super::plan::{AppendJob, AppendPlan, TopicEnd, TopicEnds, decide, plan_appends};
 use super::retention::{Chunk, Log, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
@@ -673,7 +673,8 @@ impl PgBackend {
                 );
             }
         }
-        self.cover_guessed(&decided.topic_ends, rows.len()).await?;
+        self.cover_guessed(jobs, &decided.topic_ends, rows.len())
+            .await?;
         let mut conn = self.appends.acquire().await?;
         let mut tx = conn.begin().await?;
         let locked = match copy_then_lock(&mut tx, rows, keys, &mut guess.turn).await {
@@ -723,13 +724,27 @@ impl PgBackend {
     /// Makes partitions for a guessed group's rows where they are not known to exist, reaching
     /// past them as far as [`Reaches::cover_to`] says. Its own statement, before the group's
     /// transaction: a write that found no partition would end the transaction.
-    async fn cover_guessed(&self, ends: &[TopicEnd], rows: usize) -> Result<()> {
+    async fn cover_guessed(
+        &self,
+        jobs: &[AppendJob],
+        ends: &[TopicEnd],
+        rows: usize,
+    ) -> Result<()> {
         let rows = u64::try_from(rows).unwrap_or(u64::MAX);
         let wanted: Vec<(i64, u64)> = ends
             .iter()
             .filter(|ended| !self.reach.covers(ended.topic_id, ended.end))
             .map(|ended| {
-                let up_to = self.reach.cover_to(ended.topic_id, ended.end, rows);
+                let chunk_bytes = jobs
+                    .iter()
+                    .find(|job| job.topic_id == ended.topic_id)
+                    .and_then(|job| job.chunk_bytes);
+                let up_to = self.reach.cover_to(&Grown {
+                    topic_id: ended.topic_id,
+                    end: ended.end,
+                    rows,
+                    chunk_bytes,
+                });
                 (ended.topic_id, up_to)
             })
             .collect();
@@ -923,19 +938,22 @@ impl Backend for PgBackend {
         guess: Guess,
     ) -> Result<Vec<Result<Appended>>> {
         let mut guess = guess;
-        let job_topics: Vec<i64> = jobs.iter().map(|job| job.topic_id).collect();
+        let job_topics: Vec<(i64, Option<u64>)> = jobs
+            .iter()
+            .map(|job| (job.topic_id, job.chunk_bytes))
+            .collect();
         let result = self.store_group(jobs, stored_ms, &mut guess).await;
         if result.is_err() {
             guess.failed();
         }
         guess.turn.done();
         if let Ok(appended) = &result {
-            let ends = stored_ends(&job_topics, appended);
+            let grown = grown_topics(&job_topics, appended);
             // Its rows are stored: partitions reach its ends, at least.
-            for &(topic, end, _) in &ends {
-                self.reach.learn(topic, end);
+            for topic in &grown {
+                self.reach.learn(topic.topic_id, topic.end);
             }
-            let due = self.reach.due(ends);
+            let due = self.reach.due(grown);
             make_ahead(due, &self.pool, &self.reach, &self.tasks, &self.stop);
         }
         result
@@ -1166,22 +1184,25 @@ impl Backend for PgBackend {
     }
 }
 
-/// Each topic a group stored messages in, with its end after the group and the group's rows
-/// there (the group's jobs were for `job_topics`, in order).
-fn stored_ends(job_topics: &[i64], appended: &[Result<Appended>]) -> Vec<(i64, u64, u64)> {
-    let mut ends: HashMap<i64, (u64, u64)> = HashMap::new();
-    for (&topic, appended) in job_topics.iter().zip(appended) {
+/// Each topic a group stored messages in, as the group left it (the group's jobs were for
+/// `job_topics`, in order: each topic with its chunk size).
+fn grown_topics(job_topics: &[(i64, Option<u64>)], appended: &[Result<Appended>]) -> Vec<Grown> {
+    let mut grown: HashMap<i64, Grown> = HashMap::new();
+    for (&(topic_id, chunk_bytes), appended) in job_topics.iter().zip(appended) {
         if let Ok(appended) = appended
             && !appended.duplicate
         {
-            let (end, rows) = ends.entry(topic).or_default();
-            *end = (*end).max(appended.base_offset + appended.count);
-            *rows += appended.count;
+            let topic = grown.entry(topic_id).or_insert(Grown {
+                topic_id,
+                end: 0,
+                rows: 0,
+                chunk_bytes,
+            });
+            topic.end = topic.end.max(appended.base_offset + appended.count);
+            topic.rows += appended.count;
         }
     }
-    ends.into_iter()
-        .map(|(topic, (end, rows))| (topic, end, rows))
-        .collect()
+    grown.into_values().collect()
 }
 
 /// Pairs of numbers as two BIGINT columns, for `UNNEST`.
