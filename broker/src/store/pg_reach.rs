@@ -32,6 +32,12 @@ const LOOKAHEAD_GROUPS: u64 = 8;
 /// below the start (65,536 rows of 100 bytes: about 10 MB).
 const MAX_LOOKAHEAD: u64 = 1 << 16;
 
+/// A young topic's partitions are never shorter than its first, made with the topic
+/// (`myqueue_topic_created`, migration 0002), nor made ahead later than half of that before
+/// its end: a topic sending a message at a time asks for a look-ahead of a few offsets, which
+/// a background cover would not make in time.
+const FIRST_PARTITION_SPAN: u64 = 4096;
+
 /// What this broker knows of a topic's partitions.
 #[derive(Debug, Default, Clone, Copy)]
 struct Known {
@@ -86,6 +92,8 @@ pub struct Ahead {
     up_to: u64,
     /// How long each is.
     span: u64,
+    /// At least as long as the topic's newest partition.
+    young: bool,
 }
 
 impl Reaches {
@@ -126,11 +134,12 @@ impl Reaches {
     }
 
     /// The partitions to make ahead after a stored group: where a topic's known reach is less
-    /// than the look-ahead past its end,
-    /// partitions reaching that far, each as long as retention sizes them (a young topic's:
-    /// the look-ahead, so that one is made at a time). A topic whose reach is unknown is left to its
-    /// appends; one with partitions being made waits for them. Each topic returned is marked
-    /// as being covered until [`Self::made`].
+    /// than the look-ahead past its end (a young topic's: or than half its first partition),
+    /// partitions reaching that far, each as long as retention sizes them (a young topic's: the
+    /// look-ahead, or its newest partition's span if that is more, so that one is made at a
+    /// time). A topic whose reach is unknown is left to its appends; one with partitions being
+    /// made waits for them. Each topic returned is marked as being covered until
+    /// [`Self::made`].
     pub fn due(&self, grown: impl IntoIterator<Item = Grown>) -> Vec<Ahead> {
         let known = self.known();
         let mut covering = self.covering.lock().expect("covering lock");
@@ -140,7 +149,11 @@ impl Reaches {
                 continue;
             };
             let lookahead = grown.lookahead();
-            if known.reached.saturating_sub(grown.end) >= lookahead
+            let headroom = match known.span {
+                Some(_) => lookahead,
+                None => lookahead.max(FIRST_PARTITION_SPAN / 2),
+            };
+            if known.reached.saturating_sub(grown.end) >= headroom
                 || !covering.insert(grown.topic_id)
             {
                 continue;
@@ -149,6 +162,7 @@ impl Reaches {
                 topic_id: grown.topic_id,
                 up_to: grown.end.saturating_add(lookahead),
                 span: known.span.unwrap_or(lookahead),
+                young: known.span.is_none(),
             });
         }
         due
@@ -192,18 +206,24 @@ pub fn make_ahead(
     }
 }
 
+/// A young topic's partitions are at least as long as its newest.
 /// `myqueue_cover_partitions` takes the topic's partition lock and makes nothing where
 /// partitions reach far enough already (a retention pass, another broker or an append made
 /// them). Answers how far they reach then (at least `ahead.up_to`, unless the topic was
 /// deleted: its id is never used again).
 async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<u64> {
     let mut conn = pool.acquire().await?;
-    sqlx::query("SELECT myqueue_cover_partitions($1, $2, $3)")
-        .bind(ahead.topic_id)
-        .bind(db_int(ahead.up_to)?)
-        .bind(db_int(ahead.span)?)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "SELECT myqueue_cover_partitions($1, $2, greatest($3, CASE WHEN $4 THEN ( \
+             SELECT end_offset - first_offset FROM message_partitions WHERE topic_id = $1 \
+             ORDER BY first_offset DESC LIMIT 1) END))",
+    )
+    .bind(ahead.topic_id)
+    .bind(db_int(ahead.up_to)?)
+    .bind(db_int(ahead.span)?)
+    .bind(ahead.young)
+    .execute(&mut *conn)
+    .await?;
     let reached: Option<i64> =
         sqlx::query_scalar("SELECT max(end_offset) FROM message_partitions WHERE topic_id = $1")
             .bind(ahead.topic_id)
@@ -236,6 +256,7 @@ mod tests {
             topic_id: 1,
             up_to: 11_000,
             span: 8_000,
+            young: true,
         };
         assert_eq!(due, vec![young]);
         // One cover at a time per topic, until made.
@@ -248,8 +269,23 @@ mod tests {
             topic_id: 1,
             up_to: 19_000,
             span: 500,
+            young: false,
         };
         assert_eq!(reaches.due([grown(1, 11_000, 1_000)]), vec![sized]);
+    }
+
+    #[test]
+    fn a_young_topic_sending_one_at_a_time_gets_partitions_half_its_first_before_its_end() {
+        let reaches = Reaches::default();
+        reaches.learn(1, 4_096);
+        assert_eq!(reaches.due([grown(1, 2_048, 1)]), vec![]);
+        let due = reaches.due([grown(1, 2_049, 1)]);
+        assert_eq!(due.len(), 1);
+        assert!(due[0].young, "as long as its newest partition, at least");
+        // Sized by retention, the pass keeps partitions ahead: the look-ahead alone counts.
+        reaches.made(&due[0]);
+        reaches.sized(1, 100);
+        assert_eq!(reaches.due([grown(1, 3_000, 1)]), vec![]);
     }
 
     #[test]
