@@ -55,10 +55,6 @@ impl MessageRows {
         self.rows += 1;
     }
 
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }

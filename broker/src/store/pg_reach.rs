@@ -1,5 +1,5 @@
 //! How far each topic's PostgreSQL partitions reach, as this broker knows it, and the
-//! partitions made ahead of a fast topic's appends in the background.
+//! partitions made ahead of a growing topic's appends in the background.
 //!
 //! An append group whose rows find no partition makes one first (`cover_guessed`, or the
 //! savepoint path of `store_group`), and that DDL transaction (create, attach, commit: 5 to 30
@@ -9,8 +9,8 @@
 //! speed outran it several times in its first half second, and `MyProducer`'s 200,000
 //! messages ran about a fifth slower on a fresh topic than with its partitions made
 //! beforehand (docs/BENCHMARKS.md). So after each append group, a topic whose partitions reach
-//! less than half a look-ahead ([`LOOKAHEAD_GROUPS`] groups like it) past its end gets
-//! partitions made in the background, while its appends go on.
+//! less than a look-ahead ([`LOOKAHEAD_GROUPS`] groups like it) past its end gets partitions
+//! made in the background, while its appends go on.
 
 use super::Result;
 use super::retention::{MESSAGE_OVERHEAD_BYTES, MIN_PARTITION_SPAN};
@@ -18,6 +18,7 @@ use super::sql::db_int;
 use sqlx::postgres::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,36 +27,49 @@ use tokio_util::task::TaskTracker;
 /// 30 ms)...
 const LOOKAHEAD_GROUPS: u64 = 8;
 
-/// ...but no more than this many offsets, nor more than a chunk of the topic's size limit can
-/// hold (of messages no smaller than [`MESSAGE_OVERHEAD_BYTES`]): a young topic's partitions
-/// are made as long as the look-ahead, and a partition is freed only once it lies wholly
-/// below the start (65,536 rows of 100 bytes: about 10 MB).
+/// ...but no more than this many offsets, nor more than a chunk of the topic's size limit
+/// holds of messages like the group's: a young topic's partitions are made as long as the
+/// look-ahead, and a partition is freed only once it lies wholly below the start (65,536
+/// rows of 100 bytes: about 10 MB).
 const MAX_LOOKAHEAD: u64 = 1 << 16;
 
-/// A young topic's partitions are never shorter than its first, made with the topic
-/// (`myqueue_topic_created`, migration 0002), nor made ahead later than half of that before
-/// its end: a topic sending a message at a time asks for a look-ahead of a few offsets, which
-/// a background cover would not make in time.
+/// A young topic's partitions are made ahead once fewer than half its first partition's
+/// offsets remain (made with the topic: `myqueue_topic_created`, migration 0002), whatever
+/// the look-ahead: a topic sending a message at a time asks for a look-ahead of a few
+/// offsets, which a background cover would not make in time.
 const FIRST_PARTITION_SPAN: u64 = 4096;
+
+/// Covers running at once, on the pool that serves reads: after a restart, the first group of
+/// every topic asks for one.
+const COVERS_AT_ONCE: usize = 2;
 
 /// What this broker knows of a topic's partitions.
 #[derive(Debug, Default, Clone, Copy)]
-struct Known {
+struct Reach {
     /// How far they reach (offsets below are covered from the topic's start on). A reach
     /// only grows while its topic lives (partitions are dropped only below the start, and
     /// topic ids are never reused), so this is never more than the truth.
     reached: u64,
-    /// The span retention gives the topic's partitions (about a chunk), once the topic has
-    /// chunks; until then the topic is young.
-    span: Option<u64>,
+    /// Whether retention sizes its partitions (the topic has chunks); until then it is young.
+    sized: bool,
 }
 
 /// What this broker knows of its topics' partitions, and which are being made ahead.
-#[derive(Default)]
 pub struct Reaches {
-    known: Mutex<HashMap<i64, Known>>,
+    known: Mutex<HashMap<i64, Reach>>,
     /// Topics with partitions being made ahead: one cover at a time per topic.
     covering: Mutex<HashSet<i64>>,
+    covers: Semaphore,
+}
+
+impl Default for Reaches {
+    fn default() -> Self {
+        Reaches {
+            known: Mutex::default(),
+            covering: Mutex::default(),
+            covers: Semaphore::new(COVERS_AT_ONCE),
+        }
+    }
 }
 
 /// A topic after a stored append group.
@@ -66,6 +80,8 @@ pub struct Grown {
     pub end: u64,
     /// The group's rows in the topic.
     pub rows: u64,
+    /// Their bytes as retention counts them (payload and [`MESSAGE_OVERHEAD_BYTES`] each).
+    pub bytes: u64,
     /// A chunk of the topic's size limit, when it has one.
     pub chunk_bytes: Option<u64>,
 }
@@ -73,9 +89,13 @@ pub struct Grown {
 impl Grown {
     /// How far past the topic's end its partitions should reach.
     fn lookahead(&self) -> u64 {
-        let chunk_rows = self
-            .chunk_bytes
-            .map_or(u64::MAX, |bytes| bytes / MESSAGE_OVERHEAD_BYTES);
+        let chunk_rows = match self.chunk_bytes {
+            Some(chunk) => {
+                u128::from(chunk) * u128::from(self.rows) / u128::from(self.bytes.max(1))
+            }
+            None => u128::MAX,
+        };
+        let chunk_rows = u64::try_from(chunk_rows).unwrap_or(u64::MAX);
         self.rows
             .saturating_mul(LOOKAHEAD_GROUPS)
             .min(MAX_LOOKAHEAD)
@@ -84,16 +104,22 @@ impl Grown {
     }
 }
 
+/// Counts a group's messages as retention does.
+pub fn counted_bytes<'a>(payloads: impl IntoIterator<Item = &'a String>) -> u64 {
+    payloads
+        .into_iter()
+        .map(|payload| payload.len() as u64 + MESSAGE_OVERHEAD_BYTES)
+        .sum()
+}
+
 /// Partitions to make ahead of a topic's appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ahead {
     topic_id: i64,
     /// How far they should reach.
     up_to: u64,
-    /// How long each is.
-    span: u64,
-    /// At least as long as the topic's newest partition.
-    young: bool,
+    /// How long a young topic's are, at least.
+    lookahead: u64,
 }
 
 impl Reaches {
@@ -111,9 +137,13 @@ impl Reaches {
         known.reached = known.reached.max(reached);
     }
 
-    /// Retention gives the topic's partitions `span` offsets each from now on.
-    pub fn sized(&self, topic_id: i64, span: u64) {
-        self.known().entry(topic_id).or_default().span = Some(span);
+    /// Retention sizes the topic's partitions from now on (it has chunks).
+    pub fn sized(&self, topic_id: i64) {
+        self.known().entry(topic_id).or_default().sized = true;
+    }
+
+    fn young(&self, topic_id: i64) -> bool {
+        self.known().get(&topic_id).is_none_or(|k| !k.sized)
     }
 
     /// How far an append group that found no partition for its rows makes its topic's
@@ -121,9 +151,10 @@ impl Reaches {
     /// look-ahead while the topic is young (its first partition is small, and a fresh topic at
     /// full speed outgrows it and each next one at once).
     pub fn cover_to(&self, grown: &Grown) -> u64 {
-        let known = self.known().get(&grown.topic_id).copied();
-        let young = known.is_none_or(|k| k.span.is_none());
-        let ahead = if young { grown.lookahead() } else { grown.rows };
+        let ahead = match self.young(grown.topic_id) {
+            true => grown.lookahead(),
+            false => grown.rows,
+        };
         grown.end.saturating_add(ahead)
     }
 
@@ -135,54 +166,56 @@ impl Reaches {
 
     /// The partitions to make ahead after a stored group: where a topic's known reach is less
     /// than the look-ahead past its end (a young topic's: or than half its first partition),
-    /// partitions reaching that far, each as long as retention sizes them (a young topic's: the
-    /// look-ahead, or its newest partition's span if that is more, so that one is made at a
-    /// time). A topic whose reach is unknown is left to its appends; one with partitions being
-    /// made waits for them. Each topic returned is marked as being covered until
-    /// [`Self::made`].
+    /// partitions reaching that far. A topic with a cover running waits for it; each topic
+    /// returned is marked as being covered until its cover ends.
     pub fn due(&self, grown: impl IntoIterator<Item = Grown>) -> Vec<Ahead> {
         let known = self.known();
         let mut covering = self.covering.lock().expect("covering lock");
         let mut due = Vec::new();
         for grown in grown {
-            let Some(known) = known.get(&grown.topic_id) else {
-                continue;
-            };
+            let reach = known.get(&grown.topic_id).copied().unwrap_or_default();
             let lookahead = grown.lookahead();
-            let headroom = match known.span {
-                Some(_) => lookahead,
-                None => lookahead.max(FIRST_PARTITION_SPAN / 2),
+            let wanted = match reach.sized {
+                true => lookahead,
+                false => lookahead.max(FIRST_PARTITION_SPAN / 2),
             };
-            if known.reached.saturating_sub(grown.end) >= headroom
-                || !covering.insert(grown.topic_id)
+            if reach.reached.saturating_sub(grown.end) >= wanted || !covering.insert(grown.topic_id)
             {
                 continue;
             }
             due.push(Ahead {
                 topic_id: grown.topic_id,
-                up_to: grown.end.saturating_add(lookahead),
-                span: known.span.unwrap_or(lookahead),
-                young: known.span.is_none(),
+                up_to: grown.end.saturating_add(wanted),
+                lookahead,
             });
         }
         due
     }
 
-    /// The cover for `ahead` is done, or could not be: another may be asked for.
-    fn made(&self, ahead: &Ahead) {
-        self.covering
-            .lock()
-            .expect("covering lock")
-            .remove(&ahead.topic_id);
-    }
-
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Known>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Reach>> {
         self.known.lock().expect("reach lock")
     }
 }
 
-/// Makes each of `due` in a task of its own on `tasks`, which ends early once `stop` is
-/// cancelled (a cover cut off makes nothing: its transaction rolls back).
+/// Ends a topic's mark as being covered however its cover ends (a panic included).
+struct Covering {
+    reaches: Arc<Reaches>,
+    topic_id: i64,
+}
+
+impl Drop for Covering {
+    fn drop(&mut self) {
+        self.reaches
+            .covering
+            .lock()
+            .expect("covering lock")
+            .remove(&self.topic_id);
+    }
+}
+
+/// Makes each of `due` in a task of its own on `tasks`, [`COVERS_AT_ONCE`] at a time, ending
+/// early once `stop` is cancelled (a cover cut off may still run to its end on the server,
+/// or roll back: nothing depends on it).
 pub fn make_ahead(
     due: Vec<Ahead>,
     pool: &PgPool,
@@ -191,45 +224,68 @@ pub fn make_ahead(
     stop: &CancellationToken,
 ) {
     for ahead in due {
-        let (pool, reaches, stop) = (pool.clone(), reaches.clone(), stop.clone());
+        let (pool, stop) = (pool.clone(), stop.clone());
+        let covering = Covering {
+            reaches: reaches.clone(),
+            topic_id: ahead.topic_id,
+        };
         tasks.spawn(async move {
-            match stop.run_until_cancelled(cover(&pool, &ahead)).await {
-                Some(Ok(reached)) => reaches.learn(ahead.topic_id, reached),
+            let reaches = &covering.reaches;
+            let covered = async {
+                let _turn = reaches.covers.acquire().await;
+                cover(&pool, &ahead).await
+            };
+            match stop.run_until_cancelled(covered).await {
+                Some(Ok((reached, sized))) => {
+                    reaches.learn(ahead.topic_id, reached);
+                    if sized {
+                        reaches.sized(ahead.topic_id);
+                    }
+                }
                 Some(Err(err)) => {
                     // An append that finds no partition makes its own: nothing is lost.
                     tracing::debug!(?ahead, error = %err, "cannot make partitions ahead");
                 }
                 None => {}
             }
-            reaches.made(&ahead);
         });
     }
 }
 
-/// A young topic's partitions are at least as long as its newest.
-/// `myqueue_cover_partitions` takes the topic's partition lock and makes nothing where
-/// partitions reach far enough already (a retention pass, another broker or an append made
-/// them). Answers how far they reach then (at least `ahead.up_to`, unless the topic was
-/// deleted: its id is never used again).
-async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<u64> {
+/// Makes the topic's partitions reach `ahead.up_to`, each as long as retention sizes them
+/// (as `retention::partition_span` does, from the topic's chunks: the last closed one's
+/// offsets, else the growing one's) or, on a young topic, as the look-ahead or its newest
+/// partition, whichever is longer (partitions never shrink before chunks size them). Answers
+/// how far they reach then (at least `ahead.up_to`, unless the topic was deleted: its id is
+/// never used again) and whether the topic has chunks. `myqueue_cover_partitions` takes the
+/// topic's partition lock and makes nothing where partitions reach far enough already (a
+/// retention pass, another broker or an append made them).
+async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<(u64, bool)> {
     let mut conn = pool.acquire().await?;
     sqlx::query(
-        "SELECT myqueue_cover_partitions($1, $2, greatest($3, CASE WHEN $4 THEN ( \
-             SELECT end_offset - first_offset FROM message_partitions WHERE topic_id = $1 \
-             ORDER BY first_offset DESC LIMIT 1) END))",
+        "SELECT myqueue_cover_partitions($1, $2, coalesce( \
+             (SELECT greatest(end_offset - first_offset, $4) FROM ( \
+                  SELECT first_offset, end_offset FROM chunks WHERE topic_id = $1 \
+                  ORDER BY first_offset DESC LIMIT 2) AS newest \
+              ORDER BY first_offset LIMIT 1), \
+             greatest($3, (SELECT end_offset - first_offset FROM message_partitions \
+                           WHERE topic_id = $1 ORDER BY first_offset DESC LIMIT 1))))",
     )
     .bind(ahead.topic_id)
     .bind(db_int(ahead.up_to)?)
-    .bind(db_int(ahead.span)?)
-    .bind(ahead.young)
+    .bind(db_int(ahead.lookahead)?)
+    .bind(db_int(MIN_PARTITION_SPAN)?)
     .execute(&mut *conn)
     .await?;
-    let reached: Option<i64> =
-        sqlx::query_scalar("SELECT max(end_offset) FROM message_partitions WHERE topic_id = $1")
-            .bind(ahead.topic_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(reached.map_or(ahead.up_to, |r| u64::try_from(r).unwrap_or(0)))
+    let (reached, sized): (Option<i64>, bool) = sqlx::query_as(
+        "SELECT (SELECT max(end_offset) FROM message_partitions WHERE topic_id = $1), \
+             EXISTS (SELECT 1 FROM chunks WHERE topic_id = $1)",
+    )
+    .bind(ahead.topic_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let reached = reached.map_or(Ok(ahead.up_to), u64::try_from);
+    Ok((reached.unwrap_or(0), sized))
 }
 
 #[cfg(test)]
@@ -241,8 +297,13 @@ mod tests {
             topic_id,
             end,
             rows,
+            bytes: rows * 164,
             chunk_bytes: None,
         }
+    }
+
+    fn ended(reaches: &Reaches, ahead: &Ahead) {
+        reaches.covering.lock().unwrap().remove(&ahead.topic_id);
     }
 
     #[test]
@@ -255,23 +316,13 @@ mod tests {
         let young = Ahead {
             topic_id: 1,
             up_to: 11_000,
-            span: 8_000,
-            young: true,
+            lookahead: 8_000,
         };
         assert_eq!(due, vec![young]);
-        // One cover at a time per topic, until made.
+        // One cover at a time per topic, until it ends.
         assert_eq!(reaches.due([grown(1, 7_000, 1_000)]), vec![]);
-        reaches.made(&due[0]);
-        reaches.learn(1, 18_000);
-        // Sized by retention, partitions are as long as it says.
-        reaches.sized(1, 500);
-        let sized = Ahead {
-            topic_id: 1,
-            up_to: 19_000,
-            span: 500,
-            young: false,
-        };
-        assert_eq!(reaches.due([grown(1, 11_000, 1_000)]), vec![sized]);
+        ended(&reaches, &due[0]);
+        assert_eq!(reaches.due([grown(1, 7_000, 1_000)]).len(), 1);
     }
 
     #[test]
@@ -280,40 +331,40 @@ mod tests {
         reaches.learn(1, 4_096);
         assert_eq!(reaches.due([grown(1, 2_048, 1)]), vec![]);
         let due = reaches.due([grown(1, 2_049, 1)]);
-        assert_eq!(due.len(), 1);
-        assert!(due[0].young, "as long as its newest partition, at least");
+        // Past the first partition's end: one is made, as long as the first at least.
+        let young = Ahead {
+            topic_id: 1,
+            up_to: 2_049 + 2_048,
+            lookahead: MIN_PARTITION_SPAN,
+        };
+        assert_eq!(due, vec![young]);
         // Sized by retention, the pass keeps partitions ahead: the look-ahead alone counts.
-        reaches.made(&due[0]);
-        reaches.sized(1, 100);
+        ended(&reaches, &due[0]);
+        reaches.sized(1);
         assert_eq!(reaches.due([grown(1, 3_000, 1)]), vec![]);
+        assert_eq!(reaches.due([grown(1, 4_090, 1)]).len(), 1);
     }
 
     #[test]
-    fn unknown_reaches_are_left_to_the_appends_and_lookaheads_are_bounded() {
+    fn lookaheads_are_bounded_by_a_constant_and_by_a_chunk_of_messages_like_the_groups() {
         let reaches = Reaches::default();
-        assert_eq!(reaches.due([grown(2, 100, 50)]), vec![]);
-        reaches.learn(2, 100);
-        reaches.learn(3, 100);
         let due = reaches.due([grown(2, 100, 1), grown(3, 100, 1_000_000)]);
-        assert_eq!(due[0].span, MIN_PARTITION_SPAN);
-        assert_eq!(due[1].span, MAX_LOOKAHEAD);
-        // A chunk of 64,000 bytes holds at most 1,000 messages.
-        reaches.learn(4, 100);
+        assert_eq!(due[0].lookahead, MIN_PARTITION_SPAN);
+        assert_eq!(due[1].lookahead, MAX_LOOKAHEAD);
+        // A chunk of 164,000 bytes holds 1,000 messages of 100 bytes (and 64 counted beside).
         let limited = Grown {
-            chunk_bytes: Some(64_000),
-            ..grown(4, 100, 1_000)
+            chunk_bytes: Some(164_000),
+            ..grown(4, 100, 500)
         };
-        assert_eq!(reaches.due([limited])[0].span, 1_000);
+        assert_eq!(reaches.due([limited])[0].lookahead, 1_000);
         assert_eq!(reaches.cover_to(&limited), 1_100);
     }
 
     #[test]
-    fn a_young_topic_that_found_no_partition_covers_the_lookahead() {
+    fn an_append_that_found_no_partition_covers_a_group_once_retention_sizes_them() {
         let reaches = Reaches::default();
         assert_eq!(reaches.cover_to(&grown(1, 5_000, 1_000)), 13_000);
-        reaches.learn(1, 13_000);
-        assert_eq!(reaches.cover_to(&grown(1, 5_000, 1_000)), 13_000);
-        reaches.sized(1, 500);
+        reaches.sized(1);
         assert_eq!(reaches.cover_to(&grown(1, 5_000, 1_000)), 6_000);
     }
 

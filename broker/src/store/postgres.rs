@@ -26,7 +26,7 @@ use super::catalog::Owner;
 use super::guess::{GroupState, Guess, Guesses, KnownStateGroups, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::pg_partitions::{Reaper, empty_below};
-use super::pg_reach::{Grown, Reaches, make_ahead};
+use super::pg_reach::{Grown, Reaches, counted_bytes, make_ahead};
 use super::plan::{AppendJob, AppendPlan, TopicEnd, TopicEnds, decide, plan_appends};
 use super::retention::{Chunk, Log, RetentionConfig, partition_span, partitions_wanted_to};
 use super::sql::{
@@ -673,8 +673,7 @@ impl PgBackend {
                 );
             }
         }
-        self.cover_guessed(jobs, &decided.topic_ends, rows.len())
-            .await?;
+        self.cover_guessed(jobs, &decided.topic_ends).await?;
         let mut conn = self.appends.acquire().await?;
         let mut tx = conn.begin().await?;
         let locked = match copy_then_lock(&mut tx, rows, keys, &mut guess.turn).await {
@@ -724,28 +723,24 @@ impl PgBackend {
     /// Makes partitions for a guessed group's rows where they are not known to exist, reaching
     /// past them as far as [`Reaches::cover_to`] says. Its own statement, before the group's
     /// transaction: a write that found no partition would end the transaction.
-    async fn cover_guessed(
-        &self,
-        jobs: &[AppendJob],
-        ends: &[TopicEnd],
-        rows: usize,
-    ) -> Result<()> {
-        let rows = u64::try_from(rows).unwrap_or(u64::MAX);
+    async fn cover_guessed(&self, jobs: &[AppendJob], ends: &[TopicEnd]) -> Result<()> {
         let wanted: Vec<(i64, u64)> = ends
             .iter()
             .filter(|ended| !self.reach.covers(ended.topic_id, ended.end))
             .map(|ended| {
-                let chunk_bytes = jobs
-                    .iter()
-                    .find(|job| job.topic_id == ended.topic_id)
-                    .and_then(|job| job.chunk_bytes);
-                let up_to = self.reach.cover_to(&Grown {
+                let mut grown = Grown {
                     topic_id: ended.topic_id,
                     end: ended.end,
-                    rows,
-                    chunk_bytes,
-                });
-                (ended.topic_id, up_to)
+                    rows: 0,
+                    bytes: 0,
+                    chunk_bytes: None,
+                };
+                for job in jobs.iter().filter(|job| job.topic_id == ended.topic_id) {
+                    grown.rows += job.messages.len() as u64;
+                    grown.bytes += counted_bytes(&job.messages);
+                    grown.chunk_bytes = job.chunk_bytes;
+                }
+                (ended.topic_id, self.reach.cover_to(&grown))
             })
             .collect();
         if wanted.is_empty() {
@@ -938,10 +933,7 @@ impl Backend for PgBackend {
         guess: Guess,
     ) -> Result<Vec<Result<Appended>>> {
         let mut guess = guess;
-        let job_topics: Vec<(i64, Option<u64>)> = jobs
-            .iter()
-            .map(|job| (job.topic_id, job.chunk_bytes))
-            .collect();
+        let job_topics: Vec<JobTopic> = jobs.iter().map(JobTopic::of).collect();
         let result = self.store_group(jobs, stored_ms, &mut guess).await;
         if result.is_err() {
             guess.failed();
@@ -1166,7 +1158,7 @@ impl Backend for PgBackend {
             }
             self.reach.learn(*topic_id, reach.reached.max(wanted));
             if !chunks.is_empty() {
-                self.reach.sized(*topic_id, span);
+                self.reach.sized(*topic_id);
             }
         }
         // Once per pass this broker leads: the partitions it emptied (or a broker before it
@@ -1184,22 +1176,42 @@ impl Backend for PgBackend {
     }
 }
 
-/// Each topic a group stored messages in, as the group left it (the group's jobs were for
-/// `job_topics`, in order: each topic with its chunk size).
-fn grown_topics(job_topics: &[(i64, Option<u64>)], appended: &[Result<Appended>]) -> Vec<Grown> {
+/// What a grown topic's partitions need to know of a job, kept while the job goes to be
+/// stored.
+struct JobTopic {
+    topic_id: i64,
+    bytes: u64,
+    chunk_bytes: Option<u64>,
+}
+
+impl JobTopic {
+    fn of(job: &AppendJob) -> Self {
+        JobTopic {
+            topic_id: job.topic_id,
+            bytes: counted_bytes(&job.messages),
+            chunk_bytes: job.chunk_bytes,
+        }
+    }
+}
+
+/// Each topic a group stored messages in, as the group left it (`jobs`: the group's jobs, in
+/// order).
+fn grown_topics(jobs: &[JobTopic], appended: &[Result<Appended>]) -> Vec<Grown> {
     let mut grown: HashMap<i64, Grown> = HashMap::new();
-    for (&(topic_id, chunk_bytes), appended) in job_topics.iter().zip(appended) {
+    for (job, appended) in jobs.iter().zip(appended) {
         if let Ok(appended) = appended
             && !appended.duplicate
         {
-            let topic = grown.entry(topic_id).or_insert(Grown {
-                topic_id,
+            let topic = grown.entry(job.topic_id).or_insert(Grown {
+                topic_id: job.topic_id,
                 end: 0,
                 rows: 0,
-                chunk_bytes,
+                bytes: 0,
+                chunk_bytes: job.chunk_bytes,
             });
             topic.end = topic.end.max(appended.base_offset + appended.count);
             topic.rows += appended.count;
+            topic.bytes += job.bytes;
         }
     }
     grown.into_values().collect()
