@@ -1674,7 +1674,11 @@ async fn postgres_partitions_are_made_ahead_of_a_growing_topic(h: Harness) {
             .unwrap();
         assert_eq!(appended.base_offset, (b * GROUP) as u64);
     }
+    // A group's request for partitions is dropped while an earlier cover of the topic still
+    // runs (the next group asks again): one more message a second asks again here.
+    let mut end = 21 * GROUP;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut nudge_at = tokio::time::Instant::now() + Duration::from_secs(1);
     let (rows, partitions) = loop {
         let (rows, partitions) = h.stored(Some("t")).await.unwrap();
         if partitions.last().is_some_and(|&(_, end)| end > 4096) {
@@ -1684,14 +1688,82 @@ async fn postgres_partitions_are_made_ahead_of_a_growing_topic(h: Harness) {
             tokio::time::Instant::now() < deadline,
             "no partitions made ahead: {partitions:?}"
         );
+        if tokio::time::Instant::now() >= nudge_at {
+            let one = unit_messages(end, 1);
+            s.append(append(p, "t", &one, Some(end as u64)))
+                .await
+                .unwrap();
+            end += 1;
+            nudge_at += Duration::from_secs(1);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(rows, 2100);
+    assert_eq!(rows, end as i64);
     assert_eq!(partitions, [(0, 4096), (4096, 8192)]);
     let c = s.register_consumer("t", None, Beginning).await.unwrap();
-    let fetched = s.fetch(c, "t", Some(2_090), messages(20)).await.unwrap();
+    let fetched = s.fetch(c, "t", Some(2_090), messages(10)).await.unwrap();
     let payloads: Vec<String> = fetched.messages.into_iter().map(|m| m.payload).collect();
     assert_eq!(payloads, unit_messages(2_090, 10));
+}
+
+/// PostgreSQL: partitions made ahead of a topic whose chunks are tiny (closed by time in a
+/// quiet spell) are a quarter of the look-ahead long, not a chunk: a few partitions per
+/// cover, not thousands.
+async fn postgres_partitions_made_ahead_are_not_as_tiny_as_a_quiet_chunk(h: Harness) {
+    if h.second_broker().await.is_none() {
+        return;
+    }
+    let s = &*h.store;
+    let before = now();
+    // Chunks close after 50 ms; passes at `before` remove nothing.
+    let by_age = RetentionSettings {
+        ms: Some(8 * 50),
+        bytes: None,
+    };
+    s.create_topic("t", by_age).await.unwrap();
+    let p = s.register_producer("t").await.unwrap();
+    for b in 0..3 {
+        s.append(append(p, "t", &unit_messages(b * 5, 5), None))
+            .await
+            .unwrap();
+        s.retention_pass(before).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    // Three chunks of 5 offsets: retention would size partitions at 16 offsets.
+    // Groups of 1,000 want partitions reaching 8,000 past their end: 2,000 a partition.
+    let mut end = 15;
+    for _ in 0..10 {
+        s.append(append(p, "t", &unit_messages(end, 1000), None))
+            .await
+            .unwrap();
+        end += 1000;
+    }
+    let wanted: Vec<(i64, i64)> = std::iter::once((0, 4096))
+        .chain((0..7).map(|i| (4096 + i * 2000, 6096 + i * 2000)))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut nudge_at = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let (rows, partitions) = h.stored(Some("t")).await.unwrap();
+        if partitions.last().is_some_and(|&(_, end)| end >= 18_015) {
+            assert_eq!(rows, end as i64);
+            assert_eq!(partitions, wanted);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not made ahead: {partitions:?}"
+        );
+        if tokio::time::Instant::now() >= nudge_at {
+            // A request dropped while the topic's previous cover ran: ask again.
+            s.append(append(p, "t", &unit_messages(end, 1), None))
+                .await
+                .unwrap();
+            end += 1;
+            nudge_at += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 macro_rules! conformance {
@@ -1751,6 +1823,7 @@ conformance!(
     postgres_drops_partitions_and_one_broker_leads,
     postgres_an_append_past_the_partitions_makes_one,
     postgres_partitions_are_made_ahead_of_a_growing_topic,
+    postgres_partitions_made_ahead_are_not_as_tiny_as_a_quiet_chunk,
     postgres_ids_cached_by_another_broker_end_with_their_topic,
 );
 

@@ -13,7 +13,7 @@
 //! made in the background, while its appends go on.
 
 use super::Result;
-use super::retention::{MESSAGE_OVERHEAD_BYTES, MIN_PARTITION_SPAN};
+use super::retention::{MIN_PARTITION_SPAN, PARTITIONS_AHEAD};
 use super::sql::db_int;
 use sqlx::postgres::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -80,7 +80,7 @@ pub struct Grown {
     pub end: u64,
     /// The group's rows in the topic.
     pub rows: u64,
-    /// Their bytes as retention counts them (payload and [`MESSAGE_OVERHEAD_BYTES`] each).
+    /// Their bytes as retention counts them (`retention::batch_bytes`).
     pub bytes: u64,
     /// A chunk of the topic's size limit, when it has one.
     pub chunk_bytes: Option<u64>,
@@ -102,14 +102,6 @@ impl Grown {
             .min(chunk_rows)
             .max(MIN_PARTITION_SPAN)
     }
-}
-
-/// Counts a group's messages as retention does.
-pub fn counted_bytes<'a>(payloads: impl IntoIterator<Item = &'a String>) -> u64 {
-    payloads
-        .into_iter()
-        .map(|payload| payload.len() as u64 + MESSAGE_OVERHEAD_BYTES)
-        .sum()
 }
 
 /// Partitions to make ahead of a topic's appends.
@@ -236,17 +228,17 @@ pub fn make_ahead(
                 cover(&pool, &ahead).await
             };
             match stop.run_until_cancelled(covered).await {
-                Some(Ok((reached, sized))) => {
+                Some(Ok(Some((reached, sized)))) => {
                     reaches.learn(ahead.topic_id, reached);
                     if sized {
                         reaches.sized(ahead.topic_id);
                     }
                 }
+                Some(Ok(None)) | None => {} // deleted meanwhile, or the broker stops
                 Some(Err(err)) => {
                     // An append that finds no partition makes its own: nothing is lost.
                     tracing::debug!(?ahead, error = %err, "cannot make partitions ahead");
                 }
-                None => {}
             }
         });
     }
@@ -254,17 +246,20 @@ pub fn make_ahead(
 
 /// Makes the topic's partitions reach `ahead.up_to`, each as long as retention sizes them
 /// (as `retention::partition_span` does, from the topic's chunks: the last closed one's
-/// offsets, else the growing one's) or, on a young topic, as the look-ahead or its newest
-/// partition, whichever is longer (partitions never shrink before chunks size them). Answers
-/// how far they reach then (at least `ahead.up_to`, unless the topic was deleted: its id is
-/// never used again) and whether the topic has chunks. `myqueue_cover_partitions` takes the
+/// offsets, else the growing one's) but at least a [`PARTITIONS_AHEAD`]th of the look-ahead
+/// (a chunk closed by time in a quiet hour can hold a few offsets, and a cover of thousands
+/// of tiny partitions would outgrow the server's lock table in one transaction), or, on a
+/// young topic, as the look-ahead or its newest partition, whichever is longer (partitions
+/// never shrink before chunks size them). Answers how far they reach then (at least
+/// `ahead.up_to`; `None` when the topic was deleted meanwhile) and whether the topic has
+/// chunks. `myqueue_cover_partitions` takes the
 /// topic's partition lock and makes nothing where partitions reach far enough already (a
 /// retention pass, another broker or an append made them).
-async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<(u64, bool)> {
+async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<Option<(u64, bool)>> {
     let mut conn = pool.acquire().await?;
     sqlx::query(
         "SELECT myqueue_cover_partitions($1, $2, coalesce( \
-             (SELECT greatest(end_offset - first_offset, $4) FROM ( \
+             (SELECT greatest(end_offset - first_offset, $4, ($3 + $5 - 1) / $5) FROM ( \
                   SELECT first_offset, end_offset FROM chunks WHERE topic_id = $1 \
                   ORDER BY first_offset DESC LIMIT 2) AS newest \
               ORDER BY first_offset LIMIT 1), \
@@ -275,6 +270,7 @@ async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<(u64, bool)> {
     .bind(db_int(ahead.up_to)?)
     .bind(db_int(ahead.lookahead)?)
     .bind(db_int(MIN_PARTITION_SPAN)?)
+    .bind(db_int(PARTITIONS_AHEAD)?)
     .execute(&mut *conn)
     .await?;
     let (reached, sized): (Option<i64>, bool) = sqlx::query_as(
@@ -284,8 +280,7 @@ async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<(u64, bool)> {
     .bind(ahead.topic_id)
     .fetch_one(&mut *conn)
     .await?;
-    let reached = reached.map_or(Ok(ahead.up_to), u64::try_from);
-    Ok((reached.unwrap_or(0), sized))
+    Ok(reached.map(|reached| (u64::try_from(reached).unwrap_or(0), sized)))
 }
 
 #[cfg(test)]

@@ -26,9 +26,11 @@ use super::catalog::Owner;
 use super::guess::{GroupState, Guess, Guesses, KnownStateGroups, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
 use super::pg_partitions::{Reaper, empty_below};
-use super::pg_reach::{Grown, Reaches, counted_bytes, make_ahead};
+use super::pg_reach::{Grown, Reaches, make_ahead};
 use super::plan::{AppendJob, AppendPlan, TopicEnd, TopicEnds, decide, plan_appends};
-use super::retention::{Chunk, Log, RetentionConfig, partition_span, partitions_wanted_to};
+use super::retention::{
+    Chunk, Log, RetentionConfig, batch_bytes, partition_span, partitions_wanted_to,
+};
 use super::sql::{
     Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
     locked_state, pool_stats,
@@ -737,7 +739,7 @@ impl PgBackend {
                 };
                 for job in jobs.iter().filter(|job| job.topic_id == ended.topic_id) {
                     grown.rows += job.messages.len() as u64;
-                    grown.bytes += counted_bytes(&job.messages);
+                    grown.bytes += batch_bytes(&job.messages);
                     grown.chunk_bytes = job.chunk_bytes;
                 }
                 (ended.topic_id, self.reach.cover_to(&grown))
@@ -1188,7 +1190,7 @@ impl JobTopic {
     fn of(job: &AppendJob) -> Self {
         JobTopic {
             topic_id: job.topic_id,
-            bytes: counted_bytes(&job.messages),
+            bytes: batch_bytes(&job.messages),
             chunk_bytes: job.chunk_bytes,
         }
     }
