@@ -252,9 +252,9 @@ pub fn make_ahead(
 /// young topic, as the look-ahead or its newest partition, whichever is longer (partitions
 /// never shrink before chunks size them). Answers how far they reach then (at least
 /// `ahead.up_to`; `None` when the topic was deleted meanwhile) and whether the topic has
-/// chunks. `myqueue_cover_partitions` takes the
-/// topic's partition lock and makes nothing where partitions reach far enough already (a
-/// retention pass, another broker or an append made them).
+/// chunks. `myqueue_cover_partitions` takes the topic's partition lock and makes nothing where
+/// partitions reach far enough already (a retention pass, another broker or an append made
+/// them).
 async fn cover(pool: &PgPool, ahead: &Ahead) -> Result<Option<(u64, bool)>> {
     let mut conn = pool.acquire().await?;
     sqlx::query(
