@@ -1674,30 +1674,8 @@ async fn postgres_partitions_are_made_ahead_of_a_growing_topic(h: Harness) {
             .unwrap();
         assert_eq!(appended.base_offset, (b * GROUP) as u64);
     }
-    // A group's request for partitions is dropped while an earlier cover of the topic still
-    // runs (the next group asks again): one more message a second asks again here.
     let mut end = 21 * GROUP;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut nudge_at = tokio::time::Instant::now() + Duration::from_secs(1);
-    let (rows, partitions) = loop {
-        let (rows, partitions) = h.stored(Some("t")).await.unwrap();
-        if partitions.last().is_some_and(|&(_, end)| end > 4096) {
-            break (rows, partitions);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no partitions made ahead: {partitions:?}"
-        );
-        if tokio::time::Instant::now() >= nudge_at {
-            let one = unit_messages(end, 1);
-            s.append(append(p, "t", &one, Some(end as u64)))
-                .await
-                .unwrap();
-            end += 1;
-            nudge_at += Duration::from_secs(1);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (rows, partitions) = made_ahead_past(&h, p, &mut end, 4097, true).await;
     assert_eq!(rows, end as i64);
     assert_eq!(partitions, [(0, 4096), (4096, 8192)]);
     let c = s.register_consumer("t", None, Beginning).await.unwrap();
@@ -1741,25 +1719,43 @@ async fn postgres_partitions_made_ahead_are_not_as_tiny_as_a_quiet_chunk(h: Harn
     let wanted: Vec<(i64, i64)> = std::iter::once((0, 4096))
         .chain((0..7).map(|i| (4096 + i * 2000, 6096 + i * 2000)))
         .collect();
+    let (rows, partitions) = made_ahead_past(&h, p, &mut end, 18_015, false).await;
+    assert_eq!(rows, end as i64);
+    assert_eq!(partitions, wanted);
+}
+
+/// Waits until topic "t"'s partitions reach `past` (made in the background), then answers its
+/// rows and partitions. A group's request for partitions is dropped while an earlier cover of
+/// the topic still runs (the next group asks again), so one more message a second from
+/// producer `p` asks again here; `end` is the topic's end, and counts them.
+async fn made_ahead_past(
+    h: &Harness,
+    p: u64,
+    end: &mut usize,
+    past: i64,
+    sequenced: bool,
+) -> (i64, Vec<(i64, i64)>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut nudge_at = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
         let (rows, partitions) = h.stored(Some("t")).await.unwrap();
-        if partitions.last().is_some_and(|&(_, end)| end >= 18_015) {
-            assert_eq!(rows, end as i64);
-            assert_eq!(partitions, wanted);
-            break;
+        if partitions
+            .last()
+            .is_some_and(|&(_, reached)| reached >= past)
+        {
+            return (rows, partitions);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "not made ahead: {partitions:?}"
         );
         if tokio::time::Instant::now() >= nudge_at {
-            // A request dropped while the topic's previous cover ran: ask again.
-            s.append(append(p, "t", &unit_messages(end, 1), None))
+            let sequence = sequenced.then_some(*end as u64);
+            h.store
+                .append(append(p, "t", &unit_messages(*end, 1), sequence))
                 .await
                 .unwrap();
-            end += 1;
+            *end += 1;
             nudge_at += Duration::from_secs(1);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
