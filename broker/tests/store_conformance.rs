@@ -1675,7 +1675,7 @@ async fn postgres_partitions_are_made_ahead_of_a_growing_topic(h: Harness) {
         assert_eq!(appended.base_offset, (b * GROUP) as u64);
     }
     let mut end = 21 * GROUP;
-    let (rows, partitions) = made_ahead_past(&h, p, &mut end, 4097, true).await;
+    let (rows, partitions) = made_ahead_past(&h, p, &mut end, 4097, 1, true).await;
     assert_eq!(rows, end as i64);
     assert_eq!(partitions, [(0, 4096), (4096, 8192)]);
     let c = s.register_consumer("t", None, Beginning).await.unwrap();
@@ -1716,23 +1716,30 @@ async fn postgres_partitions_made_ahead_are_not_as_tiny_as_a_quiet_chunk(h: Harn
             .unwrap();
         end += 1000;
     }
-    let wanted: Vec<(i64, i64)> = std::iter::once((0, 4096))
-        .chain((0..7).map(|i| (4096 + i * 2000, 6096 + i * 2000)))
-        .collect();
-    let (rows, partitions) = made_ahead_past(&h, p, &mut end, 18_015, false).await;
+    let (rows, partitions) = made_ahead_past(&h, p, &mut end, 18_015, 1000, false).await;
     assert_eq!(rows, end as i64);
-    assert_eq!(partitions, wanted);
+    // The first (made with the topic), then partitions of 2,000 offsets, one after the other.
+    assert_eq!(partitions[0], (0, 4096), "{partitions:?}");
+    for (i, &(first, end)) in partitions.iter().enumerate().skip(1) {
+        assert_eq!(
+            (first, end),
+            (partitions[i - 1].1, first + 2000),
+            "{partitions:?}"
+        );
+    }
 }
 
 /// Waits until topic "t"'s partitions reach `past` (made in the background), then answers its
 /// rows and partitions. A group's request for partitions is dropped while an earlier cover of
-/// the topic still runs (the next group asks again), so one more message a second from
-/// producer `p` asks again here; `end` is the topic's end, and counts them.
+/// the topic still runs (the next group like it asks again), so one more group of `nudge`
+/// messages a second from producer `p` asks again here; `end` is the topic's end, and counts
+/// them.
 async fn made_ahead_past(
     h: &Harness,
     p: u64,
     end: &mut usize,
     past: i64,
+    nudge: usize,
     sequenced: bool,
 ) -> (i64, Vec<(i64, i64)>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1752,10 +1759,10 @@ async fn made_ahead_past(
         if tokio::time::Instant::now() >= nudge_at {
             let sequence = sequenced.then_some(*end as u64);
             h.store
-                .append(append(p, "t", &unit_messages(*end, 1), sequence))
+                .append(append(p, "t", &unit_messages(*end, nudge), sequence))
                 .await
                 .unwrap();
-            *end += 1;
+            *end += nudge;
             nudge_at += Duration::from_secs(1);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
