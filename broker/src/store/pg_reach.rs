@@ -11,12 +11,18 @@
 //! beforehand (docs/BENCHMARKS.md). So after each append group, a topic whose partitions reach
 //! less than a look-ahead ([`LOOKAHEAD_GROUPS`] groups like it) past its end gets partitions
 //! made in the background, while its appends go on.
+//!
+//! One cover runs per topic at a time. A group that asks while one runs leaves its request in
+//! the topic's pending slot (the farthest asked for wins), and the running cover's task makes
+//! it next, unless the partitions learnt reach that far already: a producer whose last large
+//! group asked behind a running cover, and that then sends a message at a time (which asks
+//! for little), still gets what the large group needed.
 
 use super::Result;
 use super::retention::{MIN_PARTITION_SPAN, PARTITIONS_AHEAD};
 use super::sql::db_int;
 use sqlx::postgres::PgPool;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -57,8 +63,9 @@ struct Reach {
 /// What this broker knows of its topics' partitions, and which are being made ahead.
 pub struct Reaches {
     known: Mutex<HashMap<i64, Reach>>,
-    /// Topics with partitions being made ahead: one cover at a time per topic.
-    covering: Mutex<HashSet<i64>>,
+    /// Topics with partitions being made ahead (one cover at a time per topic), each with the
+    /// request that came while its cover ran, if any: its task makes that one next.
+    covering: Mutex<HashMap<i64, Option<Ahead>>>,
     covers: Semaphore,
 }
 
@@ -114,6 +121,17 @@ pub struct Ahead {
     lookahead: u64,
 }
 
+impl Ahead {
+    /// One request for both: as far, and partitions as long, as either asks.
+    fn merge(self, other: Ahead) -> Ahead {
+        Ahead {
+            up_to: self.up_to.max(other.up_to),
+            lookahead: self.lookahead.max(other.lookahead),
+            ..self
+        }
+    }
+}
+
 impl Reaches {
     /// Whether the topic's partitions are known to cover offsets up to `end`.
     pub fn covers(&self, topic_id: i64, end: u64) -> bool {
@@ -158,11 +176,12 @@ impl Reaches {
 
     /// The partitions to make ahead after a stored group: where a topic's known reach is less
     /// than the look-ahead past its end (a young topic's: or than half its first partition),
-    /// partitions reaching that far. A topic with a cover running waits for it; each topic
-    /// returned is marked as being covered until its cover ends.
+    /// partitions reaching that far. Each topic returned is marked as being covered until its
+    /// cover's task ends; a topic with a cover running gets the request in its pending slot
+    /// instead ([`Reaches::next_for`] hands it to that task).
     pub fn due(&self, grown: impl IntoIterator<Item = Grown>) -> Vec<Ahead> {
         let known = self.known();
-        let mut covering = self.covering.lock().expect("covering lock");
+        let mut covering = self.covering();
         let mut due = Vec::new();
         for grown in grown {
             let reach = known.get(&grown.topic_id).copied().unwrap_or_default();
@@ -171,17 +190,44 @@ impl Reaches {
                 true => lookahead,
                 false => lookahead.max(FIRST_PARTITION_SPAN / 2),
             };
-            if reach.reached.saturating_sub(grown.end) >= wanted || !covering.insert(grown.topic_id)
-            {
+            if reach.reached.saturating_sub(grown.end) >= wanted {
                 continue;
             }
-            due.push(Ahead {
+            let ahead = Ahead {
                 topic_id: grown.topic_id,
                 up_to: grown.end.saturating_add(wanted),
                 lookahead,
-            });
+            };
+            match covering.get_mut(&grown.topic_id) {
+                Some(pending) => *pending = Some(pending.map_or(ahead, |p| p.merge(ahead))),
+                None => {
+                    covering.insert(grown.topic_id, None);
+                    due.push(ahead);
+                }
+            }
         }
         due
+    }
+
+    /// For the task covering `topic_id`, once a cover ends: the request that came meanwhile,
+    /// unless the partitions are known to reach that far already. `None` ends the topic's
+    /// mark, in the same step, so that a request coming after it starts a cover of its own.
+    fn next_for(&self, topic_id: i64) -> Option<Ahead> {
+        let known = self.known();
+        let mut covering = self.covering();
+        let reached = known.get(&topic_id).map_or(0, |k| k.reached);
+        let pending = covering
+            .get_mut(&topic_id)
+            .and_then(Option::take)
+            .filter(|ahead| ahead.up_to > reached);
+        if pending.is_none() {
+            covering.remove(&topic_id);
+        }
+        pending
+    }
+
+    fn covering(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Option<Ahead>>> {
+        self.covering.lock().expect("covering lock")
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Reach>> {
@@ -189,25 +235,44 @@ impl Reaches {
     }
 }
 
-/// Ends a topic's mark as being covered however its cover ends (a panic included).
+/// Ends a topic's mark as being covered (and drops its pending request) however its cover's
+/// task ends: a panic, an error or the broker stopping included.
 struct Covering {
     reaches: Arc<Reaches>,
     topic_id: i64,
+    /// The mark ended already ([`Covering::next`]): it may be another task's by now.
+    ended: bool,
+}
+
+impl Covering {
+    fn new(reaches: &Arc<Reaches>, topic_id: i64) -> Self {
+        Covering {
+            reaches: reaches.clone(),
+            topic_id,
+            ended: false,
+        }
+    }
+
+    /// The topic's request that came while its cover ran ([`Reaches::next_for`]).
+    fn next(&mut self) -> Option<Ahead> {
+        let next = self.reaches.next_for(self.topic_id);
+        self.ended = next.is_none();
+        next
+    }
 }
 
 impl Drop for Covering {
     fn drop(&mut self) {
-        self.reaches
-            .covering
-            .lock()
-            .expect("covering lock")
-            .remove(&self.topic_id);
+        if !self.ended {
+            self.reaches.covering().remove(&self.topic_id);
+        }
     }
 }
 
-/// Makes each of `due` in a task of its own on `tasks`, [`COVERS_AT_ONCE`] at a time, ending
-/// early once `stop` is cancelled (a cover cut off may still run to its end on the server,
-/// or roll back: nothing depends on it).
+/// Makes each of `due` in a task of its own on `tasks`, [`COVERS_AT_ONCE`] at a time, then
+/// the topic's requests that came meanwhile, one after the other; ending early once `stop` is
+/// cancelled (a cover cut off may still run to its end on the server, or roll back: nothing
+/// depends on it) or a cover fails (the next group asks again).
 pub fn make_ahead(
     due: Vec<Ahead>,
     pool: &PgPool,
@@ -217,27 +282,28 @@ pub fn make_ahead(
 ) {
     for ahead in due {
         let (pool, stop) = (pool.clone(), stop.clone());
-        let covering = Covering {
-            reaches: reaches.clone(),
-            topic_id: ahead.topic_id,
-        };
+        let mut covering = Covering::new(reaches, ahead.topic_id);
         tasks.spawn(async move {
-            let reaches = &covering.reaches;
-            let covered = async {
-                let _turn = reaches.covers.acquire().await;
-                cover(&pool, &ahead).await
-            };
-            match stop.run_until_cancelled(covered).await {
-                Some(Ok(Some((reached, sized)))) => {
-                    reaches.learn(ahead.topic_id, reached);
-                    if sized {
-                        reaches.sized(ahead.topic_id);
+            let reaches = covering.reaches.clone();
+            let mut next = Some(ahead);
+            while let Some(ahead) = next.take() {
+                let covered = async {
+                    let _turn = reaches.covers.acquire().await;
+                    cover(&pool, &ahead).await
+                };
+                match stop.run_until_cancelled(covered).await {
+                    Some(Ok(Some((reached, sized)))) => {
+                        reaches.learn(ahead.topic_id, reached);
+                        if sized {
+                            reaches.sized(ahead.topic_id);
+                        }
+                        next = covering.next();
                     }
-                }
-                Some(Ok(None)) | None => {} // deleted meanwhile, or the broker stops
-                Some(Err(err)) => {
-                    // An append that finds no partition makes its own: nothing is lost.
-                    tracing::debug!(?ahead, error = %err, "cannot make partitions ahead");
+                    Some(Ok(None)) | None => {} // deleted meanwhile, or the broker stops
+                    Some(Err(err)) => {
+                        // An append that finds no partition makes its own: nothing is lost.
+                        tracing::debug!(?ahead, error = %err, "cannot make partitions ahead");
+                    }
                 }
             }
         });
@@ -298,7 +364,7 @@ mod tests {
     }
 
     fn ended(reaches: &Reaches, ahead: &Ahead) {
-        reaches.covering.lock().unwrap().remove(&ahead.topic_id);
+        assert_eq!(reaches.next_for(ahead.topic_id), None);
     }
 
     #[test]
@@ -314,10 +380,62 @@ mod tests {
             lookahead: 8_000,
         };
         assert_eq!(due, vec![young]);
-        // One cover at a time per topic, until it ends.
+        // One cover at a time per topic, until it ends (having made what was asked meanwhile).
         assert_eq!(reaches.due([grown(1, 7_000, 1_000)]), vec![]);
+        reaches.learn(1, 15_000);
         ended(&reaches, &due[0]);
-        assert_eq!(reaches.due([grown(1, 7_000, 1_000)]).len(), 1);
+        assert_eq!(reaches.due([grown(1, 8_000, 1_000)]).len(), 1);
+    }
+
+    #[test]
+    fn a_request_behind_a_running_cover_is_made_next_by_its_task() {
+        let reaches = Reaches::default();
+        let first = reaches.due([grown(1, 5_000, 1_000)]);
+        assert_eq!(first[0].up_to, 13_000);
+        // While it runs: a large group asks for more, then single messages ask for little.
+        assert_eq!(reaches.due([grown(1, 9_000, 4_000)]), vec![]);
+        assert_eq!(reaches.due([grown(1, 9_001, 1)]), vec![]);
+        // The first cover made partitions to 13,000: the task goes on with the farthest ask.
+        reaches.learn(1, 13_000);
+        let next = reaches.next_for(1);
+        assert_eq!(
+            next,
+            Some(Ahead {
+                topic_id: 1,
+                up_to: 9_000 + 32_000,
+                lookahead: 32_000,
+            })
+        );
+        // The topic is still being covered: a new ask waits in the slot again.
+        assert_eq!(reaches.due([grown(1, 9_002, 1)]), vec![]);
+        // Partitions made to 41,000 cover that ask already: the mark ends, and the next ask
+        // starts a cover of its own.
+        reaches.learn(1, 41_000);
+        assert_eq!(reaches.next_for(1), None);
+        assert_eq!(reaches.due([grown(1, 39_000, 1)]).len(), 1);
+    }
+
+    #[test]
+    fn a_task_that_ends_early_drops_its_topics_mark_and_pending_request() {
+        let reaches = Arc::new(Reaches::default());
+        let due = reaches.due([grown(1, 5_000, 1_000)]);
+        assert_eq!(reaches.due([grown(1, 6_000, 1_000)]), vec![]);
+        drop(Covering::new(&reaches, due[0].topic_id));
+        assert_eq!(reaches.next_for(1), None);
+        assert_eq!(reaches.due([grown(1, 6_000, 1_000)]).len(), 1);
+    }
+
+    #[test]
+    fn a_task_whose_mark_ended_leaves_the_next_tasks_mark_alone() {
+        let reaches = Arc::new(Reaches::default());
+        let due = reaches.due([grown(1, 5_000, 1_000)]);
+        let mut first = Covering::new(&reaches, due[0].topic_id);
+        assert_eq!(first.next(), None);
+        // A new cover starts before the first task has ended.
+        assert_eq!(reaches.due([grown(1, 6_000, 1_000)]).len(), 1);
+        drop(first);
+        // Its mark stands: one cover per topic.
+        assert_eq!(reaches.due([grown(1, 7_000, 1_000)]), vec![]);
     }
 
     #[test]
