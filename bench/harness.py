@@ -109,7 +109,8 @@ class Postgres:
 
 @dataclass
 class Broker:
-    """A release broker on a fresh store: `sqlite` (a temporary directory) or `postgres`."""
+    """A release broker on a fresh store: `sqlite` (a temporary directory), `postgres` or
+    `memory` (nothing durable: the reference for what the stores add)."""
 
     store: str
     postgres: Postgres | None = None
@@ -129,6 +130,8 @@ class Broker:
             assert self.postgres is not None
             self.database_url = self.postgres.fresh_database()
             self.args = ["--database-url", self.database_url]
+        elif self.store == "memory":
+            self.args = ["--store", "memory"]
         else:
             self.data_dir = Path(tempfile.mkdtemp(prefix="myqueue-bench-sqlite-"))
             self.args = ["--store", "sqlite", "--data-dir", str(self.data_dir)]

@@ -7,10 +7,12 @@
     python3 bench/peers.py --quick   # fewer messages, one run, 2 s of latency (CI)
     python3 bench/peers.py --systems redis,nats --runs 5
     python3 bench/peers.py --systems myqueue-sqlite,redis --workloads latency
+    python3 bench/peers.py --systems myqueue-memory,myqueue-sqlite,redis --workloads latency
 
 Systems: myqueue on SQLite and on PostgreSQL (the release broker and the installed wheel),
 Redis Streams, RabbitMQ (quorum queue), NATS JetStream, and PostgreSQL's COPY as the write
-ceiling. Workloads, each client in a fresh Python process:
+ceiling; and, only when named, myqueue on its memory store: not durable, a yardstick for what
+the trip costs without a store (bench/commit_floor.py measures the stores' commits alone). Workloads, each client in a fresh Python process:
   produce  COUNT messages of 100 bytes, acknowledged and as durable as the system makes them;
            timed until the last acknowledgement
   drain    the same COUNT messages read back from a new process
@@ -259,7 +261,11 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer messages, one run (CI)")
     parser.add_argument("--runs", type=int, default=3, help="runs per system (median reported)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="which, comma-separated")
+    parser.add_argument(
+        "--systems",
+        default=",".join(name for name, s in SYSTEMS.items() if not s.reference),
+        help="which, comma-separated (myqueue-memory, the broker without a store, only when named)",
+    )
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),

@@ -21,6 +21,8 @@ class System:
     debian: tuple[tuple[str, str], ...]  # (command or path that shows it is there, package)
     pypi: tuple[tuple[str, str], ...]  # (module to import, requirement to pip install)
     variant: str = ""  # myqueue's store
+    # Measured only when named in --systems: not a choice a user would make, a yardstick.
+    reference: bool = False
 
     def load(self) -> ModuleType:
         return importlib.import_module(f"systems.{self.module}")
@@ -53,6 +55,7 @@ SYSTEMS = {
     for s in (
         System("myqueue-sqlite", "myqueue", (), MYQUEUE, "sqlite"),
         System("myqueue-postgres", "myqueue", POSTGRES_SERVER, MYQUEUE, "postgres"),
+        System("myqueue-memory", "myqueue", (), MYQUEUE, "memory", reference=True),
         System(
             "redis",
             "redis_streams",

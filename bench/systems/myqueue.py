@@ -11,10 +11,15 @@ from harness import BROKER, Broker
 
 from .base import Received, Schedule, Settings, Shared, Unavailable
 
-LABEL = {"sqlite": "myqueue, SQLite", "postgres": "myqueue, PostgreSQL"}
+LABEL = {
+    "sqlite": "myqueue, SQLite",
+    "postgres": "myqueue, PostgreSQL",
+    "memory": "myqueue, memory store (reference)",
+}
 DURABILITY = {
     "sqlite": "fsync per write (group commit: WAL, `synchronous=FULL`)",
     "postgres": "fsync per write (group commit: `fsync`, `synchronous_commit` on)",
+    "memory": "**none**: kept in memory, lost on restart (the trip without a store)",
 }
 
 
