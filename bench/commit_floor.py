@@ -15,8 +15,9 @@ process: no broker, no HTTP, no thread hand-over. Forms:
   sqlite-reused   the same once the WAL file exists at its full size (SQLite starts it over
                   after a checkpoint: a broker that has run a while overwrites it)
   postgres        psycopg: the INSERT and both UPDATEs in one statement in autocommit, one
-                  round trip as the broker's small groups take; fsync and synchronous_commit
-                  on (a throwaway server, or BENCH_DATABASE_URL / --database-url)
+                  round trip as the broker's small groups take; synchronous_commit on (set
+                  for the session) and fsync on (the throwaway server's default; a server
+                  named by BENCH_DATABASE_URL / --database-url must have it on too)
   fsync-append    os.fsync after 12 KiB written at a file's end (three 4 KiB WAL frames)
   fsync-reused    the same over 12 KiB already written
 Prints p50 and p99 of each run and their medians; asserts nothing.
@@ -100,6 +101,7 @@ def postgres_commits(url: str) -> tuple[Commit, Callable[[], None]]:
     import psycopg
 
     db = psycopg.connect(url, autocommit=True)
+    db.execute("SET synchronous_commit = on")
     db.execute(
         "CREATE TABLE messages (log_offset bigint PRIMARY KEY, producer_id bigint, "
         "stored_ms bigint, payload bytea)"
@@ -135,23 +137,24 @@ def fsync_commits(directory: Path, reused: bool) -> tuple[Commit, Callable[[], N
 
 
 def one_run(form: str, count: int, postgres: Postgres | None) -> list[float]:
-    with tempfile.TemporaryDirectory(prefix="myqueue-floor-") as name:
-        directory = Path(name)
-        url = ""
-        if form == "postgres":
-            assert postgres is not None
-            url = postgres.fresh_database()
-            commit, close = postgres_commits(url)
-        elif form.startswith("sqlite"):
-            commit, close = sqlite_commits(directory, reused=form == "sqlite-reused")
-        else:
-            commit, close = fsync_commits(directory, reused=form == "fsync-reused")
+    if form == "postgres":
+        assert postgres is not None
+        url = postgres.fresh_database()
         try:
-            return paced(count, commit)
+            return timed(count, *postgres_commits(url))
         finally:
-            close()
-            if url and postgres is not None:
-                postgres.drop_database(url)
+            postgres.drop_database(url)
+    with tempfile.TemporaryDirectory(prefix="myqueue-floor-") as name:
+        if form.startswith("sqlite"):
+            return timed(count, *sqlite_commits(Path(name), reused=form == "sqlite-reused"))
+        return timed(count, *fsync_commits(Path(name), reused=form == "fsync-reused"))
+
+
+def timed(count: int, commit: Commit, close: Callable[[], None]) -> list[float]:
+    try:
+        return paced(count, commit)
+    finally:
+        close()
 
 
 def main() -> int:

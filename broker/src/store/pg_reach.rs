@@ -272,7 +272,8 @@ impl Drop for Covering {
 /// Makes each of `due` in a task of its own on `tasks`, [`COVERS_AT_ONCE`] at a time, then
 /// the topic's requests that came meanwhile, one after the other; ending early once `stop` is
 /// cancelled (a cover cut off may still run to its end on the server, or roll back: nothing
-/// depends on it) or a cover fails (the next group asks again).
+/// depends on it) or a cover fails. Then the topic's pending request is dropped: a later group
+/// asks again, perhaps for less, and an append that finds no partition makes its own.
 pub fn make_ahead(
     due: Vec<Ahead>,
     pool: &PgPool,
@@ -406,8 +407,8 @@ mod tests {
                 lookahead: 32_000,
             })
         );
-        // The topic is still being covered: a new ask waits in the slot again.
-        assert_eq!(reaches.due([grown(1, 9_002, 1)]), vec![]);
+        // The topic is still being covered: a new ask (to 14,048) waits in the slot again.
+        assert_eq!(reaches.due([grown(1, 12_000, 1)]), vec![]);
         // Partitions made to 41,000 cover that ask already: the mark ends, and the next ask
         // starts a cover of its own.
         reaches.learn(1, 41_000);
@@ -421,8 +422,9 @@ mod tests {
         let due = reaches.due([grown(1, 5_000, 1_000)]);
         assert_eq!(reaches.due([grown(1, 6_000, 1_000)]), vec![]);
         drop(Covering::new(&reaches, due[0].topic_id));
-        assert_eq!(reaches.next_for(1), None);
         assert_eq!(reaches.due([grown(1, 6_000, 1_000)]).len(), 1);
+        // The new cover's slot is empty: the dropped task's request went with it.
+        assert_eq!(reaches.next_for(1), None);
     }
 
     #[test]
