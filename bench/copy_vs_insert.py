@@ -105,9 +105,10 @@ def main() -> int:
     sizes = [100, 2000]
     postgres = Postgres(args.database_url)
     runs: dict[str, list[dict]] = {f"{form} {size}": [] for size in sizes for form in FORMS}
+    url = ""
     try:
         # A real broker migrates the database (schema, partition functions), then stops.
-        with Broker("postgres", postgres) as broker:
+        with Broker("postgres", postgres, keep_database=True) as broker:
             url = broker.database_url
         with psycopg.connect(url, autocommit=True) as conn:
             local = postgres.directory is not None
@@ -127,6 +128,8 @@ def main() -> int:
                             flush=True,
                         )
     finally:
+        if url:
+            postgres.drop_database(url)
         postgres.close()
     summary = {
         name: {

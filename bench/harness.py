@@ -124,6 +124,8 @@ class Broker:
     extra_args: list = field(default_factory=list)
     # The build to run (another than this checkout's, for an A/B).
     binary: Path = BROKER
+    # A PostgreSQL broker's database is dropped when it stops, unless the caller reads it after.
+    keep_database: bool = False
 
     def __enter__(self) -> Self:
         if self.store == "postgres":
@@ -170,6 +172,11 @@ class Broker:
                 self.proc.wait(timeout=10)
         if self.data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.postgres and self.database_url and not self.keep_database:
+            try:  # a server named by --database-url keeps nothing of a benchmark's
+                self.postgres.drop_database(self.database_url)
+            except (subprocess.SubprocessError, OSError) as e:
+                print(f"cannot drop {self.database_url}: {e}", file=sys.stderr)
 
     @property
     def pid(self) -> int:
