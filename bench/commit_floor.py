@@ -39,6 +39,7 @@ from harness import Postgres, median
 RATE = 1000.0
 PAYLOAD = b"x" * 100
 PAGE = b"\0" * 4096
+WAL_FRAME = 24 + len(PAGE)  # a WAL frame: its header, then the page
 # The broker's wal_autocheckpoint (store/sqlite.rs): the WAL file's size under steady writes.
 WAL_PAGES = 10_000
 FORMS = ("sqlite", "sqlite-reused", "postgres", "fsync-append", "fsync-reused")
@@ -83,7 +84,7 @@ def sqlite_commits(directory: Path, reused: bool) -> tuple[Commit, Callable[[], 
         wal = directory / "floor.sqlite3-wal"
         with wal.open("r+b") as f:
             f.seek(0, os.SEEK_END)
-            f.write(b"\0" * max(0, WAL_PAGES * 4120 - f.tell()))
+            f.write(b"\0" * max(0, WAL_PAGES * WAL_FRAME - f.tell()))
             f.flush()
             os.fsync(f.fileno())
 

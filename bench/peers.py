@@ -12,7 +12,8 @@
 Systems: myqueue on SQLite and on PostgreSQL (the release broker and the installed wheel),
 Redis Streams, RabbitMQ (quorum queue), NATS JetStream, and PostgreSQL's COPY as the write
 ceiling; and, only when named, myqueue on its memory store: not durable, a yardstick for what
-the trip costs without a store (bench/commit_floor.py measures the stores' commits alone). Workloads, each client in a fresh Python process:
+the trip costs without a store (bench/commit_floor.py measures the stores' commits alone).
+Workloads, each client in a fresh Python process:
   produce  COUNT messages of 100 bytes, acknowledged and as durable as the system makes them;
            timed until the last acknowledgement
   drain    the same COUNT messages read back from a new process

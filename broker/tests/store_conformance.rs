@@ -1730,10 +1730,10 @@ async fn postgres_partitions_made_ahead_are_not_as_tiny_as_a_quiet_chunk(h: Harn
 }
 
 /// Waits until topic "t"'s partitions reach `past` (made in the background), then answers its
-/// rows and partitions. A group's request for partitions is dropped while an earlier cover of
-/// the topic still runs (the next group like it asks again), so one more group of `nudge`
-/// messages a second from producer `p` asks again here; `end` is the topic's end, and counts
-/// them.
+/// rows and partitions. A request that comes while the topic's cover runs waits for that cover
+/// to end, but one whose cover fails is dropped until a group asks again: one more group of
+/// `nudge` messages a second from producer `p` asks again here; `end` is the topic's end, and
+/// counts them.
 async fn made_ahead_past(
     h: &Harness,
     p: u64,
