@@ -25,6 +25,9 @@ use super::batcher::Overlap;
 use super::catalog::Owner;
 use super::guess::{GroupState, Guess, Guesses, KnownStateGroups, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
+use super::pg_group_sql::{
+    GROUP_CHECKED, GROUP_WITH_MESSAGES, GROUP_WITHOUT_MESSAGES, ONE_TOPIC, ONE_TOPIC_CHECKED,
+};
 use super::pg_partitions::{Reaper, empty_below};
 use super::pg_reach::{Grown, Reaches, make_ahead};
 use super::plan::{AppendJob, AppendPlan, TopicEnd, TopicEnds, decide, plan_appends};
@@ -330,77 +333,6 @@ struct PartitionReach {
     last_span: u64,
 }
 
-/// The statement that ends an append group, with the messages or without them (they went in
-/// by `COPY`). Both forms take the same parameters; without the messages, `$4`–`$7` are bound
-/// empty and unused (sqlx sends their types, so PostgreSQL need not infer them).
-///
-/// `checked`: the group was planned from the state the groups ahead of it left
-/// ([`PgBackend::append_known`]), not from rows it locked, and runs as its own transaction.
-/// The statement first locks its producers, then its topics (in id order, as
-/// [`lock_statement`] does), each only if its row is as planned (`$17`: the topics' ends
-/// before the group, `$18`, `$19`: the producers' states); unless every row is, it changes
-/// nothing and answers no rows.
-fn group_statement(with_messages: bool, checked: bool) -> String {
-    let (held, if_held) = match checked {
-        true => (
-            "held_producers AS MATERIALIZED ( \
-                 SELECT p.id FROM producers p \
-                 JOIN UNNEST($8::bigint[], $18::bigint[], $19::text[]) \
-                     AS e(id, next_sequence, recent_batches) ON p.id = e.id \
-                 WHERE p.next_sequence = e.next_sequence \
-                     AND p.recent_batches = e.recent_batches \
-                 ORDER BY p.id FOR NO KEY UPDATE OF p \
-             ), held_topics AS MATERIALIZED ( \
-                 SELECT t.id FROM topics t \
-                 JOIN UNNEST($1::bigint[], $17::bigint[]) AS e(id, next_offset) \
-                     ON t.id = e.id \
-                 WHERE t.next_offset = e.next_offset \
-                 ORDER BY t.id FOR NO KEY UPDATE OF t \
-             ), held AS ( \
-                 SELECT (SELECT count(*) FROM held_producers) = cardinality($8::bigint[]) \
-                     AND (SELECT count(*) FROM held_topics) = cardinality($1::bigint[]) AS ok \
-             ), ",
-            " AND (SELECT ok FROM held)",
-        ),
-        false => ("", ""),
-    };
-    let inserted = match with_messages {
-        true => {
-            "inserted AS ( \
-                 INSERT INTO messages (topic_id, log_offset, producer_id, stored_ms, payload) \
-                 SELECT m.topic_id, b.base + m.offset_in_group, m.producer_id, $3, m.payload \
-                 FROM UNNEST($4::bigint[], $5::bigint[], $6::bigint[], $7::bytea[]) \
-                     AS m(topic_id, offset_in_group, producer_id, payload) \
-                 JOIN bumped b ON b.id = m.topic_id \
-             ), "
-        }
-        false => "",
-    };
-    format!(
-        "WITH {held}bumped AS ( \
-             UPDATE topics t SET next_offset = t.next_offset + u.count, \
-                 end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
-             FROM UNNEST($1::bigint[], $2::bigint[], $14::bigint[]) AS u(id, count, bytes) \
-             WHERE t.id = u.id{if_held} \
-             RETURNING t.id, t.next_offset - u.count AS base, t.name \
-         ), {inserted}sequenced AS ( \
-             UPDATE producers p SET next_sequence = s.next_sequence, \
-                 last_base_offset = b.base + s.base_in_group, last_count = s.last_count, \
-                 recent_batches = s.recent_batches \
-             FROM UNNEST($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
-                 $12::bigint[], $15::text[]) \
-                 AS s(id, topic_id, next_sequence, base_in_group, last_count, recent_batches) \
-             JOIN bumped b ON b.id = s.topic_id \
-             WHERE p.id = s.id \
-         ) \
-         SELECT id, base, pg_notify($13, $16 || name)::text AS notified FROM bumped"
-    )
-}
-
-static GROUP_WITH_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(true, false));
-static GROUP_WITHOUT_MESSAGES: LazyLock<String> = LazyLock::new(|| group_statement(false, false));
-static GROUP_CHECKED: LazyLock<String> = LazyLock::new(|| group_statement(true, true));
-
 /// Whether an append's statement found no partition for a row.
 fn missing_partition<T>(result: &Result<T>) -> bool {
     matches!(result, Err(err) if err.is_missing_partition())
@@ -572,7 +504,7 @@ impl PgBackend {
 
     /// A small group whose topics and producers the groups ahead of it left in a known state
     /// ([`Guess::found`]): planned from that state and stored by one statement that checks
-    /// it under lock, as its own transaction ([`group_statement`], `checked`). One round
+    /// it under lock, as its own transaction ([`super::pg_group_sql::group_statement`], `checked`). One round
     /// trip, where a group planned from its rows locked takes four (`BEGIN`, the lock, the
     /// statement, `COMMIT`): a producer sending messages as they come, to a consumer that
     /// waits, feels each one. Only for a group whose every batch is new and whose partitions
@@ -1229,7 +1161,7 @@ fn columns(pairs: impl Iterator<Item = (u64, u64)>) -> Result<(Vec<i64>, Vec<i64
     Ok(columns)
 }
 
-/// What a checked group statement expects its rows to hold ([`group_statement`], `checked`):
+/// What a checked group statement expects its rows to hold ([`super::pg_group_sql::group_statement`], `checked`):
 /// the topics' ends in the order of [`Written::topic_ids`], the producers' next sequence
 /// numbers and recent batches in the order of their ids (`Written::sequences[0]`).
 struct Expected {
@@ -1368,7 +1300,7 @@ impl Written {
         self.end_group(conn, stored_ms, false).await
     }
 
-    /// Runs [`group_statement`]: bumps each topic's end, byte count and newest time, inserts
+    /// Runs [`super::pg_group_sql::group_statement`]: bumps each topic's end, byte count and newest time, inserts
     /// the messages (`with_messages`), records the producers' sequence state and announces the
     /// topics to other brokers. Answers where each topic's messages began; a topic deleted
     /// meanwhile is not there.
@@ -1400,6 +1332,9 @@ impl Written {
         with_messages: bool,
         expected: Option<&Expected>,
     ) -> Result<HashMap<i64, u64>> {
+        if with_messages && let Some(topic) = self.one_topic(expected.is_some()) {
+            return self.run_one_topic(conn, topic, stored_ms, expected).await;
+        }
         let no_rows: [Vec<i64>; 3] = Default::default();
         let (sql, rows, payloads): (&str, &[Vec<i64>; 3], &[Vec<u8>]) =
             match (with_messages, expected) {
@@ -1429,6 +1364,58 @@ impl Written {
                 .bind(&expected.ends)
                 .bind(&expected.next_sequences)
                 .bind(&expected.recent_batches);
+        }
+        let bases: Vec<TopicBase> = statement.fetch_all(conn).await?;
+        Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
+    }
+
+    /// The group's one topic, if a one-topic statement can store it: a single topic with no
+    /// sequenced producer, or (`checked`) with exactly one, of that topic.
+    fn one_topic(&self, checked: bool) -> Option<i64> {
+        let [topic] = self.topic_ids[..] else {
+            return None;
+        };
+        let producers = &self.sequences[1];
+        let fits = match checked {
+            false => producers.is_empty(),
+            true => producers[..] == [topic],
+        };
+        fits.then_some(topic)
+    }
+
+    /// [`ONE_TOPIC`], or [`ONE_TOPIC_CHECKED`] when the rows must be as `expected`.
+    async fn run_one_topic(
+        &self,
+        conn: &mut PgConnection,
+        topic: i64,
+        stored_ms: i64,
+        expected: Option<&Expected>,
+    ) -> Result<HashMap<i64, u64>> {
+        let sql: &str = match expected {
+            Some(_) => &ONE_TOPIC_CHECKED,
+            None => &ONE_TOPIC,
+        };
+        let mut statement = sqlx::query_as(sql)
+            .bind(topic)
+            .bind(self.counts[0])
+            .bind(stored_ms)
+            .bind(self.bytes[0])
+            .bind(&self.rows[1])
+            .bind(&self.rows[2])
+            .bind(&self.payloads)
+            .bind(APPENDS_CHANNEL)
+            .bind(self.announcer.as_str());
+        if let Some(expected) = expected {
+            let [id, _, next, base_in_group, last_count] = &self.sequences;
+            statement = statement
+                .bind(id[0])
+                .bind(next[0])
+                .bind(base_in_group[0])
+                .bind(last_count[0])
+                .bind(&self.recent_batches[0])
+                .bind(expected.ends[0])
+                .bind(expected.next_sequences[0])
+                .bind(&expected.recent_batches[0]);
         }
         let bases: Vec<TopicBase> = statement.fetch_all(conn).await?;
         Ok(bases.into_iter().map(|b| (b.id, b.base)).collect())
