@@ -10,6 +10,10 @@ each build on a fresh store: bench/workers/latency.py, 1,000 messages/s from one
 consumer waiting in another (`linger_ms=0`, every message counted). The builds alternate, so
 load from elsewhere falls on both. Prints every run and the medians of p50 and p99; asserts
 nothing. PostgreSQL: a throwaway server, or BENCH_DATABASE_URL / --database-url.
+
+--cpu adds where the CPU went, per message: the broker, the two client processes and every
+`postgres` process on the machine (schedstat of each thread, as bench/cpu_split.py reads it,
+over the run but its first and last second), each with the time it waited for a CPU.
 """
 
 from __future__ import annotations
@@ -17,9 +21,58 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
+from cpu_split import comm, parent, snapshot
 from harness import Broker, Postgres, median, run_worker
+
+PARTIES = ("broker", "clients", "postgres")
+
+
+def descendants(root: int) -> list[int]:
+    """The processes started (directly or not) by `root`."""
+    parents = {int(p): parent(int(p)) for p in os.listdir("/proc") if p.isdigit()}
+    found, frontier = [], [root]
+    while frontier:
+        children = [p for p, of in parents.items() if of in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def latency_run(broker: Broker, args: argparse.Namespace) -> dict[str, float]:
+    """One latency run; with --cpu, also each party's CPU (and wait for one) per message."""
+    worker = ("latency", broker.address, "latency", str(args.rate), str(args.seconds))
+    if not args.cpu:
+        return run_worker(*worker, timeout=args.seconds + 120)
+    figures: dict[str, float] = {}
+    load = threading.Thread(
+        target=lambda: figures.update(run_worker(*worker, timeout=args.seconds + 120))
+    )
+    load.start()
+    time.sleep(1.5)  # the worker's processes have started and are sending
+    everyone = descendants(os.getpid())
+    groups = {
+        "broker": [broker.pid],
+        "clients": [p for p in everyone if p != broker.pid and comm(p).startswith("python")],
+        # Any on this machine: its backends are not our children.
+        "postgres": [
+            int(p) for p in os.listdir("/proc") if p.isdigit() and comm(int(p)) == "postgres"
+        ],
+    }
+    before, started = snapshot(groups), time.perf_counter()
+    time.sleep(max(args.seconds - 2.5, 1.0))
+    after, window = snapshot(groups), time.perf_counter() - started
+    load.join()
+    messages = args.rate * window
+    for party, threads in after.items():
+        run = sum(a[0] - before[party].get(t, (0, 0))[0] for t, a in threads.items())
+        wait = sum(a[1] - before[party].get(t, (0, 0))[1] for t, a in threads.items())
+        figures[f"{party}_cpu_us"] = run / 1e3 / messages
+        figures[f"{party}_wait_us"] = wait / 1e3 / messages
+    return figures
 
 
 def main() -> int:
@@ -31,6 +84,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument("--cpu", action="store_true", help="also the CPU per message")
     args = parser.parse_args()
     builds = {"before": args.before.resolve(), "after": args.after.resolve()}
     for build in builds.values():
@@ -44,18 +98,11 @@ def main() -> int:
             for store in stores:
                 for name, binary in builds.items():
                     with Broker(store, postgres, binary=binary) as broker:
-                        figures = run_worker(
-                            "latency",
-                            broker.address,
-                            "latency",
-                            str(args.rate),
-                            str(args.seconds),
-                            timeout=args.seconds + 120,
-                        )
+                        figures = latency_run(broker, args)
                     results.setdefault((store, name), []).append(figures)
                     print(
                         f"run {run} {store:8} {name:6} p50 {figures['p50_ms']:.2f} ms"
-                        f"  p99 {figures['p99_ms']:.2f} ms",
+                        f"  p99 {figures['p99_ms']:.2f} ms{cpu_line(figures)}",
                         flush=True,
                     )
     finally:
@@ -65,8 +112,20 @@ def main() -> int:
     for (store, name), runs in results.items():
         p50 = median([r["p50_ms"] for r in runs])
         p99 = median([r["p99_ms"] for r in runs])
-        print(f"{store:8} {name:6} p50 {p50:.2f} ms  p99 {p99:.2f} ms")
+        cpu = {key: median([r[key] for r in runs]) for key in runs[0] if key.endswith("_us")}
+        print(f"{store:8} {name:6} p50 {p50:.2f} ms  p99 {p99:.2f} ms{cpu_line(cpu)}")
     return 0
+
+
+def cpu_line(figures: dict[str, float]) -> str:
+    """`; µs of CPU per message: broker 120 (wait 8), …`, or nothing without --cpu."""
+    if "broker_cpu_us" not in figures:
+        return ""
+    parts = (
+        f"{party} {figures[f'{party}_cpu_us']:.0f} (wait {figures[f'{party}_wait_us']:.0f})"
+        for party in PARTIES
+    )
+    return "; µs of CPU a message: " + ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@
 //! producer sending as messages come, or plain produces to one topic), and for those the
 //! one-topic forms ([`ONE_TOPIC`], [`ONE_TOPIC_CHECKED`]) bind the topic and producer as
 //! scalars. The array forms' joins of `UNNEST`ed columns and, in the checked form, the sorted
-//! locking subqueries cost PostgreSQL's backend as much as the rest of the statement: a group
-//! of one message took 325 µs of the backend's CPU checked, 200 µs in the one-topic form
-//! (docs/BENCHMARKS.md, "the one-topic group statements").
+//! locking subqueries cost PostgreSQL's backend as much as the rest of the statement: one
+//! message's checked group took 325 µs of the backend's CPU in the array form and 200 µs in the
+//! one-topic form (docs/BENCHMARKS.md, "One-topic append statements").
 
 use std::sync::LazyLock;
 
