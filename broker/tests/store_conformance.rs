@@ -2220,6 +2220,15 @@ async fn a_group_planned_from_changed_state_is_stored_the_ordinary_way(
         (1, 0),
         "the second planned from known state"
     );
+    // The producer's state the one-trip group wrote: its batch is recognised where it went.
+    // (SQLite's one trip answers a retry too; PostgreSQL's leaves it to the ordinary way.)
+    let second_again = store.append(append(producer, "t", &["b"], Some(1)));
+    let second_again = second_again.await.unwrap();
+    assert_eq!(
+        (second_again.base_offset, second_again.duplicate),
+        (1, true)
+    );
+    let (stored, _) = known_state_groups();
 
     append_behind_its_back().await;
     let third = store
@@ -2228,7 +2237,7 @@ async fn a_group_planned_from_changed_state_is_stored_the_ordinary_way(
         .unwrap();
     assert_eq!(
         known_state_groups(),
-        (1, 1),
+        (stored, 1),
         "the third found its rows changed"
     );
     assert_eq!((third.base_offset, third.duplicate), (3, false));
@@ -2246,18 +2255,24 @@ async fn a_group_planned_from_changed_state_is_stored_the_ordinary_way(
     assert_eq!(payloads, ["a", "b", "x", "c", "d"]);
 }
 
+/// A PostgreSQL store on a fresh database with topic "t" and a producer of it, whose
+/// partitions a pass made known to reach ahead, as a one-trip group needs.
+async fn postgres_with_a_producer(url: &str) -> (PgConnectOptions, PostgresStore, u64) {
+    let options = fresh_database(url).await;
+    let store = PostgresStore::open(options.clone(), 8, manual_passes())
+        .await
+        .unwrap();
+    let producer = store.register_producer("t").await.unwrap();
+    store.retention_pass(now()).await.unwrap();
+    (options, store, producer)
+}
+
 #[tokio::test]
 async fn postgres_a_group_planned_from_changed_state_is_stored_the_ordinary_way() {
     let Some(url) = test_database_url() else {
         return;
     };
-    let options = fresh_database(&url).await;
-    let store = PostgresStore::open(options.clone(), 8, manual_passes())
-        .await
-        .unwrap();
-    let producer = store.register_producer("t").await.unwrap();
-    // A pass makes the topic's partitions known to reach ahead, as one statement needs.
-    store.retention_pass(now()).await.unwrap();
+    let (options, store, producer) = postgres_with_a_producer(&url).await;
     let behind_its_back = async || {
         let mut admin = PgConnection::connect_with(&options).await.unwrap();
         sqlx::raw_sql(
@@ -2276,6 +2291,46 @@ async fn postgres_a_group_planned_from_changed_state_is_stored_the_ordinary_way(
         behind_its_back,
     )
     .await;
+    store.close().await;
+}
+
+/// PostgreSQL: the one-trip group checks the producer's row as well as the topic's. Here only
+/// the producer's row changes (its recent batches, written again with a trailing space, which
+/// reads the same): the third group writes nothing, and is stored the ordinary way, after "b".
+#[tokio::test]
+async fn postgres_a_group_whose_producer_row_changed_is_stored_the_ordinary_way() {
+    let Some(url) = test_database_url() else {
+        return;
+    };
+    let (options, store, producer) = postgres_with_a_producer(&url).await;
+    for (sequence, payload) in [(0, "a"), (1, "b")] {
+        let appended = store.append(append(producer, "t", &[payload], Some(sequence)));
+        assert_eq!(appended.await.unwrap().base_offset, sequence);
+    }
+    assert_eq!(store.backend().known_state_groups(), (1, 0));
+
+    let mut admin = PgConnection::connect_with(&options).await.unwrap();
+    sqlx::query("UPDATE producers SET recent_batches = recent_batches || ' ' WHERE id = $1")
+        .bind(producer as i64)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let third = store.append(append(producer, "t", &["c"], Some(2)));
+    let third = third.await.unwrap();
+    assert_eq!(
+        store.backend().known_state_groups(),
+        (1, 1),
+        "found it changed"
+    );
+    assert_eq!((third.base_offset, third.duplicate), (2, false));
+    let retried = store.append(append(producer, "t", &["c"], Some(2)));
+    let retried = retried.await.unwrap();
+    assert_eq!((retried.base_offset, retried.duplicate), (2, true));
+
+    let c = store.register_consumer("t", None, Beginning).await.unwrap();
+    let stored = store.fetch(c, "t", Some(0), messages(10)).await.unwrap();
+    let payloads: Vec<&str> = stored.messages.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(payloads, ["a", "b", "c"]);
     store.close().await;
 }
 

@@ -2,13 +2,14 @@
 //! inserts the messages, records the producers' sequence state and announces the topics.
 //!
 //! Two forms serve any group ([`group_statement`]): their columns are arrays, one element per
-//! topic or producer. Most groups have one topic and at most one sequenced producer (a
-//! producer sending as messages come, or plain produces to one topic), and for those the
-//! one-topic forms ([`ONE_TOPIC`], [`ONE_TOPIC_CHECKED`]) bind the topic and producer as
-//! scalars. The array forms' joins of `UNNEST`ed columns and, in the checked form, the sorted
+//! topic or producer. Most groups are plain produces to one topic, or the one-trip group of a
+//! producer sending as messages come (one topic, one sequenced producer, checked), and for
+//! those the one-topic forms ([`ONE_TOPIC`], [`ONE_TOPIC_CHECKED`]) bind the topic and
+//! producer as scalars. A group planned under lock with a sequenced producer keeps the array
+//! form. The array forms' joins of `UNNEST`ed columns and, in the checked form, the sorted
 //! locking subqueries cost PostgreSQL's backend as much as the rest of the statement: one
 //! message's checked group took 325 µs of the backend's CPU in the array form and 200 µs in the
-//! one-topic form (docs/BENCHMARKS.md, "One-topic append statements").
+//! one-topic form (docs/BENCHMARKS.md, "one-topic append statements on PostgreSQL").
 
 use std::sync::LazyLock;
 
@@ -17,8 +18,8 @@ use std::sync::LazyLock;
 /// empty and unused (sqlx sends their types, so PostgreSQL need not infer them).
 ///
 /// `checked`: the group was planned from the state the groups ahead of it left
-/// ([`super::postgres::PgBackend::append_known`]), not from rows it locked, and runs as its own transaction.
-/// The statement first locks its producers, then its topics (in id order, as
+/// ([`super::postgres::PgBackend::append_known`]), not from rows it locked, and runs as its
+/// own transaction. The statement first locks its producers, then its topics (in id order, as
 /// `lock_statement` does), each only if its row is as planned (`$17`: the topics' ends
 /// before the group, `$18`, `$19`: the producers' states); unless every row is, it changes
 /// nothing and answers no rows.

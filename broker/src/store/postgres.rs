@@ -503,13 +503,13 @@ impl PgBackend {
     }
 
     /// A small group whose topics and producers the groups ahead of it left in a known state
-    /// ([`Guess::found`]): planned from that state and stored by one statement that checks
-    /// it under lock, as its own transaction ([`super::pg_group_sql::group_statement`], `checked`). One round
-    /// trip, where a group planned from its rows locked takes four (`BEGIN`, the lock, the
-    /// statement, `COMMIT`): a producer sending messages as they come, to a consumer that
-    /// waits, feels each one. Only for a group whose every batch is new and whose partitions
-    /// are known to exist; a retry, a refused batch or a missing partition is handled under
-    /// lock by the ordinary way.
+    /// ([`Guess::found`]): planned from that state and stored by one statement that checks it under
+    /// lock, as its own transaction ([`super::pg_group_sql::group_statement`], `checked`). One
+    /// round trip, where a group planned from its rows locked takes four (`BEGIN`, the lock, the
+    /// statement, `COMMIT`): a producer sending messages as they come, to a consumer that waits,
+    /// feels each one. Only for a group whose every batch is new and whose partitions are known to
+    /// exist; a retry, a refused batch or a missing partition is handled under lock by the ordinary
+    /// way.
     async fn append_known(
         &self,
         jobs: &[AppendJob],
@@ -1161,9 +1161,10 @@ fn columns(pairs: impl Iterator<Item = (u64, u64)>) -> Result<(Vec<i64>, Vec<i64
     Ok(columns)
 }
 
-/// What a checked group statement expects its rows to hold ([`super::pg_group_sql::group_statement`], `checked`):
-/// the topics' ends in the order of [`Written::topic_ids`], the producers' next sequence
-/// numbers and recent batches in the order of their ids (`Written::sequences[0]`).
+/// What a checked group statement expects its rows to hold
+/// ([`super::pg_group_sql::group_statement`], `checked`): the topics' ends in the order of
+/// [`Written::topic_ids`], the producers' next sequence numbers and recent batches in the order
+/// of their ids (`Written::sequences[0]`).
 struct Expected {
     ends: Vec<i64>,
     next_sequences: Vec<i64>,
@@ -1300,10 +1301,10 @@ impl Written {
         self.end_group(conn, stored_ms, false).await
     }
 
-    /// Runs [`super::pg_group_sql::group_statement`]: bumps each topic's end, byte count and newest time, inserts
-    /// the messages (`with_messages`), records the producers' sequence state and announces the
-    /// topics to other brokers. Answers where each topic's messages began; a topic deleted
-    /// meanwhile is not there.
+    /// Runs [`super::pg_group_sql::group_statement`]: bumps each topic's end, byte count and newest
+    /// time, inserts the messages (`with_messages`), records the producers' sequence state and
+    /// announces the topics to other brokers. Answers where each topic's messages began; a topic
+    /// deleted meanwhile is not there.
     async fn end_group(
         &self,
         conn: &mut PgConnection,
