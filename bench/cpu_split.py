@@ -54,12 +54,16 @@ def parties(broker: Broker) -> dict[str, list[int]]:
     """The processes to account for: the broker, our wrk, and PostgreSQL's (any on this
     machine: its backends are not our children)."""
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    with_postgres = broker.store == "postgres"
     return {
         "broker": [broker.pid],
         "wrk": [p for p in pids if comm(p) == "wrk" and parent(p) == os.getpid()],
-        "postgres": [p for p in pids if with_postgres and comm(p) == "postgres"],
+        "postgres": postgres_pids() if broker.store == "postgres" else [],
     }
+
+
+def postgres_pids() -> list[int]:
+    """Every `postgres` process on this machine: its backends are not our children."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and comm(int(p)) == "postgres"]
 
 
 def snapshot(groups: dict[str, list[int]]) -> dict[str, dict[str, tuple[int, int]]]:
@@ -75,6 +79,18 @@ def snapshot(groups: dict[str, list[int]]) -> dict[str, dict[str, tuple[int, int
                     continue
                 taken[party][str(task)] = (int(run_ns), int(wait_ns))
     return taken
+
+
+def per_unit(before: dict, after: dict, units: float) -> dict[str, float]:
+    """Each party's CPU time and wait for a CPU between two snapshots, in µs per unit of
+    work (`PARTY_cpu_us`, `PARTY_wait_us`)."""
+    figures: dict[str, float] = {}
+    for party, threads in after.items():
+        run = sum(a[0] - before[party].get(t, (0, 0))[0] for t, a in threads.items())
+        wait = sum(a[1] - before[party].get(t, (0, 0))[1] for t, a in threads.items())
+        figures[f"{party}_cpu_us"] = run / 1e3 / units
+        figures[f"{party}_wait_us"] = wait / 1e3 / units
+    return figures
 
 
 def measure(broker: Broker, path: str, body: str, seconds: int) -> dict:
@@ -93,14 +109,8 @@ def measure(broker: Broker, path: str, body: str, seconds: int) -> dict:
     after, window = snapshot(groups), time.perf_counter() - started
     load.join()
     requests = result["rps"] * window
-    figures: dict = {"rps": result["rps"]}
-    busy = 0.0
-    for party, threads in after.items():
-        run = sum(a[0] - before[party].get(t, (0, 0))[0] for t, a in threads.items())
-        wait = sum(a[1] - before[party].get(t, (0, 0))[1] for t, a in threads.items())
-        figures[f"{party}_cpu_us"] = run / 1e3 / requests
-        figures[f"{party}_wait_us"] = wait / 1e3 / requests
-        busy += run / 1e9
+    figures: dict = {"rps": result["rps"], **per_unit(before, after, requests)}
+    busy = sum(figures[f"{party}_cpu_us"] for party in after) * requests / 1e6
     figures["busy"] = busy / (window * (os.cpu_count() or 1))
     return figures
 

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from cpu_split import comm, parent, snapshot
+from cpu_split import comm, parent, per_unit, postgres_pids, snapshot
 from harness import Broker, Postgres, median, run_worker
 
 PARTIES = ("broker", "clients", "postgres")
@@ -57,22 +57,13 @@ def latency_run(broker: Broker, args: argparse.Namespace) -> dict[str, float]:
     groups = {
         "broker": [broker.pid],
         "clients": [p for p in everyone if p != broker.pid and comm(p).startswith("python")],
-        # Any on this machine: its backends are not our children.
-        "postgres": [
-            int(p) for p in os.listdir("/proc") if p.isdigit() and comm(int(p)) == "postgres"
-        ],
+        "postgres": postgres_pids(),
     }
     before, started = snapshot(groups), time.perf_counter()
     time.sleep(max(args.seconds - 2.5, 1.0))
     after, window = snapshot(groups), time.perf_counter() - started
     load.join()
-    messages = args.rate * window
-    for party, threads in after.items():
-        run = sum(a[0] - before[party].get(t, (0, 0))[0] for t, a in threads.items())
-        wait = sum(a[1] - before[party].get(t, (0, 0))[1] for t, a in threads.items())
-        figures[f"{party}_cpu_us"] = run / 1e3 / messages
-        figures[f"{party}_wait_us"] = wait / 1e3 / messages
-    return figures
+    return {**figures, **per_unit(before, after, args.rate * window)}
 
 
 def main() -> int:
