@@ -587,6 +587,80 @@ async fn a_fetch_stops_at_its_byte_budget_but_always_returns_one_message(h: Harn
     assert_eq!(next.next_offset, 3);
 }
 
+/// A store may skip counting a fetch's bytes when the topic's largest payload times the
+/// message limit fits the budget (PostgreSQL does): every way of appending must then make a
+/// larger payload known, or a fetch would run past its budget.
+async fn a_fetch_budget_counts_a_larger_payload_however_it_was_appended(h: Harness) {
+    let s = &*h.store;
+    let hundred = "x".repeat(100);
+    let big = "y".repeat(1000);
+    let budget = FetchLimit {
+        messages: 10,
+        bytes: 1000,
+    };
+    // Each topic: three small messages (all fit: 10 × 100 bytes), then its own way of
+    // appending a large one first and small ones after it: one plain message, a sequenced
+    // batch, a group large enough to be copied in, and two topics in one group.
+    let plain = s.register_producer("plain").await.unwrap();
+    let sequenced = s.register_producer("sequenced").await.unwrap();
+    let copied = s.register_producer("copied").await.unwrap();
+    let left = s.register_producer("left").await.unwrap();
+    let right = s.register_producer("right").await.unwrap();
+    let small = [&hundred, &hundred, &hundred];
+    for (producer, topic) in [
+        (plain, "plain"),
+        (copied, "copied"),
+        (left, "left"),
+        (right, "right"),
+    ] {
+        s.append(append(producer, topic, &small, None))
+            .await
+            .unwrap();
+        let c = s.register_consumer(topic, None, Beginning).await.unwrap();
+        let fetched = s.fetch(c, topic, Some(0), budget).await.unwrap();
+        assert_eq!(fetched.messages.len(), 3, "{topic}");
+    }
+    s.append(append(sequenced, "sequenced", &small, Some(0)))
+        .await
+        .unwrap();
+    s.append(append(plain, "plain", &[&big], None))
+        .await
+        .unwrap();
+    s.append(append(plain, "plain", &small, None))
+        .await
+        .unwrap();
+    s.append(append(sequenced, "sequenced", &[&big, &hundred], Some(3)))
+        .await
+        .unwrap();
+    let many: Vec<&String> = std::iter::once(&big)
+        .chain(std::iter::repeat_n(&hundred, 39))
+        .collect();
+    s.append(append(copied, "copied", &many, None))
+        .await
+        .unwrap();
+    let both = [&big, &hundred, &hundred];
+    let (one, two) = tokio::join!(
+        s.append(append(left, "left", &both, None)),
+        s.append(append(right, "right", &both, None))
+    );
+    one.unwrap();
+    two.unwrap();
+    for topic in ["plain", "sequenced", "copied", "left", "right"] {
+        let c = s.register_consumer(topic, None, Beginning).await.unwrap();
+        let fetched = s.fetch(c, topic, Some(3), budget).await.unwrap();
+        let offsets: Vec<u64> = fetched.messages.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [3], "{topic}");
+        assert_eq!(fetched.messages[0].payload, big, "{topic}");
+        // Past it, the small ones fit ten at a time again (the budget is counted, and holds).
+        let after = s.fetch(c, topic, Some(4), budget).await.unwrap();
+        assert!(!after.messages.is_empty(), "{topic}");
+        assert!(
+            after.messages.iter().all(|m| m.payload == hundred),
+            "{topic}"
+        );
+    }
+}
+
 async fn a_group_name_keeps_one_position(h: Harness) {
     let s = &*h.store;
     let p = s.register_producer("t").await.unwrap();
@@ -1801,6 +1875,7 @@ conformance!(
     a_producers_batches_sent_together_are_stored_once_in_its_order,
     fetch_reads_without_moving_and_commit_moves,
     a_fetch_stops_at_its_byte_budget_but_always_returns_one_message,
+    a_fetch_budget_counts_a_larger_payload_however_it_was_appended,
     a_group_name_keeps_one_position,
     a_consumer_may_start_at_the_end_and_a_group_keeps_its_position,
     concurrent_consumes_with_one_id_never_repeat_or_skip,
@@ -1875,6 +1950,18 @@ async fn check_migrated(store: &dyn Store) {
         store.consume(c, "old").await.unwrap().unwrap().payload,
         "bb"
     );
+    // Its payloads were never measured: a fetch counts its byte budget (1 + 2 fit in 3).
+    let budget = FetchLimit {
+        messages: 10,
+        bytes: 3,
+    };
+    let fetched = store.fetch(c, "old", Some(0), budget).await.unwrap();
+    let payloads: Vec<&str> = fetched
+        .messages
+        .iter()
+        .map(|m| m.payload.as_str())
+        .collect();
+    assert_eq!(payloads, ["a", "bb"]);
     // The producer's retry is still recognised; new messages go on at offset 3.
     let retry = store
         .append(append(1, "old", &["a", "bb", "ccc"], Some(0)))

@@ -21,6 +21,7 @@ mod error;
 mod guess;
 pub mod memory;
 mod pg_copy;
+mod pg_fetch_sql;
 mod pg_group_sql;
 mod pg_partitions;
 mod pg_reach;

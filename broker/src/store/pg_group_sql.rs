@@ -15,27 +15,29 @@ use std::sync::LazyLock;
 
 /// The statement that ends an append group, with the messages or without them (they went in
 /// by `COPY`). Both forms take the same parameters; without the messages, `$4`–`$7` are bound
-/// empty and unused (sqlx sends their types, so PostgreSQL need not infer them).
+/// empty and unused (sqlx sends their types, so PostgreSQL need not infer them). `$17` holds
+/// each topic's largest payload in the group, which raises the topic's `largest_payload`
+/// (the fetch's shortcut past its byte count relies on it).
 ///
 /// `checked`: the group was planned from the state the groups ahead of it left
 /// ([`super::postgres::PgBackend::append_known`]), not from rows it locked, and runs as its
 /// own transaction. The statement first locks its producers, then its topics (in id order, as
-/// `lock_statement` does), each only if its row is as planned (`$17`: the topics' ends
-/// before the group, `$18`, `$19`: the producers' states); unless every row is, it changes
+/// `lock_statement` does), each only if its row is as planned (`$18`: the topics' ends
+/// before the group, `$19`, `$20`: the producers' states); unless every row is, it changes
 /// nothing and answers no rows.
 fn group_statement(with_messages: bool, checked: bool) -> String {
     let (held, if_held) = match checked {
         true => (
             "held_producers AS MATERIALIZED ( \
                  SELECT p.id FROM producers p \
-                 JOIN UNNEST($8::bigint[], $18::bigint[], $19::text[]) \
+                 JOIN UNNEST($8::bigint[], $19::bigint[], $20::text[]) \
                      AS e(id, next_sequence, recent_batches) ON p.id = e.id \
                  WHERE p.next_sequence = e.next_sequence \
                      AND p.recent_batches = e.recent_batches \
                  ORDER BY p.id FOR NO KEY UPDATE OF p \
              ), held_topics AS MATERIALIZED ( \
                  SELECT t.id FROM topics t \
-                 JOIN UNNEST($1::bigint[], $17::bigint[]) AS e(id, next_offset) \
+                 JOIN UNNEST($1::bigint[], $18::bigint[]) AS e(id, next_offset) \
                      ON t.id = e.id \
                  WHERE t.next_offset = e.next_offset \
                  ORDER BY t.id FOR NO KEY UPDATE OF t \
@@ -62,8 +64,10 @@ fn group_statement(with_messages: bool, checked: bool) -> String {
     format!(
         "WITH {held}bumped AS ( \
              UPDATE topics t SET next_offset = t.next_offset + u.count, \
-                 end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3) \
-             FROM UNNEST($1::bigint[], $2::bigint[], $14::bigint[]) AS u(id, count, bytes) \
+                 end_bytes = t.end_bytes + u.bytes, newest_ms = GREATEST(t.newest_ms, $3), \
+                 largest_payload = GREATEST(t.largest_payload, u.largest) \
+             FROM UNNEST($1::bigint[], $2::bigint[], $14::bigint[], $17::bigint[]) \
+                 AS u(id, count, bytes, largest) \
              WHERE t.id = u.id{if_held} \
              RETURNING t.id, t.next_offset - u.count AS base, t.name \
          ), {inserted}sequenced AS ( \
@@ -88,15 +92,15 @@ pub(super) static GROUP_CHECKED: LazyLock<String> = LazyLock::new(|| group_state
 
 /// [`group_statement`] with messages, for a group of one topic and no sequenced producer.
 /// `$1` the topic, `$2` how many messages, `$3` when they are stored, `$4` their bytes; `$5`–`$7`
-/// each message's offset in the group, producer and payload; `$8` the NOTIFY channel and `$9`
-/// this broker's announcer. Answers the topic's base offset, or no row if it is gone.
+/// each message's offset in the group, producer and payload; `$8` the NOTIFY channel, `$9`
+/// this broker's announcer and `$10` the largest payload. Answers the topic's base offset, or no row if it is gone.
 pub(super) static ONE_TOPIC: LazyLock<String> = LazyLock::new(|| one_topic_statement(false));
 
-/// [`group_statement`], checked, for a group of one topic and one sequenced producer: `$1`–`$9`
-/// as in [`ONE_TOPIC`]; then the producer (`$10`), its next sequence number (`$11`), its last
-/// batch's offset in the group (`$12`) and length (`$13`) and its recent batches (`$14`); and
-/// what the rows must hold: the topic's end (`$15`), the producer's next sequence number
-/// (`$16`) and recent batches (`$17`). One locking join takes the producer's row, then the
+/// [`group_statement`], checked, for a group of one topic and one sequenced producer: `$1`–`$10`
+/// as in [`ONE_TOPIC`]; then the producer (`$11`), its next sequence number (`$12`), its last
+/// batch's offset in the group (`$13`) and length (`$14`) and its recent batches (`$15`); and
+/// what the rows must hold: the topic's end (`$16`), the producer's next sequence number
+/// (`$17`) and recent batches (`$18`). One locking join takes the producer's row, then the
 /// topic's (the order of `OF p, t`, as `lock_statement` takes them), only if both are as
 /// planned; unless they are, the statement changes nothing and answers no row.
 pub(super) static ONE_TOPIC_CHECKED: LazyLock<String> = LazyLock::new(|| one_topic_statement(true));
@@ -106,15 +110,15 @@ fn one_topic_statement(checked: bool) -> String {
         true => (
             "held AS MATERIALIZED ( \
                  SELECT t.id FROM producers p, topics t \
-                 WHERE p.id = $10 AND p.next_sequence = $16 AND p.recent_batches = $17 \
-                     AND t.id = $1 AND t.next_offset = $15 \
+                 WHERE p.id = $11 AND p.next_sequence = $17 AND p.recent_batches = $18 \
+                     AND t.id = $1 AND t.next_offset = $16 \
                  FOR NO KEY UPDATE OF p, t \
              ), ",
             " AND EXISTS (SELECT FROM held)",
             ", sequenced AS ( \
-                 UPDATE producers p SET next_sequence = $11, last_base_offset = b.base + $12, \
-                     last_count = $13, recent_batches = $14 \
-                 FROM bumped b WHERE p.id = $10 \
+                 UPDATE producers p SET next_sequence = $12, last_base_offset = b.base + $13, \
+                     last_count = $14, recent_batches = $15 \
+                 FROM bumped b WHERE p.id = $11 \
              )",
         ),
         false => ("", "", ""),
@@ -122,7 +126,8 @@ fn one_topic_statement(checked: bool) -> String {
     format!(
         "WITH {held}bumped AS ( \
              UPDATE topics t SET next_offset = t.next_offset + $2, end_bytes = t.end_bytes + $4, \
-                 newest_ms = GREATEST(t.newest_ms, $3) \
+                 newest_ms = GREATEST(t.newest_ms, $3), \
+                 largest_payload = GREATEST(t.largest_payload, $10) \
              WHERE t.id = $1{if_held} \
              RETURNING t.id, t.next_offset - $2 AS base, t.name \
          ), inserted AS ( \

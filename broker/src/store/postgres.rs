@@ -25,6 +25,7 @@ use super::batcher::Overlap;
 use super::catalog::Owner;
 use super::guess::{GroupState, Guess, Guesses, KnownStateGroups, Turn};
 use super::pg_copy::{MESSAGES_COPY, MessageRows};
+use super::pg_fetch_sql::FETCH;
 use super::pg_group_sql::{
     GROUP_CHECKED, GROUP_WITH_MESSAGES, GROUP_WITHOUT_MESSAGES, ONE_TOPIC, ONE_TOPIC_CHECKED,
 };
@@ -35,12 +36,12 @@ use super::retention::{
     Chunk, Log, RetentionConfig, batch_bytes, partition_span, partitions_wanted_to,
 };
 use super::sql::{
-    Backend, CursorRow, FetchRow, LockedRow, MessageRow, SqlStore, db_id, db_int, distinct_ids,
-    locked_state, pool_stats,
+    Backend, CursorRow, FetchArraysRow, LockedRow, MessageRow, SqlStore, db_id, db_int,
+    distinct_ids, locked_state, pool_stats,
 };
 use super::{
-    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, StoredMessage,
-    TopicSignals, within_end,
+    Appended, FetchLimit, Fetched, OpenError, PoolStats, Result, StoreError, TopicSignals,
+    within_end,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -947,60 +948,21 @@ impl Backend for PgBackend {
         limit: FetchLimit,
     ) -> Result<Fetched> {
         // One statement, one snapshot: the start, the end and the messages agree, and a
-        // partition that retention empties meanwhile waits for this statement to finish. The
-        // running sum of payload sizes stops the rows at the byte budget inside PostgreSQL
-        // (octet_length reads a stored value's size without fetching it). An offset past 2^63
-        // is past the end: it reads nothing and is refused below. `topic_id = $5` (the topic
-        // the consumer belongs to) lets the planner keep only that topic's partitions.
-        // Offsets are dense (retention removes only from the start), so at most `$3` rows lie
-        // in `[from, from + $3)`: the upper bound keeps the planner from reading and sorting
-        // everything after `from` when its statistics of a young partition are stale (a
-        // drain of 200,000 messages read the whole rest of the topic on every fetch: 180 ms
-        // each, 10 ms with the bound). LEAST keeps `from + $3` within bigint.
-        // The window's frame is ROWS, not the default RANGE, which looks for rows of equal
-        // offset; and the rows are put in order here, not by a sort on the server after the
-        // join (where they are in order already, which SQL does not promise). Together a
-        // fetch of 5,000 messages ran in 2.4 ms of the server's time instead of 4.0.
+        // partition that retention empties meanwhile waits for this statement to finish.
         let mut conn = self.pool.acquire().await?;
-        let mut rows: Vec<FetchRow> = sqlx::query_as(
-            "SELECT s.start_offset, t.next_offset AS end_offset, c.position, \
-                 m.log_offset, m.payload, m.stored_ms \
-             FROM consumers c JOIN topics t ON t.id = c.topic_id \
-                 JOIN topic_starts s ON s.topic_id = t.id \
-             LEFT JOIN LATERAL ( \
-                 SELECT log_offset, payload, stored_ms FROM ( \
-                     SELECT log_offset, payload, stored_ms, \
-                         sum(octet_length(payload)) OVER offsets AS running, \
-                         row_number() OVER offsets AS n \
-                     FROM messages \
-                     WHERE topic_id = $5 \
-                         AND log_offset >= GREATEST(COALESCE($2, c.position), s.start_offset) \
-                         AND log_offset < LEAST(GREATEST(COALESCE($2, c.position), \
-                             s.start_offset), 9223372036854775807 - $3) + $3 \
-                     WINDOW offsets AS (ORDER BY log_offset ROWS UNBOUNDED PRECEDING) \
-                     ORDER BY log_offset LIMIT $3 \
-                 ) w WHERE w.n = 1 OR w.running <= $4 \
-             ) m ON true \
-             WHERE c.id = $1 AND t.id = $5",
-        )
-        .bind(db_id(consumer_id))
-        .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
-        .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
-        .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
-        .bind(owner.topic_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        conn.release_clean();
-        rows.sort_by_key(|row| row.log_offset); // linear when in order already
-        let first = rows
-            .first()
+        let mut row: FetchArraysRow = sqlx::query_as(FETCH.as_str())
+            .bind(db_id(consumer_id))
+            .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
+            .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
+            .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
+            .bind(owner.topic_id)
+            .fetch_optional(&mut *conn)
+            .await?
             .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
-        let (start, end) = (first.start_offset, first.end_offset);
-        let from = within_end(&owner.topic, from.unwrap_or(first.position), end)?;
-        let messages: Vec<StoredMessage> = rows
-            .into_iter()
-            .filter_map(|row| row.into_message().transpose())
-            .collect::<Result<_>>()?;
+        conn.release_clean();
+        let (start, end) = (row.start_offset, row.end_offset);
+        let from = within_end(&owner.topic, from.unwrap_or(row.position), end)?;
+        let messages = row.messages()?;
         Ok(Fetched::new(from, start, messages, end))
     }
 
@@ -1179,6 +1141,8 @@ struct Written {
     topic_ids: Vec<i64>,
     counts: Vec<i64>,
     bytes: Vec<i64>,
+    /// Each topic's largest payload in the group (the topic's `largest_payload` rises to it).
+    largest: Vec<i64>,
     rows: [Vec<i64>; 3],
     payloads: Vec<Vec<u8>>,
     sequences: [Vec<i64>; 5],
@@ -1205,6 +1169,7 @@ impl Written {
             topic_ids: Vec::new(),
             counts: Vec::new(),
             bytes: Vec::new(),
+            largest: Vec::new(),
             rows: Default::default(),
             payloads: Vec::new(),
             sequences: Default::default(),
@@ -1219,9 +1184,15 @@ impl Written {
                 .counts
                 .push(db_int(ended.end - start(ended.topic_id))?);
             written.bytes.push(db_int(ended.added_bytes)?);
+            written.largest.push(0);
         }
         for segment in plan.segments {
             let first = segment.base_offset - start(segment.topic_id);
+            let index = (written.topic_ids.iter())
+                .position(|&topic| topic == segment.topic_id)
+                .ok_or_else(|| StoreError::Internal("a segment's topic has no end".into()))?;
+            let largest = segment.messages.iter().map(String::len).max().unwrap_or(0);
+            written.largest[index] = written.largest[index].max(db_int(largest as u64)?);
             for (offset, payload) in (first..).zip(segment.messages) {
                 written.rows[0].push(segment.topic_id);
                 written.rows[1].push(db_int(offset)?);
@@ -1359,7 +1330,8 @@ impl Written {
             .bind(APPENDS_CHANNEL)
             .bind(&self.bytes)
             .bind(&self.recent_batches)
-            .bind(self.announcer.as_str());
+            .bind(self.announcer.as_str())
+            .bind(&self.largest);
         if let Some(expected) = expected {
             statement = statement
                 .bind(&expected.ends)
@@ -1405,7 +1377,8 @@ impl Written {
             .bind(&self.rows[2])
             .bind(&self.payloads)
             .bind(APPENDS_CHANNEL)
-            .bind(self.announcer.as_str());
+            .bind(self.announcer.as_str())
+            .bind(self.largest[0]);
         if let Some(expected) = expected {
             let [id, _, next, base_in_group, last_count] = &self.sequences;
             statement = statement

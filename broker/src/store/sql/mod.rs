@@ -7,8 +7,8 @@ mod rows;
 mod shared;
 
 pub use rows::{
-    CursorRow, FetchRow, LockedRow, MessageRow, Payload, db_id, db_int, distinct_ids, locked_state,
-    stored_u64,
+    CursorRow, FetchArraysRow, FetchRow, LockedRow, MessageRow, Payload, db_id, db_int,
+    distinct_ids, locked_state, stored_u64,
 };
 use rows::{answer_positions, taken_keys};
 pub use shared::SharedSql;

@@ -6,6 +6,7 @@ use super::super::retention::{Chunk, Log, RetentionSettings};
 use super::super::sequence::ProducerSequence;
 use super::super::{ConsumerInfo, Result, StoreError, StoredMessage};
 use sqlx::error::BoxDynError;
+use sqlx::postgres::PgHasArrayType;
 use sqlx::{Decode, Postgres, Sqlite, Type};
 use std::collections::HashMap;
 
@@ -293,6 +294,51 @@ impl FetchRow {
     }
 }
 
+/// A PostgreSQL fetch's answer (`FETCH` in `store/pg_fetch_sql.rs`): the topic's start and
+/// end and the consumer's position, with the messages in range as arrays of one element each
+/// (all three NULL when there is none).
+#[derive(sqlx::FromRow)]
+pub struct FetchArraysRow {
+    #[sqlx(try_from = "i64")]
+    pub start_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub end_offset: u64,
+    #[sqlx(try_from = "i64")]
+    pub position: u64,
+    pub offsets: Option<Vec<i64>>,
+    pub payloads: Option<Vec<Payload>>,
+    pub stored: Option<Vec<i64>>,
+}
+
+impl FetchArraysRow {
+    /// The messages, in offset order.
+    pub fn messages(&mut self) -> Result<Vec<StoredMessage>> {
+        let offsets = self.offsets.take().unwrap_or_default();
+        let payloads = self.payloads.take().unwrap_or_default();
+        let stored = self.stored.take().unwrap_or_default();
+        if offsets.len() != payloads.len() || offsets.len() != stored.len() {
+            return Err(StoreError::Internal(format!(
+                "a fetch answered {} offsets, {} payloads and {} times",
+                offsets.len(),
+                payloads.len(),
+                stored.len()
+            )));
+        }
+        let mut messages = (offsets.into_iter().zip(payloads).zip(stored))
+            .map(|((offset, payload), stored_ms)| {
+                Ok(StoredMessage {
+                    offset: stored_u64(offset)?,
+                    payload: payload.0,
+                    timestamp_ms: stored_u64(stored_ms)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // An aggregate keeps the order its input came in, which SQL does not promise.
+        messages.sort_by_key(|message| message.offset); // linear when in order already
+        Ok(messages)
+    }
+}
+
 /// A payload as stored: TEXT in SQLite; BYTEA in PostgreSQL, whose TEXT cannot hold U+0000
 /// (valid in a message). The broker wrote it from a `String`, so it is UTF-8; a row written
 /// by hand with invalid bytes is shown with replacement characters, not dropped.
@@ -320,6 +366,13 @@ impl<'r> Decode<'r, Postgres> for Payload {
     fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, BoxDynError> {
         let bytes = <&[u8] as Decode<Postgres>>::decode(value)?;
         Ok(Payload(payload_text(bytes)))
+    }
+}
+
+/// `bytea[]`, for a fetch's payloads as one array.
+impl PgHasArrayType for Payload {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <Vec<u8> as PgHasArrayType>::array_type_info()
     }
 }
 
