@@ -30,13 +30,15 @@ pub struct Segment {
     pub messages: Vec<String>,
 }
 
-/// A topic's new end after a group, and the bytes the group added to it (see
-/// [`super::retention::message_bytes`]).
+/// A topic's new end after a group, the bytes the group added to it (see
+/// [`super::retention::message_bytes`]) and its largest payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicEnd {
     pub topic_id: i64,
     pub end: u64,
     pub added_bytes: u64,
+    /// PostgreSQL raises the topic's `largest_payload` to it, which its fetches rely on.
+    pub largest_payload: u64,
 }
 
 pub struct AppendPlan {
@@ -89,7 +91,7 @@ pub fn decide(
     };
     let mut outcomes: Vec<Option<Result<Appended>>> = (0..jobs.len()).map(|_| None).collect();
     let mut stored = Vec::with_capacity(jobs.len());
-    let mut touched_topics: Vec<(i64, u64)> = Vec::new();
+    let mut touched_topics: Vec<(i64, u64, u64)> = Vec::new();
     let mut touched_producers = Vec::new();
     for index in planning_order(jobs) {
         let job = &jobs[index];
@@ -121,12 +123,21 @@ pub fn decide(
         let base_offset = *end;
         *end += count;
         let bytes = batch_bytes(&job.messages);
+        let largest = job
+            .messages
+            .iter()
+            .map(|m| m.len() as u64)
+            .max()
+            .unwrap_or(0);
         match touched_topics
             .iter_mut()
-            .find(|(id, _)| *id == job.topic_id)
+            .find(|(id, _, _)| *id == job.topic_id)
         {
-            Some((_, added)) => *added += bytes,
-            None => touched_topics.push((job.topic_id, bytes)),
+            Some((_, added, topic_largest)) => {
+                *added += bytes;
+                *topic_largest = largest.max(*topic_largest);
+            }
+            None => touched_topics.push((job.topic_id, bytes, largest)),
         }
         if job.sequence.is_some() {
             if let Some(state) = producers.get_mut(&job.producer_id) {
@@ -153,10 +164,11 @@ pub fn decide(
         stored,
         topic_ends: touched_topics
             .into_iter()
-            .map(|(topic_id, added_bytes)| TopicEnd {
+            .map(|(topic_id, added_bytes, largest_payload)| TopicEnd {
                 topic_id,
                 end: topic_ends[&topic_id],
                 added_bytes,
+                largest_payload,
             })
             .collect(),
         producers: touched_producers

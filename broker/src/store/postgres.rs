@@ -950,16 +950,16 @@ impl Backend for PgBackend {
         // One statement, one snapshot: the start, the end and the messages agree, and a
         // partition that retention empties meanwhile waits for this statement to finish.
         let mut conn = self.pool.acquire().await?;
-        let mut row: FetchArraysRow = sqlx::query_as(FETCH.as_str())
+        let row: Option<FetchArraysRow> = sqlx::query_as(FETCH.as_str())
             .bind(db_id(consumer_id))
             .bind(from.map(|offset| db_id(offset).unwrap_or(i64::MAX)))
             .bind(i64::try_from(limit.messages).unwrap_or(i64::MAX))
             .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
             .bind(owner.topic_id)
             .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(StoreError::ConsumerNotFound(consumer_id))?;
+            .await?;
         conn.release_clean();
+        let mut row = row.ok_or(StoreError::ConsumerNotFound(consumer_id))?;
         let (start, end) = (row.start_offset, row.end_offset);
         let from = within_end(&owner.topic, from.unwrap_or(row.position), end)?;
         let messages = row.messages()?;
@@ -1184,15 +1184,10 @@ impl Written {
                 .counts
                 .push(db_int(ended.end - start(ended.topic_id))?);
             written.bytes.push(db_int(ended.added_bytes)?);
-            written.largest.push(0);
+            written.largest.push(db_int(ended.largest_payload)?);
         }
         for segment in plan.segments {
             let first = segment.base_offset - start(segment.topic_id);
-            let index = (written.topic_ids.iter())
-                .position(|&topic| topic == segment.topic_id)
-                .ok_or_else(|| StoreError::Internal("a segment's topic has no end".into()))?;
-            let largest = segment.messages.iter().map(String::len).max().unwrap_or(0);
-            written.largest[index] = written.largest[index].max(db_int(largest as u64)?);
             for (offset, payload) in (first..).zip(segment.messages) {
                 written.rows[0].push(segment.topic_id);
                 written.rows[1].push(db_int(offset)?);
