@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
-    signals: TopicSignals,
+    signals: Arc<TopicSignals>,
     config: RetentionConfig,
     /// The background retention pass; `close` stops it.
     tasks: TaskTracker,
@@ -246,16 +246,23 @@ impl MemoryStore {
             ..State::default()
         }));
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let signals = Arc::new(TopicSignals::default());
         if let Some(every) = config.every {
-            let state = state.clone();
-            tasks.spawn(retention::run_passes(every, stop.clone(), move |now| {
-                let report = lock(&state).retention_pass(&config, now);
-                async move { Ok(report) }
-            }));
+            let (state, signals) = (state.clone(), signals.clone());
+            let activity = move || signals.wakes();
+            tasks.spawn(retention::run_passes(
+                every,
+                stop.clone(),
+                activity,
+                move |now| {
+                    let report = lock(&state).retention_pass(&config, now);
+                    async move { Ok(report) }
+                },
+            ));
         }
         MemoryStore {
             state,
-            signals: TopicSignals::default(),
+            signals,
             config,
             tasks,
             stop,

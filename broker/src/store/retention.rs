@@ -18,7 +18,9 @@
 //! batches, PostgreSQL drops the partitions that lie wholly below it, memory drops them).
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, which a test can pause and move on.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What a message costs beyond its payload, for size limits and `bytes` held: its offset,
@@ -66,11 +68,18 @@ impl Default for RetentionConfig {
 const BUSY_PASS_SPEEDUP: u32 = 4;
 /// How many ordinary intervals the sooner passes go on after the last busy one.
 const BUSY_PASS_HOLD: u32 = 4;
+/// How many times less often passes run while nothing is appended (every 2 s at the
+/// default). A pass reads every topic's row and chunks: an idle broker with 100 topics spent
+/// about 0.4 % of a core on four passes a second (docs/BENCHMARKS.md, "idle passes"). Time
+/// limits then act up to that much later, as Kafka's retention checks every 5 minutes.
+const IDLE_PASS_SLOWDOWN: u32 = 8;
 
 /// Runs `pass` (given the clock's time) every `every` until `stop` is cancelled, and every
 /// `every / 4` for a second (at the default) after a busy pass: one that removed messages or
 /// found a chunk's worth appended since the one before. A failed pass is logged and retried
-/// `every` later: everything a pass does is repeatable.
+/// `every` later: everything a pass does is repeatable. While `activity` (a count that any
+/// append moves, [`super::signals::TopicSignals::wakes`]) stands still, a pass runs only every
+/// `every * IDLE_PASS_SLOWDOWN`; the first tick after it moves runs one.
 ///
 /// Sooner when busy because a pass closes into one chunk all that was appended since the last
 /// one: under a producer at full speed (tens of MB in 250 ms) the chunks, and with them the
@@ -79,18 +88,33 @@ const BUSY_PASS_HOLD: u32 = 4;
 /// groups (tens of milliseconds each for `MyProducer`'s): a pass that came between two found
 /// nothing new, and in the 250 ms that followed it a store taking 60 MB/s grew by another
 /// 15 MB (PostgreSQL's partitions went past `tests/test_retention_load.py`'s bound).
-pub async fn run_passes<F, Fut>(every: Duration, stop: CancellationToken, mut pass: F)
-where
+pub async fn run_passes<F, Fut, A>(
+    every: Duration,
+    stop: CancellationToken,
+    activity: A,
+    mut pass: F,
+) where
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = super::Result<super::PassReport>>,
+    A: Fn() -> u64,
 {
     let mut wait = every;
     let mut busy_until = Instant::now();
+    // The activity when the last pass began, and when that was (`None`: no pass yet).
+    let mut last_pass: Option<(u64, Instant)> = None;
     while stop
         .run_until_cancelled(tokio::time::sleep(wait))
         .await
         .is_some()
     {
+        let seen = activity();
+        let idle = last_pass.is_some_and(|(before, at)| {
+            before == seen && at.elapsed() < every * IDLE_PASS_SLOWDOWN
+        });
+        if idle && Instant::now() >= busy_until {
+            continue;
+        }
+        last_pass = Some((seen, Instant::now()));
         let began = Instant::now();
         let ran = stop.run_until_cancelled(pass(super::now_ms())).await;
         if ran.is_some() {
@@ -393,6 +417,47 @@ pub fn partitions_wanted_to(end: u64, span: u64, sized_by_chunks: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// Idle, a pass every 2 s (250 ms × 8); the first tick after an append runs one; while
+    /// appends go on, one every tick.
+    #[tokio::test(start_paused = true)]
+    async fn passes_slow_down_while_nothing_is_appended() {
+        let every = Duration::from_millis(250);
+        let activity = Arc::new(AtomicU64::new(0));
+        let passes = Arc::new(Mutex::new(0u32));
+        let stop = CancellationToken::new();
+        let count = || *passes.lock().unwrap();
+        let task = tokio::spawn(run_passes(
+            every,
+            stop.clone(),
+            {
+                let activity = activity.clone();
+                move || activity.load(Ordering::Relaxed)
+            },
+            {
+                let passes = passes.clone();
+                move |_| {
+                    *passes.lock().unwrap() += 1;
+                    async { Ok(super::super::PassReport::default()) }
+                }
+            },
+        ));
+        // At 0.25 s (the first), then every 2 s: at 2.25, 4.25, 6.25 and 8.25 s.
+        tokio::time::sleep(Duration::from_millis(10_100)).await;
+        assert_eq!(count(), 5);
+        activity.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(every).await;
+        assert_eq!(count(), 6);
+        for _ in 0..4 {
+            activity.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(every).await;
+        }
+        assert_eq!(count(), 10);
+        stop.cancel();
+        task.await.unwrap();
+    }
 
     const KB: u64 = 1000;
 

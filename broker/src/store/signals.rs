@@ -11,6 +11,7 @@
 use super::plan::AppendJob;
 use super::{Appended, FetchLimit, Fetched, Result, StoredMessage};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -185,6 +186,8 @@ struct Signal {
 #[derive(Default)]
 pub struct TopicSignals {
     topics: Mutex<HashMap<String, Signal>>,
+    /// How many wake-ups were sent, to any topic ([`TopicSignals::wakes`]).
+    wakes: AtomicU64,
 }
 
 /// A fetch waiting on a topic ([`TopicSignals::park`]); it stops counting when dropped.
@@ -266,12 +269,21 @@ impl TopicSignals {
     /// Wakes every waiter, e.g. after the cross-broker notification channel reconnected and
     /// notifications may have been missed.
     pub fn notify_all(&self) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
         for signal in self.lock().values() {
             signal.sender.send_replace(Wake::default());
         }
     }
 
+    /// How many wake-ups were sent so far: it changes with every append to any topic, this
+    /// broker's or (PostgreSQL) one another broker announced, whether or not anything waits
+    /// on it. Retention's passes run less often while it stands still.
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Relaxed)
+    }
+
     fn wake(&self, topic: &str, tail: Option<Arc<Tail>>) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
         if let Some(signal) = self.lock().get(topic) {
             signal.sender.send_replace(Wake { tail });
         }

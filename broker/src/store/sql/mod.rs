@@ -377,11 +377,17 @@ impl<B: Backend> SqlStore<B> {
             backlog: tokio::sync::Mutex::new(Backlog::default()),
         });
         if let Some(every) = retention.every {
-            let (backend, passes) = (backend.clone(), passes.clone());
-            tasks.spawn(retention::run_passes(every, stop.clone(), move |now| {
-                let (backend, passes) = (backend.clone(), passes.clone());
-                async move { passes.run(&*backend, now).await }
-            }));
+            let (backend, passes, signals) = (backend.clone(), passes.clone(), signals.clone());
+            let activity = move || signals.wakes();
+            tasks.spawn(retention::run_passes(
+                every,
+                stop.clone(),
+                activity,
+                move |now| {
+                    let (backend, passes) = (backend.clone(), passes.clone());
+                    async move { passes.run(&*backend, now).await }
+                },
+            ));
         }
         SqlStore {
             backend,
