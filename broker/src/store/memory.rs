@@ -248,16 +248,16 @@ impl MemoryStore {
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
         let signals = Arc::new(TopicSignals::default());
         if let Some(every) = config.every {
-            let (state, signals) = (state.clone(), signals.clone());
-            let activity = move || signals.wakes();
+            let state = state.clone();
+            let pass = move |now| {
+                let report = lock(&state).retention_pass(&config, now);
+                async move { Ok(report) }
+            };
             tasks.spawn(retention::run_passes(
                 every,
                 stop.clone(),
-                activity,
-                move |now| {
-                    let report = lock(&state).retention_pass(&config, now);
-                    async move { Ok(report) }
-                },
+                signals.clone(),
+                pass,
             ));
         }
         MemoryStore {

@@ -17,7 +17,9 @@
 //! oldest first; the store then frees what lies below the start (SQLite deletes the rows in
 //! batches, PostgreSQL drops the partitions that lie wholly below it, memory drops them).
 
+use super::signals::TopicSignals;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 // tokio's clock, which a test can pause and move on.
 use tokio::time::Instant;
@@ -77,9 +79,9 @@ const IDLE_PASS_SLOWDOWN: u32 = 8;
 /// Runs `pass` (given the clock's time) every `every` until `stop` is cancelled, and every
 /// `every / 4` for a second (at the default) after a busy pass: one that removed messages or
 /// found a chunk's worth appended since the one before. A failed pass is logged and retried
-/// `every` later: everything a pass does is repeatable. While `activity` (a count that any
-/// append moves, [`super::signals::TopicSignals::wakes`]) stands still, a pass runs only every
-/// `every * IDLE_PASS_SLOWDOWN`; the first tick after it moves runs one.
+/// `every` later: everything a pass does is repeatable. While nothing is appended (the
+/// store's [`TopicSignals::wakes`] stands still), a pass runs only every
+/// `every * IDLE_PASS_SLOWDOWN`; the first tick after an append runs one.
 ///
 /// Sooner when busy because a pass closes into one chunk all that was appended since the last
 /// one: under a producer at full speed (tens of MB in 250 ms) the chunks, and with them the
@@ -88,15 +90,14 @@ const IDLE_PASS_SLOWDOWN: u32 = 8;
 /// groups (tens of milliseconds each for `MyProducer`'s): a pass that came between two found
 /// nothing new, and in the 250 ms that followed it a store taking 60 MB/s grew by another
 /// 15 MB (PostgreSQL's partitions went past `tests/test_retention_load.py`'s bound).
-pub async fn run_passes<F, Fut, A>(
+pub async fn run_passes<F, Fut>(
     every: Duration,
     stop: CancellationToken,
-    activity: A,
+    signals: Arc<TopicSignals>,
     mut pass: F,
 ) where
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = super::Result<super::PassReport>>,
-    A: Fn() -> u64,
 {
     let mut wait = every;
     let mut busy_until = Instant::now();
@@ -107,7 +108,7 @@ pub async fn run_passes<F, Fut, A>(
         .await
         .is_some()
     {
-        let seen = activity();
+        let seen = signals.wakes();
         let idle = last_pass.is_some_and(|(before, at)| {
             before == seen && at.elapsed() < every * IDLE_PASS_SLOWDOWN
         });
@@ -417,41 +418,32 @@ pub fn partitions_wanted_to(end: u64, span: u64, sized_by_chunks: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     /// Idle, a pass every 2 s (250 ms × 8); the first tick after an append runs one; while
     /// appends go on, one every tick.
     #[tokio::test(start_paused = true)]
     async fn passes_slow_down_while_nothing_is_appended() {
         let every = Duration::from_millis(250);
-        let activity = Arc::new(AtomicU64::new(0));
+        let signals = Arc::new(TopicSignals::default());
         let passes = Arc::new(Mutex::new(0u32));
         let stop = CancellationToken::new();
         let count = || *passes.lock().unwrap();
-        let task = tokio::spawn(run_passes(
-            every,
-            stop.clone(),
-            {
-                let activity = activity.clone();
-                move || activity.load(Ordering::Relaxed)
-            },
-            {
-                let passes = passes.clone();
-                move |_| {
-                    *passes.lock().unwrap() += 1;
-                    async { Ok(super::super::PassReport::default()) }
-                }
-            },
-        ));
+        let task = tokio::spawn(run_passes(every, stop.clone(), signals.clone(), {
+            let passes = passes.clone();
+            move |_| {
+                *passes.lock().unwrap() += 1;
+                async { Ok(super::super::PassReport::default()) }
+            }
+        }));
         // At 0.25 s (the first), then every 2 s: at 2.25, 4.25, 6.25 and 8.25 s.
         tokio::time::sleep(Duration::from_millis(10_100)).await;
         assert_eq!(count(), 5);
-        activity.fetch_add(1, Ordering::Relaxed);
+        signals.notify("t"); // an append (nothing needs to wait on the topic)
         tokio::time::sleep(every).await;
         assert_eq!(count(), 6);
         for _ in 0..4 {
-            activity.fetch_add(1, Ordering::Relaxed);
+            signals.notify("t");
             tokio::time::sleep(every).await;
         }
         assert_eq!(count(), 10);

@@ -377,16 +377,16 @@ impl<B: Backend> SqlStore<B> {
             backlog: tokio::sync::Mutex::new(Backlog::default()),
         });
         if let Some(every) = retention.every {
-            let (backend, passes, signals) = (backend.clone(), passes.clone(), signals.clone());
-            let activity = move || signals.wakes();
+            let (backend, passes) = (backend.clone(), passes.clone());
+            let pass = move |now| {
+                let (backend, passes) = (backend.clone(), passes.clone());
+                async move { passes.run(&*backend, now).await }
+            };
             tasks.spawn(retention::run_passes(
                 every,
                 stop.clone(),
-                activity,
-                move |now| {
-                    let (backend, passes) = (backend.clone(), passes.clone());
-                    async move { passes.run(&*backend, now).await }
-                },
+                signals.clone(),
+                pass,
             ));
         }
         SqlStore {
