@@ -308,6 +308,7 @@ impl Store for MemoryStore {
         let index = state.topic(name)?;
         let topic = state.live_mut(index);
         topic.settings = change.apply(topic.settings);
+        self.signals.touch(); // the next pass applies the new limits
         Ok(state.describe(index, &self.config))
     }
 

@@ -20,9 +20,7 @@
 use super::signals::TopicSignals;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-// tokio's clock, which a test can pause and move on.
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// What a message costs beyond its payload, for size limits and `bytes` held: its offset,
@@ -79,9 +77,9 @@ const IDLE_PASS_SLOWDOWN: u32 = 8;
 /// Runs `pass` (given the clock's time) every `every` until `stop` is cancelled, and every
 /// `every / 4` for a second (at the default) after a busy pass: one that removed messages or
 /// found a chunk's worth appended since the one before. A failed pass is logged and retried
-/// `every` later: everything a pass does is repeatable. While nothing is appended (the
+/// at the next tick: everything a pass does is repeatable. While nothing is appended (the
 /// store's [`TopicSignals::wakes`] stands still), a pass runs only every
-/// `every * IDLE_PASS_SLOWDOWN`; the first tick after an append runs one.
+/// `every * IDLE_PASS_SLOWDOWN` ([`pass_due`]); the first tick after an append runs one.
 ///
 /// Sooner when busy because a pass closes into one chunk all that was appended since the last
 /// one: under a producer at full speed (tens of MB in 250 ms) the chunks, and with them the
@@ -101,22 +99,18 @@ pub async fn run_passes<F, Fut>(
 {
     let mut wait = every;
     let mut busy_until = Instant::now();
-    // The activity when the last pass began, and when that was (`None`: no pass yet).
-    let mut last_pass: Option<(u64, Instant)> = None;
+    let mut last_pass: Option<LastPass> = None;
     while stop
         .run_until_cancelled(tokio::time::sleep(wait))
         .await
         .is_some()
     {
-        let seen = signals.wakes();
-        let idle = last_pass.is_some_and(|(before, at)| {
-            before == seen && at.elapsed() < every * IDLE_PASS_SLOWDOWN
-        });
-        if idle && Instant::now() >= busy_until {
+        let (wakes, began) = (signals.wakes(), Instant::now());
+        if !pass_due(last_pass, wakes, began, busy_until, every) {
+            wait = every;
             continue;
         }
-        last_pass = Some((seen, Instant::now()));
-        let began = Instant::now();
+        last_pass = Some(LastPass { wakes, began });
         let ran = stop.run_until_cancelled(pass(super::now_ms())).await;
         if ran.is_some() {
             crate::metrics::retention_pass(began.elapsed());
@@ -132,6 +126,7 @@ pub async fn run_passes<F, Fut>(
                 tracing::warn!(error = %err, "retention pass failed; retrying");
                 // At the ordinary pace: a failing database is not asked sixteen times a second.
                 busy_until = Instant::now();
+                last_pass = None; // retried at the next tick, idle or not
             }
             None => {}
         }
@@ -141,6 +136,30 @@ pub async fn run_passes<F, Fut>(
             every
         };
     }
+}
+
+/// When the last pass began, and the store's [`TopicSignals::wakes`] then.
+#[derive(Debug, Clone, Copy)]
+struct LastPass {
+    wakes: u64,
+    began: Instant,
+}
+
+/// Whether the tick at `now` runs a pass: the first one, every one while busy, the first
+/// after anything was appended (or a limit changed) since the last pass, and otherwise one
+/// every `every * IDLE_PASS_SLOWDOWN`.
+fn pass_due(
+    last: Option<LastPass>,
+    wakes: u64,
+    now: Instant,
+    busy_until: Instant,
+    every: Duration,
+) -> bool {
+    last.is_none_or(|last| {
+        now < busy_until
+            || last.wakes != wakes
+            || now.saturating_duration_since(last.began) >= every * IDLE_PASS_SLOWDOWN
+    })
 }
 
 /// How many bytes `payload` counts for.
@@ -418,37 +437,32 @@ pub fn partitions_wanted_to(end: u64, span: u64, sized_by_chunks: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
-    /// Idle, a pass every 2 s (250 ms × 8); the first tick after an append runs one; while
-    /// appends go on, one every tick.
-    #[tokio::test(start_paused = true)]
-    async fn passes_slow_down_while_nothing_is_appended() {
+    #[test]
+    fn an_idle_pass_is_due_every_2_s_and_at_the_first_tick_after_an_append() {
         let every = Duration::from_millis(250);
-        let signals = Arc::new(TopicSignals::default());
-        let passes = Arc::new(Mutex::new(0u32));
-        let stop = CancellationToken::new();
-        let count = || *passes.lock().unwrap();
-        let task = tokio::spawn(run_passes(every, stop.clone(), signals.clone(), {
-            let passes = passes.clone();
-            move |_| {
-                *passes.lock().unwrap() += 1;
-                async { Ok(super::super::PassReport::default()) }
-            }
-        }));
-        // At 0.25 s (the first), then every 2 s: at 2.25, 4.25, 6.25 and 8.25 s.
-        tokio::time::sleep(Duration::from_millis(10_100)).await;
-        assert_eq!(count(), 5);
-        signals.notify("t"); // an append (nothing needs to wait on the topic)
-        tokio::time::sleep(every).await;
-        assert_eq!(count(), 6);
-        for _ in 0..4 {
-            signals.notify("t");
-            tokio::time::sleep(every).await;
-        }
-        assert_eq!(count(), 10);
-        stop.cancel();
-        task.await.unwrap();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let last = Some(LastPass {
+            wakes: 7,
+            began: at(0),
+        });
+        let not_busy = t0;
+        assert!(pass_due(None, 7, at(250), not_busy, every), "the first");
+        assert!(!pass_due(last, 7, at(250), not_busy, every));
+        assert!(!pass_due(last, 7, at(1999), not_busy, every));
+        assert!(
+            pass_due(last, 7, at(2000), not_busy, every),
+            "idle: every 2 s"
+        );
+        assert!(
+            pass_due(last, 8, at(250), not_busy, every),
+            "after an append"
+        );
+        assert!(
+            pass_due(last, 7, at(250), at(1000), every),
+            "busy: every tick"
+        );
     }
 
     const KB: u64 = 1000;

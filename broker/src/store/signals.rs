@@ -275,11 +275,18 @@ impl TopicSignals {
         }
     }
 
-    /// How many wake-ups were sent so far: it changes with every append to any topic, this
-    /// broker's or (PostgreSQL) one another broker announced, whether or not anything waits
-    /// on it. Retention's passes run less often while it stands still.
+    /// How many wake-ups were sent so far (and changes [`TopicSignals::touch`] counted): it
+    /// moves with every append that stored something, this broker's or (PostgreSQL) one
+    /// another broker announced, whether or not anything waits on it, and with a topic's
+    /// deletion. Retention's passes run less often while it stands still.
     pub fn wakes(&self) -> u64 {
         self.wakes.load(Ordering::Relaxed)
+    }
+
+    /// Counts a change that the next retention pass should act on soon (a topic's limits
+    /// set), without waking anything.
+    pub fn touch(&self) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
     }
 
     fn wake(&self, topic: &str, tail: Option<Arc<Tail>>) {

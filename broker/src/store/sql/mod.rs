@@ -543,6 +543,7 @@ impl<B: Backend> Store for SqlStore<B> {
             return Err(StoreError::TopicNotFound(name.to_owned()));
         }
         tx.commit().await?;
+        self.signals.touch(); // the next pass applies the new limits
         // Its ids are read again, with the new limit (see `group_share`).
         if let Some(topic) = B::Db::topic(self.backend.readers(), name).await? {
             self.catalog.forget_topic(topic.id);
