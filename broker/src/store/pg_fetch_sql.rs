@@ -17,10 +17,10 @@ use std::sync::LazyLock;
 
 /// `$1` the consumer, `$2` where to read from (or NULL: the consumer's position), `$3` at
 /// most this many messages, `$4` at most this many payload bytes (the first message counts,
-/// and comes even when it alone is over), `$5`
-/// the consumer's topic (so that the planner keeps only that topic's partitions). Answers one
-/// row ([`super::sql::FetchArraysRow`]), or none when the consumer is not of that topic. An
-/// offset past 2^63 is past the end: it reads nothing and is refused by the caller.
+/// and comes even when it alone is over), `$5` the consumer's topic (so that the planner
+/// keeps only that topic's partitions). Answers one row ([`super::sql::FetchArraysRow`]), or
+/// none when the consumer is not of that topic. An offset past 2^63 is past the end: it reads
+/// nothing and is refused by the caller.
 pub(super) static FETCH: LazyLock<String> = LazyLock::new(fetch_statement);
 
 fn fetch_statement() -> String {
