@@ -5,8 +5,37 @@
 //! parent's is leaked, never touched), and producers and consumers rebuild their own state
 //! the same way (see `Forkable`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use tokio::runtime::{Builder, Handle};
+
+/// This process's id as last looked up; 0: look it up again (a forked child clears it).
+static PROCESS_ID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn forget_process_id_in_child() {
+    PROCESS_ID.store(0, Ordering::Relaxed);
+}
+
+/// This process's id. `std::process::id()` is a system call every time (glibc no longer
+/// caches it), and `Forkable::get` runs for every message handed out or sent: on a VM the
+/// call was a fifth of a consumer's CPU. So the id is kept, and forgotten by a
+/// `pthread_atfork` handler in every forked child, registered before the first id is kept.
+pub fn process_id() -> u32 {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let failed = unsafe { libc::pthread_atfork(None, None, Some(forget_process_id_in_child)) };
+        assert_eq!(failed, 0, "pthread_atfork failed");
+    });
+    match PROCESS_ID.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            PROCESS_ID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
 
 static RUNTIME: Mutex<Option<(u32, Handle)>> = Mutex::new(None);
 
@@ -15,7 +44,7 @@ const WORKER_THREADS: usize = 2;
 
 /// The runtime of this process, started on first use.
 pub fn handle() -> Handle {
-    let pid = std::process::id();
+    let pid = process_id();
     let mut slot = RUNTIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -49,14 +78,14 @@ pub struct Forkable<T> {
 impl<T> Forkable<T> {
     pub fn new(value: Arc<T>) -> Self {
         Forkable {
-            slot: Mutex::new((std::process::id(), value)),
+            slot: Mutex::new((process_id(), value)),
         }
     }
 
     /// The value for this process; in a forked child, `rebuild` makes a new one from the
     /// parent's (which must not be used, only read for its configuration).
     pub fn get(&self, rebuild: impl FnOnce(&T) -> Arc<T>) -> Arc<T> {
-        let pid = std::process::id();
+        let pid = process_id();
         let mut slot = self
             .slot
             .lock()
@@ -77,6 +106,6 @@ impl<T> Forkable<T> {
             .slot
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        (slot.0 == std::process::id()).then(|| slot.1.clone())
+        (slot.0 == process_id()).then(|| slot.1.clone())
     }
 }
