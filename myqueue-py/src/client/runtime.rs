@@ -6,27 +6,21 @@
 //! the same way (see `Forkable`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::runtime::{Builder, Handle};
 
 /// This process's id as last looked up; 0: look it up again (a forked child clears it).
 static PROCESS_ID: AtomicU32 = AtomicU32::new(0);
 
-extern "C" fn forget_process_id_in_child() {
-    PROCESS_ID.store(0, Ordering::Relaxed);
-}
-
 /// This process's id. `std::process::id()` is a system call every time (glibc no longer
 /// caches it), and `Forkable::get` runs for every message handed out or sent: on a VM the
-/// call was a fifth of a consumer's CPU. So the id is kept, and forgotten by a
+/// call was about a quarter of a consumer's CPU. So the id is kept, and forgotten by a
 /// `pthread_atfork` handler in every forked child, registered before the first id is kept.
 pub fn process_id() -> u32 {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let failed = unsafe { libc::pthread_atfork(None, None, Some(forget_process_id_in_child)) };
-        assert_eq!(failed, 0, "pthread_atfork failed");
-    });
+    static KEEPS: OnceLock<bool> = OnceLock::new();
+    if !*KEEPS.get_or_init(forget_in_forked_children) {
+        return std::process::id();
+    }
     match PROCESS_ID.load(Ordering::Relaxed) {
         0 => {
             let pid = std::process::id();
@@ -35,6 +29,22 @@ pub fn process_id() -> u32 {
         }
         pid => pid,
     }
+}
+
+/// Registers the child handler; false if it could not be (the id is then looked up each time).
+#[cfg(unix)]
+fn forget_in_forked_children() -> bool {
+    extern "C" fn forget_process_id() {
+        PROCESS_ID.store(0, Ordering::Relaxed);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::pthread_atfork(None, None, Some(forget_process_id)) == 0 }
+}
+
+/// Without `fork`, a process keeps its id.
+#[cfg(not(unix))]
+fn forget_in_forked_children() -> bool {
+    true
 }
 
 static RUNTIME: Mutex<Option<(u32, Handle)>> = Mutex::new(None);
