@@ -78,7 +78,7 @@ const IDLE_PASS_SLOWDOWN: u32 = 8;
 /// `every / 4` for a second (at the default) after a busy pass: one that removed messages or
 /// found a chunk's worth appended since the one before. A failed pass is logged and retried
 /// at the next tick: everything a pass does is repeatable. While nothing is appended (the
-/// store's [`TopicSignals::wakes`] stands still), a pass runs only every
+/// store's [`TopicSignals::activity`] stands still), a pass runs only every
 /// `every * IDLE_PASS_SLOWDOWN` ([`pass_due`]); the first tick after an append runs one.
 ///
 /// Sooner when busy because a pass closes into one chunk all that was appended since the last
@@ -105,12 +105,12 @@ pub async fn run_passes<F, Fut>(
         .await
         .is_some()
     {
-        let (wakes, began) = (signals.wakes(), Instant::now());
-        if !pass_due(last_pass, wakes, began, busy_until, every) {
+        let (activity, began) = (signals.activity(), Instant::now());
+        if !pass_due(last_pass, activity, began, busy_until, every) {
             wait = every;
             continue;
         }
-        last_pass = Some(LastPass { wakes, began });
+        last_pass = Some(LastPass { activity, began });
         let ran = stop.run_until_cancelled(pass(super::now_ms())).await;
         if ran.is_some() {
             crate::metrics::retention_pass(began.elapsed());
@@ -138,10 +138,10 @@ pub async fn run_passes<F, Fut>(
     }
 }
 
-/// When the last pass began, and the store's [`TopicSignals::wakes`] then.
+/// When the last pass began, and the store's [`TopicSignals::activity`] then.
 #[derive(Debug, Clone, Copy)]
 struct LastPass {
-    wakes: u64,
+    activity: u64,
     began: Instant,
 }
 
@@ -150,14 +150,14 @@ struct LastPass {
 /// every `every * IDLE_PASS_SLOWDOWN`.
 fn pass_due(
     last: Option<LastPass>,
-    wakes: u64,
+    activity: u64,
     now: Instant,
     busy_until: Instant,
     every: Duration,
 ) -> bool {
     last.is_none_or(|last| {
         now < busy_until
-            || last.wakes != wakes
+            || last.activity != activity
             || now.saturating_duration_since(last.began) >= every * IDLE_PASS_SLOWDOWN
     })
 }
@@ -444,7 +444,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let last = Some(LastPass {
-            wakes: 7,
+            activity: 7,
             began: at(0),
         });
         let not_busy = t0;

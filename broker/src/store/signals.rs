@@ -186,8 +186,8 @@ struct Signal {
 #[derive(Default)]
 pub struct TopicSignals {
     topics: Mutex<HashMap<String, Signal>>,
-    /// How many wake-ups were sent, to any topic ([`TopicSignals::wakes`]).
-    wakes: AtomicU64,
+    /// Wake-ups sent to any topic, and changes touched ([`TopicSignals::activity`]).
+    activity: AtomicU64,
 }
 
 /// A fetch waiting on a topic ([`TopicSignals::park`]); it stops counting when dropped.
@@ -269,28 +269,28 @@ impl TopicSignals {
     /// Wakes every waiter, e.g. after the cross-broker notification channel reconnected and
     /// notifications may have been missed.
     pub fn notify_all(&self) {
-        self.wakes.fetch_add(1, Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
         for signal in self.lock().values() {
             signal.sender.send_replace(Wake::default());
         }
     }
 
-    /// How many wake-ups were sent so far (and changes [`TopicSignals::touch`] counted): it
+    /// A count of wake-ups sent so far and of changes [`TopicSignals::touch`] counted: it
     /// moves with every append that stored something, this broker's or (PostgreSQL) one
-    /// another broker announced, whether or not anything waits on it, and with a topic's
-    /// deletion. Retention's passes run less often while it stands still.
-    pub fn wakes(&self) -> u64 {
-        self.wakes.load(Ordering::Relaxed)
+    /// another broker announced, whether or not anything waits on it, with a topic's deletion
+    /// and with a limit set. Retention's passes run less often while it stands still.
+    pub fn activity(&self) -> u64 {
+        self.activity.load(Ordering::Relaxed)
     }
 
     /// Counts a change that the next retention pass should act on soon (a topic's limits
     /// set), without waking anything.
     pub fn touch(&self) {
-        self.wakes.fetch_add(1, Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
     }
 
     fn wake(&self, topic: &str, tail: Option<Arc<Tail>>) {
-        self.wakes.fetch_add(1, Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
         if let Some(signal) = self.lock().get(topic) {
             signal.sender.send_replace(Wake { tail });
         }
